@@ -1,0 +1,74 @@
+"""SAM2Plus: the Label Studio ML backend's model class (Label Studio in, Label Studio out)."""
+
+from __future__ import annotations
+
+import logging
+
+import sam2plus
+from sam2plus.config import ServerConfig
+from sam2plus.errors import RequestError, describe
+from sam2plus.fetch import ImageFetcher, LabelStudioAuth
+from sam2plus.images import FrameCache
+from sam2plus.labelconfig import find_output_control
+from sam2plus.params import ExtraParams, parse_extra_params
+from sam2plus.pipeline import Pipeline
+from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
+from sam2plus.settings import SettingsStore
+
+log = logging.getLogger(__name__)
+
+
+class SAM2Plus:
+    """Interactive SAM2 segmentation with per-project extra_params."""
+
+    def __init__(self, config: ServerConfig | None = None, segmenter=None):
+        self.config = config = config or ServerConfig.from_env()
+        if segmenter is None:
+            checkpoint = resolve_checkpoint(config.model_checkpoint, config.checkpoint_dir)
+            segmenter = Segmenter(config.model_config, checkpoint, resolve_device(config.device),
+                                  config.embedding_cache_mb << 20)
+        auth = (LabelStudioAuth(config.label_studio_url, config.label_studio_api_key, config.fetch_timeout)
+                if config.label_studio_url and config.label_studio_api_key else None)
+        if config.label_studio_url and not auth:
+            log.warning("LABEL_STUDIO_URL is set without LABEL_STUDIO_API_KEY: Label Studio images cannot be fetched")
+        fetcher = ImageFetcher(config.cache_dir, auth, config.image_hosts, config.max_image_bytes, config.fetch_timeout)
+        self.pipeline = Pipeline(segmenter, fetcher, FrameCache(config.frame_cache_mb << 20),
+                                 config.max_image_pixels, config.cache_dir, config.artifacts)
+        self.settings = SettingsStore(config.model_dir)
+        self.model_version = f"SAM2Plus-{sam2plus.__version__}:{segmenter.name}"
+
+    def set_extra_params(self, project: str, extra_params) -> ExtraParams:
+        """Validate and store a project's extra_params; invalid ones leave the stored ones untouched."""
+        params = parse_extra_params(extra_params)
+        self.settings.save(project, params)
+        return params
+
+    def setup(self, project, schema=None, extra_params=None, **_ignored) -> dict:
+        """Label Studio's /setup: check the label config fits the return format, store the params."""
+        project = _project_id(project)
+        params = parse_extra_params(extra_params)
+        if schema:
+            find_output_control(schema, params.return_format.type, "schema")
+        self.settings.save(project, params)
+        log.info("project %s set up: %s", project, "stock" if params.is_stock else params.source)
+        return {"model_version": self.model_version}
+
+    def predict(self, tasks, context=None, project=None, label_config=None, artifacts=False, **_ignored) -> dict:
+        """Label Studio's /predict: one interactive click -> {"results": [{"result": [...], "score": ...}]}."""
+        if not isinstance(tasks, list) or not tasks:
+            raise RequestError("tasks", f"must be a non-empty list of tasks, got {describe(tasks)}")
+        if not context or not context.get("result"):
+            return {"results": [], "model_version": self.model_version}  # batch pre-annotation: not interactive
+        params = self.settings.load(_project_id(project)) if project is not None else ExtraParams()
+        prediction = self.pipeline.run(tasks[0], context, label_config, params, artifacts=artifacts)
+        answer = {"result": prediction.regions, "score": prediction.score, "model_version": self.model_version}
+        response = {"results": [answer], "model_version": self.model_version}
+        if prediction.artifacts:
+            response["artifacts"] = str(prediction.artifacts)
+        return response
+
+
+def _project_id(project) -> str:
+    if isinstance(project, (int, str)) and str(project).strip():
+        return str(project).strip()
+    raise RequestError("project", f"must be Label Studio's project id, got {describe(project)}")

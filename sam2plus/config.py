@@ -1,0 +1,81 @@
+"""The backend process's settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+class ConfigError(RuntimeError):
+    """A setting of the environment that the backend cannot start with."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    device: str = "auto"
+    model_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml"
+    model_checkpoint: str = "sam2.1_hiera_large.pt"
+    checkpoint_dir: str = "/sam2/checkpoints"
+    cache_dir: str = "/cache"
+    model_dir: str = "/data/models"
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = None
+    image_hosts: tuple[str, ...] = ()
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    max_image_pixels: int = 300_000_000
+    max_image_bytes: int = 1 << 30
+    fetch_timeout: float = 60.0
+    embedding_cache_mb: int = 1024
+    frame_cache_mb: int = 1024
+    artifacts: bool = False
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ServerConfig":
+        env = os.environ if env is None else env
+        d = cls()
+
+        def text(name: str, default: str | None) -> str | None:
+            value = env.get(name, "").strip()
+            return value or default
+
+        def number(name: str, default, kind=int):
+            value = text(name, None)
+            if value is None:
+                return default
+            try:
+                parsed = kind(value)
+            except ValueError:
+                raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+            if parsed <= 0:
+                raise ConfigError(f"{name}={value!r} must be > 0")
+            return parsed
+
+        device = text("DEVICE", d.device).lower()
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise ConfigError(f"DEVICE={device!r} must be auto, cpu or cuda")
+        artifacts = text("ARTIFACTS", "off").lower()
+        if artifacts not in ("on", "off", "true", "false", "1", "0"):
+            raise ConfigError(f"ARTIFACTS={artifacts!r} must be on or off")
+        hosts = tuple(h.strip().lower() for h in (text("IMAGE_HOSTS", "") or "").split(",") if h.strip())
+        return cls(
+            device=device,
+            model_config=text("MODEL_CONFIG", d.model_config),
+            model_checkpoint=text("MODEL_CHECKPOINT", d.model_checkpoint),
+            checkpoint_dir=text("CHECKPOINT_DIR", d.checkpoint_dir),
+            cache_dir=text("CACHE_DIR", d.cache_dir),
+            model_dir=text("MODEL_DIR", d.model_dir),
+            label_studio_url=(text("LABEL_STUDIO_URL", None) or "").rstrip("/") or None,
+            label_studio_api_key=text("LABEL_STUDIO_API_KEY", None),
+            image_hosts=hosts,
+            basic_auth_user=text("BASIC_AUTH_USER", None),
+            basic_auth_pass=text("BASIC_AUTH_PASS", None),
+            max_image_pixels=number("MAX_IMAGE_PIXELS", d.max_image_pixels),
+            max_image_bytes=number("MAX_IMAGE_BYTES", d.max_image_bytes),
+            fetch_timeout=number("FETCH_TIMEOUT", d.fetch_timeout, float),
+            embedding_cache_mb=number("EMBEDDING_CACHE_MB", d.embedding_cache_mb),
+            frame_cache_mb=number("FRAME_CACHE_MB", d.frame_cache_mb),
+            artifacts=artifacts in ("on", "true", "1"),
+        )

@@ -1,0 +1,32 @@
+"""Errors that answer a request with a 4xx status and a message naming the offending field."""
+
+from __future__ import annotations
+
+
+class RequestError(Exception):
+    """Bad input from the client: answered with `status` and ``{"error": message}``.
+
+    `field` is the dotted path of what was wrong (``extra_params.subpatching.patch_size``); the
+    message always starts with it so that the one line a Label Studio user sees names it.
+    """
+
+    def __init__(self, field: str, problem: str, status: int = 400):
+        self.field = field
+        self.problem = problem
+        self.status = status
+        super().__init__(f"{field}: {problem}" if field else problem)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+def describe(value: object, limit: int = 60) -> str:
+    """A short JSON-like rendering of a user value for error messages."""
+    import json
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,158 @@
+"""Local image file -> the RGB frame SAM2Plus works on, decoded once and kept in a bounded cache.
+
+The frame is the image after EXIF orientation (the browser shows the rotated image, so prompt
+coordinates refer to it), converted to 8-bit RGB and downscaled to the fullframe size. JPEGs
+are decoded by OpenCV straight into one array, at 1/2, 1/4 or 1/8 size when the frame allows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import RequestError
+
+Image.MAX_IMAGE_PIXELS = None  # the limit is ours (MAX_IMAGE_PIXELS), checked on the header
+
+# EXIF orientation -> the cv2 operations that undo it, in order.
+_ORIENT = {
+    2: [("flip", 1)], 3: [("rotate", cv2.ROTATE_180)], 4: [("flip", 0)],
+    5: [("transpose", None)], 6: [("rotate", cv2.ROTATE_90_CLOCKWISE)],
+    7: [("transpose", None), ("rotate", cv2.ROTATE_180)], 8: [("rotate", cv2.ROTATE_90_COUNTERCLOCKWISE)],
+}
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the file header says: the displayed (oriented) size, mode, format, orientation."""
+
+    width: int
+    height: int
+    mode: str
+    format: str
+    orientation: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
+    """Read the header only; refuse files that are not images or exceed `max_pixels`."""
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(0x0112, 1) if image.format in ("JPEG", "TIFF", "PNG", "WEBP") else 1
+            width, height = image.size
+            mode, fmt = image.mode, image.format or ""
+    except (UnidentifiedImageError, OSError) as exc:
+        raise RequestError(field, f"is not a readable image ({type(exc).__name__})", 422) from None
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    if width * height > max_pixels:
+        raise RequestError(field, f"image of {width}x{height} = {width * height} px exceeds MAX_IMAGE_PIXELS={max_pixels}", 413)
+    return ImageInfo(width, height, mode, fmt, orientation if orientation in _ORIENT else 1)
+
+
+def decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str) -> np.ndarray:
+    """The oriented 8-bit RGB image resized to `frame_size` (uint8, H x W x 3)."""
+    if info.format == "JPEG" and info.mode in ("RGB", "L"):
+        rgb = _decode_jpeg(path, info, frame_size)
+    else:
+        rgb = _decode_other(path, field)
+    if rgb is None:
+        raise RequestError(field, "could not be decoded", 422)
+    if (rgb.shape[1], rgb.shape[0]) != frame_size:
+        rgb = cv2.resize(rgb, frame_size, interpolation=cv2.INTER_AREA)
+    return rgb
+
+
+def _decode_jpeg(path: Path, info: ImageInfo, frame_size: tuple[int, int]) -> np.ndarray | None:
+    reduce = 1
+    for factor in (8, 4, 2):  # libjpeg's reduced sizes are ceil(size / factor)
+        if -(-info.width // factor) >= frame_size[0] and -(-info.height // factor) >= frame_size[1]:
+            reduce = factor
+            break
+    flags = (_REDUCED[reduce] if reduce > 1 else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
+    bgr = cv2.imread(str(path), flags)
+    if bgr is None:
+        return None
+    for op, arg in _ORIENT.get(info.orientation, []):
+        bgr = cv2.flip(bgr, arg) if op == "flip" else cv2.rotate(bgr, arg) if op == "rotate" else cv2.transpose(bgr)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
+
+
+def _decode_other(path: Path, field: str) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                return _high_depth_to_rgb(np.asarray(image))
+            if image.mode != "RGB":
+                image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+            if image.mode == "RGBA":  # transparent pixels show white, as in the browser on a white page
+                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(background, image).convert("RGB")
+            return np.asarray(image)
+    except (OSError, ValueError) as exc:
+        raise RequestError(field, f"could not be decoded ({type(exc).__name__})", 422) from None
+
+
+def _high_depth_to_rgb(values: np.ndarray) -> np.ndarray:
+    """16-bit or float single-channel pixels -> 8-bit gray RGB (16-bit by its full range, float by min/max)."""
+    if values.dtype.kind == "f":
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        gray = ((values - low) / ((high - low) or 1) * 255).astype(np.uint8)
+    else:
+        gray = (np.clip(values, 0, 65535) // 257).astype(np.uint8)
+    return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+
+
+class FrameCache:
+    """Decoded frames by (content digest, frame size), least recently used evicted past `max_bytes`."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._frames: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._loading: dict[tuple, threading.Lock] = {}
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple, load) -> np.ndarray:
+        """The cached frame, or `load()` run once even when several threads ask at the same time."""
+        with self._lock:
+            frame = self._lookup(key)
+            if frame is not None:
+                return frame
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                frame = self._lookup(key)
+                if frame is not None:
+                    return frame
+                self.misses += 1
+            frame = load()
+            frame.setflags(write=False)
+            with self._lock:
+                self._loading.pop(key, None)
+                if frame.nbytes <= self.max_bytes:
+                    self._frames[key] = frame
+                    self._bytes += frame.nbytes
+                    while self._bytes > self.max_bytes:
+                        _, old = self._frames.popitem(last=False)
+                        self._bytes -= old.nbytes
+            return frame
+
+    def _lookup(self, key: tuple) -> np.ndarray | None:
+        frame = self._frames.get(key)
+        if frame is not None:
+            self._frames.move_to_end(key)
+            self.hits += 1
+        return frame

@@ -1,0 +1,123 @@
+"""One click, end to end: task + context -> prompt -> frame -> model -> mask -> regions.
+
+`Pipeline.run` is the whole request path without HTTP, shared by the server, the benchmark
+and the in-process probe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import new_request_dir, write_artifacts
+from .errors import RequestError, describe
+from .fetch import ImageFetcher
+from .frames import FrameMap, extract_patch, plan_frame
+from .images import FrameCache, decode_frame, read_info
+from .labelconfig import find_output_control
+from .masks import mask_from_logits
+from .params import ExtraParams
+from .postprocess import postprocess
+from .prompts import Prompt, parse_prompt
+from .results import polygons, regions
+from .segmenter import PatchPrompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    regions: list[dict]
+    score: float
+    frame_map: FrameMap
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    encoded: bool = False
+    artifacts: Path | None = None
+
+
+def patch_prompt(prompt: Prompt, frame_map: FrameMap) -> PatchPrompt:
+    """The prompt in continuous patch coordinates."""
+    size = np.array(frame_map.image_size, dtype=np.float64)
+    points = frame_map.image_to_patch(np.array(prompt.points, dtype=np.float64).reshape(-1, 2) * size)
+    box = None
+    if prompt.box is not None:
+        box = frame_map.image_to_patch(np.array(prompt.box, dtype=np.float64).reshape(2, 2) * size).reshape(4)
+    return PatchPrompt(points, np.array(prompt.labels, dtype=np.int64), box)
+
+
+class Pipeline:
+    def __init__(self, segmenter, fetcher: ImageFetcher, frames: FrameCache, max_pixels: int,
+                 cache_dir: str | Path, artifacts: bool = False):
+        self.segmenter = segmenter
+        self.fetcher = fetcher
+        self.frames = frames
+        self.max_pixels = max_pixels
+        self.cache_dir = Path(cache_dir)
+        self.artifacts = artifacts
+
+    def run(self, task: dict, context: dict, label_config: str, params: ExtraParams,
+            artifacts: bool = False) -> Prediction:
+        clock = _Clock()
+        fmt = params.return_format
+        control = find_output_control(label_config, fmt.type)
+        prompt = parse_prompt(context)
+        data = task.get("data") if isinstance(task, dict) else None
+        field = f"tasks[0].data.{control.image_key}"
+        if not isinstance(data, dict) or control.image_key not in data:
+            raise RequestError(field, f"missing: the task has no image under {describe(control.image_key)}")
+        local = self.fetcher.fetch(data[control.image_key], field)
+        info = read_info(local.path, self.max_pixels, field)
+        _check_context_size(context, info.size)
+        clock.lap("fetch")
+
+        frame_map = plan_frame(info.size, prompt, params)
+        frame = self.frames.get((local.digest, frame_map.frame_size),
+                                lambda: decode_frame(local.path, info, frame_map.frame_size, field))
+        clock.lap("decode")
+        fill = params.subpatching.padding_fill if params.subpatching else (0, 0, 0)
+        padded = frame_map.valid_box() != (0, 0, *frame_map.patch_size)
+        patch = extract_patch(frame, frame_map, fill)
+        key = (local.digest, frame_map.frame_size, astuple(frame_map.window), fill if padded else None)
+        prompt_in_patch = patch_prompt(prompt, frame_map)
+        output = self.segmenter.predict(patch, key, prompt_in_patch)
+        clock.lap("model")
+
+        mask = postprocess(mask_from_logits(output.low_res_logits, frame_map), params.postprocess,
+                           frame_map.valid_box())
+        label = prompt.label or (control.labels[0] if control.labels else None)
+        result = regions(mask, frame_map, fmt, control, label, output.score)
+        clock.lap("regions")
+
+        folder = None
+        if artifacts or self.artifacts:
+            folder = new_request_dir(self.cache_dir)
+            rings = polygons(mask, fmt) if fmt.kind == "polygon" else []
+            summary = {"image": str(data[control.image_key]), "image_size": info.size,
+                       "frame_size": frame_map.frame_size, "window": astuple(frame_map.window),
+                       "mode": frame_map.mode, "score": output.score, "regions": len(result)}
+            write_artifacts(folder, frame, frame_map, patch, prompt_in_patch, mask, rings, summary)
+            clock.lap("artifacts")
+        return Prediction(result, output.score, frame_map, clock.laps, output.encoded, folder)
+
+
+def _check_context_size(context: dict, size: tuple[int, int]) -> None:
+    first = context["result"][0]
+    given = (first.get("original_width"), first.get("original_height"))
+    if None not in given and tuple(given) != size:
+        log.warning("context says the image is %sx%s but it decodes to %sx%s; using the decoded size",
+                    *given, *size)
+
+
+class _Clock:
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = (now - self._last) * 1000
+        self._last = now

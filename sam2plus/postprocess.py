@@ -1,0 +1,64 @@
+"""Mask clean-up in patch pixels: component filter, then hole filling, then dilation."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .masks import Mask
+from .params import Postprocess
+
+
+def postprocess(mask: Mask, settings: Postprocess, bounds: tuple[int, int, int, int]) -> Mask:
+    """Apply `settings` in the specified order; `bounds` (x0, y0, x1, y1) limit dilation growth."""
+    if mask.area == 0 or settings.is_noop:
+        return mask
+    if settings.mask_size_threshold > 0:
+        mask = keep_large_components(mask, settings.mask_size_threshold)
+    if settings.fill_holes:
+        mask = fill_holes(mask)
+    if settings.dilate:
+        mask = dilate(mask, dilation_radius(mask, settings.dilate), bounds)
+    return mask
+
+
+def keep_large_components(mask: Mask, threshold: float) -> Mask:
+    """Keep 8-connected components whose area is at least `threshold` x the largest one's."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.bits.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    if areas.size <= 1:
+        return mask
+    keep = np.concatenate([[False], areas >= threshold * areas.max()])
+    return Mask(keep[labels], mask.x, mask.y).tight()
+
+
+def fill_holes(mask: Mask) -> Mask:
+    """Fill every background region that does not reach the mask's border."""
+    padded = np.pad(mask.bits, 1).astype(np.uint8)
+    outside = padded.copy()
+    flood_mask = np.zeros((padded.shape[0] + 2, padded.shape[1] + 2), np.uint8)
+    cv2.floodFill(outside, flood_mask, (0, 0), 2, flags=4)
+    return Mask((outside != 2)[1:-1, 1:-1], mask.x, mask.y)
+
+
+def dilation_radius(mask: Mask, dilate: int | float) -> float:
+    """An int is pixels; a float is a fraction of the equivalent-circle radius sqrt(area / pi)."""
+    if isinstance(dilate, int):
+        return float(dilate)
+    return dilate * math.sqrt(mask.area / math.pi)
+
+
+def dilate(mask: Mask, radius: float, bounds: tuple[int, int, int, int]) -> Mask:
+    """Grow the mask by a disc of `radius`, staying inside `bounds`."""
+    r = round(radius)
+    if r < 1:
+        return mask
+    h, w = mask.bits.shape
+    x0, y0 = max(bounds[0], mask.x - r), max(bounds[1], mask.y - r)
+    x1, y1 = min(bounds[2], mask.x + w + r), min(bounds[3], mask.y + h + r)
+    canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    canvas[mask.y - y0:mask.y - y0 + h, mask.x - x0:mask.x - x0 + w] = mask.bits
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    return Mask(cv2.dilate(canvas, kernel).astype(bool), x0, y0)

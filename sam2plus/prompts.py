@@ -1,0 +1,94 @@
+"""Label Studio's interactive context -> a `Prompt` in relative image coordinates."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import RequestError, describe
+
+POINT_TYPES = ("keypointlabels", "keypoint")
+BOX_TYPES = ("rectanglelabels", "rectangle")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the annotator placed, as fractions (0..1) of the image's width and height.
+
+    `box` is (x0, y0, x1, y1); `labels` hold 1 for a positive point and 0 for a negative one.
+    """
+
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    label: str | None = None
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """The smallest (x0, y0, x1, y1) holding the box and every point."""
+        xs = [p[0] for p in self.points]
+        ys = [p[1] for p in self.points]
+        if self.box:
+            xs += [self.box[0], self.box[2]]
+            ys += [self.box[1], self.box[3]]
+        return min(xs), min(ys), max(xs), max(ys)
+
+
+def parse_prompt(context: Any) -> Prompt:
+    """Read the keypoints and the rectangle of `context.result` (the last rectangle wins)."""
+    if not isinstance(context, dict) or not isinstance(context.get("result"), list) or not context["result"]:
+        raise RequestError("context.result", "no prompt: expected a list of keypoint or rectangle regions")
+    points: list[tuple[float, float]] = []
+    labels: list[int] = []
+    box = None
+    label = None
+    for index, region in enumerate(context["result"]):
+        path = f"context.result[{index}]"
+        if not isinstance(region, dict) or not isinstance(region.get("value"), dict):
+            raise RequestError(path, f"must be a region object with a 'value', got {describe(region)}")
+        kind = str(region.get("type", "")).lower()
+        value = region["value"]
+        if kind in POINT_TYPES:
+            points.append((_fraction(value, "x", path), _fraction(value, "y", path)))
+            labels.append(0 if region.get("is_positive", True) in (False, 0, "false") else 1)
+        elif kind in BOX_TYPES:
+            x0, y0 = _fraction(value, "x", path), _fraction(value, "y", path)
+            x1 = min(1.0, x0 + _extent(value, "width", path))
+            y1 = min(1.0, y0 + _extent(value, "height", path))
+            if value.get("rotation") not in (None, 0, 0.0):
+                raise RequestError(f"{path}.value.rotation", f"rotated rectangles are not supported, got {describe(value['rotation'])}")
+            box = (x0, y0, x1, y1)
+        else:
+            raise RequestError(f"{path}.type", f"must be keypointlabels, keypoint, rectanglelabels or rectangle, got {describe(region.get('type'))}")
+        label = _label(value, kind) or label
+    if labels and not any(labels) and box is None:
+        raise RequestError("context.result", "only negative keypoints: place at least one positive keypoint or a rectangle")
+    return Prompt(points=tuple(points), labels=tuple(labels), box=box, label=label)
+
+
+def _number(value: dict, key: str, path: str) -> float:
+    number = value.get(key)
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        raise RequestError(f"{path}.value.{key}", f"must be a number (percent of the image), got {describe(number)}")
+    return float(number)
+
+
+def _fraction(value: dict, key: str, path: str) -> float:
+    number = _number(value, key, path)
+    if not 0 <= number <= 100:
+        raise RequestError(f"{path}.value.{key}", f"lies outside the image (0..100 percent), got {describe(number)}")
+    return number / 100
+
+
+def _extent(value: dict, key: str, path: str) -> float:
+    number = _number(value, key, path)
+    if number <= 0:
+        raise RequestError(f"{path}.value.{key}", f"a rectangle needs a {key} > 0, got {describe(number)}")
+    return number / 100
+
+
+def _label(value: dict, kind: str) -> str | None:
+    labels = value.get(kind) if kind.endswith("labels") else None
+    if isinstance(labels, list) and labels and isinstance(labels[0], str):
+        return labels[0]
+    return None

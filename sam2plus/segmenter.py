@@ -1,0 +1,173 @@
+"""SAM2 behind a tiny surface: build once, `predict(patch, key, prompt)` -> low-res logits.
+
+The image encoder's output is kept per patch key in a memory-bounded LRU, so a repeated
+click on the same patch runs only the prompt encoder and the mask decoder. One lock guards
+the predictor: `SAM2ImagePredictor` keeps the last image's features on the instance, and
+sharing it unguarded between threads hands one request another request's image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+log = logging.getLogger(__name__)
+
+UNTRAINED = "untrained"
+CHECKPOINT_HINT = "download it with scripts/download-checkpoints.sh (or set MODEL_CHECKPOINT=untrained for a plumbing check)"
+
+
+@dataclass(frozen=True)
+class SegmentOutput:
+    low_res_logits: np.ndarray  # float32 (256, 256): SAM2's mask logits over the whole patch
+    score: float  # SAM2's predicted IoU of the chosen mask
+    encoded: bool  # True when this call ran the image encoder (a cache miss)
+
+
+@dataclass(frozen=True)
+class PatchPrompt:
+    """The prompt in continuous patch coordinates."""
+
+    points: np.ndarray  # (N, 2) float
+    labels: np.ndarray  # (N,) int, 1 positive / 0 negative
+    box: np.ndarray | None  # (4,) x0, y0, x1, y1
+
+
+def resolve_checkpoint(checkpoint: str, checkpoint_dir: str) -> str | None:
+    """The checkpoint file to load, None for untrained weights; a missing file is a ConfigError."""
+    if checkpoint == UNTRAINED:
+        return None
+    path = Path(checkpoint) if os.path.isabs(checkpoint) else Path(checkpoint_dir) / checkpoint
+    if not path.is_file():
+        raise ConfigError(f"SAM2 checkpoint {path} not found (MODEL_CHECKPOINT={checkpoint}, "
+                          f"CHECKPOINT_DIR={checkpoint_dir}): {CHECKPOINT_HINT}")
+    return str(path)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"DEVICE={device} but torch sees no CUDA device")
+    return device
+
+
+def to_model_input(patch: np.ndarray, size: int) -> np.ndarray:
+    """The patch resized to SAM2's square input, as SAM2's own transform would (area for shrinking)."""
+    if patch.shape[:2] == (size, size):
+        return np.ascontiguousarray(patch)
+    shrinking = patch.shape[0] * patch.shape[1] > size * size
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+class EmbeddingCache:
+    """Image features per patch key, on the model's device, bounded in bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, tuple[dict, int]] = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> dict | None:
+        item = self._items.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return item[0]
+
+    def put(self, key: tuple, features: dict) -> None:
+        size = sum(t.numel() * t.element_size() for t in _tensors(features))
+        if size > self.max_bytes:
+            return
+        self._items[key] = (features, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, old) = self._items.popitem(last=False)
+            self.bytes -= old
+
+
+def _tensors(features: dict):
+    for value in features.values():
+        if isinstance(value, torch.Tensor):
+            yield value
+        else:
+            yield from value
+
+
+class Segmenter:
+    """The real SAM2 image predictor with an embedding cache and a lock."""
+
+    def __init__(self, model_config: str, checkpoint: str | None, device: str, cache_bytes: int):
+        from sam2.build_sam import build_sam2
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        self.device = device
+        self.model_config = model_config
+        self.untrained = checkpoint is None
+        started = time.perf_counter()
+        try:
+            model = build_sam2(model_config, checkpoint, device=device)
+        except Exception as exc:  # hydra names a missing config in many ways
+            if "config" in str(exc).lower() or type(exc).__name__ in ("MissingConfigException", "ConfigCompositionException"):
+                raise ConfigError(f"MODEL_CONFIG={model_config} is not a sam2 config ({type(exc).__name__}: {exc})") from None
+            raise
+        self.predictor = SAM2ImagePredictor(model)
+        self.input_size = int(model.image_size)
+        self.cache = EmbeddingCache(cache_bytes)
+        self.encoder_runs = 0
+        self._lock = threading.Lock()
+        if device.startswith("cuda") and torch.cuda.get_device_properties(0).major >= 8:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        log.info("SAM2 %s loaded on %s in %.1f s%s", model_config, device, time.perf_counter() - started,
+                 " with UNTRAINED random weights: masks are meaningless" if self.untrained else "")
+        if self.untrained:
+            log.warning("MODEL_CHECKPOINT=untrained: SAM2 runs with random weights, for tests and benchmarks only")
+
+    @property
+    def name(self) -> str:
+        return Path(self.model_config).stem + (f":{UNTRAINED}" if self.untrained else "")
+
+    def _autocast(self):
+        if self.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def predict(self, patch: np.ndarray, key: tuple, prompt: PatchPrompt) -> SegmentOutput:
+        """Segment `prompt` on `patch` (H x W x 3 uint8); `key` names the patch's content."""
+        height, width = patch.shape[:2]
+        scale = np.array([self.input_size / width, self.input_size / height])
+        # SAM2 takes pixel-index coordinates (it adds 0.5 itself); ours are continuous.
+        points = prompt.points * scale - 0.5 if len(prompt.points) else None
+        box = (prompt.box.reshape(2, 2) * scale - 0.5).reshape(4) if prompt.box is not None else None
+        with self._lock, torch.inference_mode(), self._autocast():
+            features = self.cache.get(key)
+            predictor = self.predictor
+            if features is None:
+                predictor.set_image(to_model_input(patch, self.input_size))
+                self.encoder_runs += 1
+                self.cache.put(key, predictor._features)
+            else:
+                predictor._features = features
+                predictor._orig_hw = [(self.input_size, self.input_size)]
+                predictor._is_image_set, predictor._is_batch = True, False
+            _, scores, low_res = predictor.predict(
+                point_coords=points, point_labels=prompt.labels if points is not None else None,
+                box=box, multimask_output=True, return_logits=True)
+        best = int(np.argmax(scores))
+        return SegmentOutput(np.asarray(low_res[best], dtype=np.float32), float(scores[best]), features is None)
