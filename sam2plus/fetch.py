@@ -55,10 +55,13 @@ class LabelStudioAuth:
             if renew or self._access is None or self._access[1] < time.time() + 10:
                 response = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": self.api_key},
                                          timeout=self.timeout)
-                if response.status_code != 200:
+                try:
+                    access = response.json()["access"] if response.status_code == 200 else None
+                except (ValueError, KeyError, TypeError):
+                    access = None
+                if not isinstance(access, str):
                     raise RequestError("LABEL_STUDIO_API_KEY", f"Label Studio refused the personal access token "
                                        f"(HTTP {response.status_code} from /api/token/refresh/)", 502)
-                access = response.json()["access"]
                 self._access = (access, float(_jwt_claims(access).get("exp", time.time() + 60)))
             return {"Authorization": f"Bearer {self._access[0]}"}
 
@@ -126,15 +129,18 @@ class ImageFetcher:
         name = hashlib.sha256(url.encode()).hexdigest()[:32] + _suffix(url)
         target = self.download_dir / name
         meta_path = target.with_name(name + ".json")
-        headers = dict(self.label_studio.header()) if authenticated else {}
         meta = _read_json(meta_path) if target.is_file() else {}
+        headers = {}
         if meta.get("etag"):
             headers["If-None-Match"] = meta["etag"]
         if meta.get("last_modified"):
             headers["If-Modified-Since"] = meta["last_modified"]
         try:
+            if authenticated:
+                headers.update(self.label_studio.header())
             response = requests.get(url, headers=headers, stream=True, timeout=self.timeout)
             if response.status_code == 401 and authenticated and self.label_studio.is_personal_access_token:
+                response.close()
                 response = requests.get(url, headers={**headers, **self.label_studio.header(renew=True)},
                                         stream=True, timeout=self.timeout)
         except requests.RequestException as exc:

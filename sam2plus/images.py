@@ -48,9 +48,9 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
     """Read the header only; refuse files that are not images or exceed `max_pixels`."""
     try:
         with Image.open(path) as image:
-            orientation = image.getexif().get(0x0112, 1) if image.format in ("JPEG", "TIFF", "PNG", "WEBP") else 1
+            orientation = _orientation(image)
             width, height = image.size
-            mode, fmt = image.mode, image.format or ""
+            mode, fmt = image.mode, "JPEG" if image.format == "MPO" else image.format or ""
     except (UnidentifiedImageError, OSError) as exc:
         raise RequestError(field, f"is not a readable image ({type(exc).__name__})", 422) from None
     if orientation in (5, 6, 7, 8):
@@ -58,6 +58,18 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
     if width * height > max_pixels:
         raise RequestError(field, f"image of {width}x{height} = {width * height} px exceeds MAX_IMAGE_PIXELS={max_pixels}", 413)
     return ImageInfo(width, height, mode, fmt, orientation if orientation in _ORIENT else 1)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation, read without decoding pixels (Pillow's PNG getexif() would load them)."""
+    if image.format == "PNG":
+        raw = image.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(0x0112, 1)
+    return image.getexif().get(0x0112, 1)
 
 
 def decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str) -> np.ndarray:

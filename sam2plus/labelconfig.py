@@ -22,7 +22,11 @@ class OutputControl:
 
 @functools.lru_cache(maxsize=256)
 def find_output_control(label_config: str, return_type: str, field: str = "label_config") -> OutputControl:
-    """The first `<return_type name=... toName=...>` tag of the config (tag names match case-insensitively)."""
+    """The `<return_type name=... toName=...>` tag of the config (tag names match case-insensitively).
+
+    A tag without smart="true" is preferred: when the prompt and the output share a tag type
+    (a smart RectangleLabels prompt, a RectangleLabels output), the output is the plain one.
+    """
     if not isinstance(label_config, str) or not label_config.strip():
         raise RequestError(field, "missing: the project's label config is needed to place results")
     try:
@@ -30,9 +34,9 @@ def find_output_control(label_config: str, return_type: str, field: str = "label
     except ET.ParseError as exc:
         raise RequestError(field, f"not valid XML ({exc})") from None
     images = {el.get("name"): el.get("value", "") for el in root.iter() if el.tag.lower() == "image"}
-    for element in root.iter():
-        if element.tag.lower() != return_type.lower():
-            continue
+    candidates = [el for el in root.iter() if el.tag.lower() == return_type.lower()]
+    candidates.sort(key=lambda el: el.get("smart", "").lower() == "true")
+    for element in candidates[:1]:
         name, to_name = element.get("name"), element.get("toName")
         if not name or to_name not in images:
             raise RequestError(field, f"<{element.tag}> needs a name and a toName naming an <Image>")

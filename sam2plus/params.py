@@ -2,6 +2,7 @@
 
 Keys may use dashes or underscores (normalised to underscores); unknown, misplaced and
 duplicate keys are errors naming the key's path, e.g. ``extra_params.subpatching.patch_size``.
+A section given as null is the same as a section left out.
 Empty extra_params mean the stock backend: full image in, one BrushLabels RLE out.
 """
 
@@ -123,8 +124,8 @@ def parse_extra_params(raw: Any) -> ExtraParams:
     return_format = _return_format(obj.get("return_format"))
     postprocess = _postprocess(obj.get("postprocess"), return_format)
     return ExtraParams(
-        fullframe_resize=_fullframe_resize(obj["fullframe_resize"]) if "fullframe_resize" in obj else None,
-        subpatching=_subpatching(obj["subpatching"]) if "subpatching" in obj else None,
+        fullframe_resize=_fullframe_resize(obj["fullframe_resize"]) if obj.get("fullframe_resize") is not None else None,
+        subpatching=_subpatching(obj["subpatching"]) if obj.get("subpatching") is not None else None,
         postprocess=postprocess,
         return_format=return_format,
         source=obj,

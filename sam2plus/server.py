@@ -55,7 +55,7 @@ def create_app(model) -> Flask:
     def webhook():
         body = _json_body()
         log.info("webhook %s ignored: SAM2Plus does not train", body.get("action"))
-        return jsonify(status="ok", action=body.get("action")), 201
+        return jsonify(status="ok", action=body.get("action"))
 
     @app.get("/versions")
     def versions():

@@ -1,0 +1,47 @@
+"""A TEST DOUBLE of SAM2 for geometry tests: it is not SAM2 and it learns nothing.
+
+`ColorRegionSegmenter` segments the uniformly coloured region under the prompt, following
+SAM2's real resolution path so that the pipeline's geometry can be checked against drawn
+shapes with known answers: the patch is resized to the 1024x1024 model input with the same
+function the real segmenter uses, the region is found there, averaged down to 256x256
+low-resolution logits, and those logits go back through the pipeline's own upsampling.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from sam2plus.segmenter import PatchPrompt, SegmentOutput, to_model_input
+
+INPUT_SIZE = 1024
+LOW_RES = 256
+
+
+class ColorRegionSegmenter:
+    name = "test-double:color-region"
+
+    def __init__(self, tolerance: int = 40):
+        self.tolerance = tolerance
+        self.encoder_runs = 0
+        self._encoded: set = set()
+
+    def predict(self, patch: np.ndarray, key: tuple, prompt: PatchPrompt) -> SegmentOutput:
+        height, width = patch.shape[:2]
+        image = to_model_input(patch, INPUT_SIZE).astype(np.int16)
+        scale = np.array([INPUT_SIZE / width, INPUT_SIZE / height])
+        positives = prompt.points[prompt.labels == 1] if len(prompt.points) else prompt.points
+        if len(positives):
+            seed = positives[0]
+        else:
+            seed = (prompt.box[:2] + prompt.box[2:]) / 2
+        sx, sy = np.clip((seed * scale).astype(int), 0, INPUT_SIZE - 1)
+        near = np.all(np.abs(image - image[sy, sx]) <= self.tolerance, axis=2).astype(np.uint8)
+        _, components = cv2.connectedComponents(near, connectivity=4)
+        region = (components == components[sy, sx]).astype(np.float32)
+        fraction = cv2.resize(region, (LOW_RES, LOW_RES), interpolation=cv2.INTER_AREA)
+        encoded = key not in self._encoded
+        if encoded:
+            self._encoded.add(key)
+            self.encoder_runs += 1
+        return SegmentOutput((fraction - 0.5) * 20, 1.0, encoded)
