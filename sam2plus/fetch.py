@@ -2,7 +2,8 @@
 
 Downloads land in CACHE_DIR/downloads under a name derived from the URL, written atomically;
 a cached copy is revalidated with the server's validators (ETag, Last-Modified) on every use,
-so a URL whose content changed is fetched again.
+so a URL whose content changed is fetched again; servers without validators are asked again
+for the whole file, except Label Studio uploads, which never change.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import requests
 from .errors import RequestError, describe
 
 CHUNK = 1 << 20
+# Label Studio names every uploaded file uniquely and never rewrites it, and serves it without
+# ETag or Last-Modified: a cached upload is used as it is instead of being fetched per click.
+UPLOAD_PATH = "/data/upload/"
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ class ImageFetcher:
         target = self.download_dir / name
         meta_path = target.with_name(name + ".json")
         meta = _read_json(meta_path) if target.is_file() else {}
+        if authenticated and meta.get("digest") and UPLOAD_PATH in urlsplit(url).path:
+            return LocalImage(target, meta["digest"])  # an upload never changes: its name is unique
         headers = {}
         if meta.get("etag"):
             headers["If-None-Match"] = meta["etag"]

@@ -218,7 +218,20 @@ def test_label_studio_relative_path_with_legacy_token(make_server, cache_dir):
     absolute = fetcher.fetch(ls.url + "/data/upload/1/image.png", FIELD)
     assert absolute.digest == sha1(PNG)
     assert absolute.path == local.path
-    assert [r["headers"].get("Authorization") for r in ls.requests] == [f"Token {KEY}"] * 2
+    assert [r["headers"].get("Authorization") for r in ls.requests] == [f"Token {KEY}"], \
+        "a Label Studio upload never changes: its cached copy is not fetched again"
+
+
+def test_only_label_studio_uploads_skip_revalidation(make_server, cache_dir):
+    ls = make_server()
+    ls.routes["/data/upload/1/image.png"] = requires_token(PNG)
+    ls.routes["/data/local-files/image.png"] = requires_token(PNG)
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY))
+    for _ in range(3):
+        fetcher.fetch("/data/upload/1/image.png", FIELD)
+        fetcher.fetch("/data/local-files/image.png", FIELD)
+    assert len(ls.gets("/data/upload/1/image.png")) == 1
+    assert len(ls.gets("/data/local-files/image.png")) == 3, "without validators other paths are fetched again"
 
 
 def test_label_studio_wrong_token_is_422_with_status(make_server, cache_dir):
@@ -318,25 +331,25 @@ class TokenStandIn:
 def test_personal_access_token_uses_bearer_and_refreshes_on_401(make_server, cache_dir):
     ls = make_server()
     tokens = TokenStandIn(ls)
-    ls.routes["/data/upload/1/a.png"] = tokens.protect(PNG)
-    ls.routes["/data/upload/1/b.png"] = tokens.protect(PNG + b"b")
+    ls.routes["/data/local-files/1/a.png"] = tokens.protect(PNG)
+    ls.routes["/data/local-files/1/b.png"] = tokens.protect(PNG + b"b")
     auth = LabelStudioAuth(ls.url, PAT)
     assert auth.is_personal_access_token
     fetcher = ImageFetcher(cache_dir, auth)
 
-    assert fetcher.fetch("/data/upload/1/a.png", FIELD).digest == sha1(PNG)
+    assert fetcher.fetch("/data/local-files/1/a.png", FIELD).digest == sha1(PNG)
     assert tokens.refreshes == 1
-    first = ls.gets("/data/upload/1/a.png")[0]["headers"]["Authorization"]
+    first = ls.gets("/data/local-files/1/a.png")[0]["headers"]["Authorization"]
     assert first == f"Bearer {tokens.issued[0]}"
     assert PAT not in first  # the refresh token itself is never sent as a credential
 
-    assert fetcher.fetch("/data/upload/1/b.png", FIELD).digest == sha1(PNG + b"b")
+    assert fetcher.fetch("/data/local-files/1/b.png", FIELD).digest == sha1(PNG + b"b")
     assert tokens.refreshes == 1  # the access token is reused while it is valid
 
     tokens.revoked.add(tokens.issued[-1])  # Label Studio stops accepting it: 401, renew, retry
-    assert fetcher.fetch("/data/upload/1/a.png", FIELD).digest == sha1(PNG)
+    assert fetcher.fetch("/data/local-files/1/a.png", FIELD).digest == sha1(PNG)
     assert tokens.refreshes == 2
-    assert [r["headers"]["Authorization"] for r in ls.gets("/data/upload/1/a.png")] == [
+    assert [r["headers"]["Authorization"] for r in ls.gets("/data/local-files/1/a.png")] == [
         f"Bearer {tokens.issued[0]}", f"Bearer {tokens.issued[0]}", f"Bearer {tokens.issued[1]}"]
     assert not [r for r in ls.requests if r["headers"].get("Authorization", "").startswith("Token")]
 
@@ -344,12 +357,12 @@ def test_personal_access_token_uses_bearer_and_refreshes_on_401(make_server, cac
 def test_personal_access_token_renewed_before_expiry(make_server, cache_dir):
     ls = make_server()
     tokens = TokenStandIn(ls, access_lifetime=5)  # closer to expiry than the 10 s margin
-    ls.routes["/data/upload/1/a.png"] = tokens.protect(PNG)
+    ls.routes["/data/local-files/1/a.png"] = tokens.protect(PNG)
     fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, PAT))
-    fetcher.fetch("/data/upload/1/a.png", FIELD)
-    fetcher.fetch("/data/upload/1/a.png", FIELD)
+    fetcher.fetch("/data/local-files/1/a.png", FIELD)
+    fetcher.fetch("/data/local-files/1/a.png", FIELD)
     assert tokens.refreshes == 2
-    assert len(ls.gets("/data/upload/1/a.png")) == 2  # no request went out with a stale token
+    assert len(ls.gets("/data/local-files/1/a.png")) == 2  # no request went out with a stale token
 
 
 def test_personal_access_token_refused_by_label_studio(make_server, cache_dir):
@@ -358,10 +371,10 @@ def test_personal_access_token_refused_by_label_studio(make_server, cache_dir):
     other = unsigned_jwt({"token_type": "refresh", "jti": "revoked"})
     fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, other))
     with pytest.raises(RequestError) as caught:
-        fetcher.fetch("/data/upload/1/a.png", FIELD)
+        fetcher.fetch("/data/local-files/1/a.png", FIELD)
     assert caught.value.field == "LABEL_STUDIO_API_KEY"
     assert caught.value.status == 502 and "401" in str(caught.value)
-    assert not ls.gets("/data/upload/1/a.png")
+    assert not ls.gets("/data/local-files/1/a.png")
 
 
 def test_personal_access_token_with_label_studio_unreachable(cache_dir):
