@@ -57,6 +57,8 @@ class SAM2Plus:
         """Label Studio's /predict: one interactive click -> {"results": [{"result": [...], "score": ...}]}."""
         if not isinstance(tasks, list) or not tasks:
             raise RequestError("tasks", f"must be a non-empty list of tasks, got {describe(tasks)}")
+        if context is not None and not isinstance(context, dict):
+            raise RequestError("context", f"must be a JSON object with a 'result' list, got {describe(context)}")
         if not context or not context.get("result"):
             return {"results": [], "model_version": self.model_version}  # batch pre-annotation: not interactive
         params = self.settings.load(_project_id(project)) if project is not None else ExtraParams()

@@ -111,6 +111,7 @@ def test_predict_without_context_returns_no_results(backend):
     (predict_body(image="missing.jpg"), 400, "tasks[0].data.image"),
     (predict_body(label_config="<View>"), 400, "label_config"),
     ({**predict_body(), "project": {"id": 1}}, 400, "project"),
+    ({**predict_body(), "params": {"context": "click"}}, 400, "context"),
 ])
 def test_bad_predict_input_gets_a_4xx_naming_the_field(backend, body, status, field):
     client, cache = backend
