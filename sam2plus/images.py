@@ -48,7 +48,7 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
     """Read the header only; refuse files that are not images or exceed `max_pixels`."""
     try:
         with Image.open(path) as image:
-            orientation = _orientation(image)
+            orientation = exif_orientation(image)
             width, height = image.size
             mode, fmt = image.mode, "JPEG" if image.format == "MPO" else image.format or ""
     except (UnidentifiedImageError, OSError) as exc:
@@ -60,7 +60,7 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
     return ImageInfo(width, height, mode, fmt, orientation if orientation in _ORIENT else 1)
 
 
-def _orientation(image: Image.Image) -> int:
+def exif_orientation(image: Image.Image) -> int:
     """The EXIF orientation, read without decoding pixels (Pillow's PNG getexif() would load them)."""
     if image.format == "PNG":
         raw = image.info.get("exif")
