@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 if [ "$#" -eq 0 ]; then set -- tests; fi
-exec .venv/bin/python -m pytest -m "" "$@"
+exec .venv/bin/python -m pytest "$@"

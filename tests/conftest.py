@@ -1,4 +1,8 @@
-"""Shared fixtures: an in-process pipeline around the geometry test double."""
+"""Shared fixtures, and the fast loop: a bare `python -m pytest` leaves out the slow tests.
+
+Naming paths (`python -m pytest tests/bigimg`) or a marker expression (`-m slow`) runs
+exactly what was asked for, slow tests included.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,15 @@ from sam2plus.fetch import ImageFetcher
 from sam2plus.images import FrameCache
 from sam2plus.pipeline import Pipeline
 from tests.support.geometry_segmenter import ColorRegionSegmenter
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.option.markexpr or config.args_source != pytest.Config.ArgsSource.TESTPATHS:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 def make_pipeline(cache_dir, segmenter=None) -> Pipeline:
