@@ -57,6 +57,8 @@ def parse_prompt(context: Any) -> Prompt:
             y1 = min(1.0, y0 + _extent(value, "height", path))
             if value.get("rotation") not in (None, 0, 0.0):
                 raise RequestError(f"{path}.value.rotation", f"rotated rectangles are not supported, got {describe(value['rotation'])}")
+            if x1 <= x0 or y1 <= y0:
+                raise RequestError(f"{path}.value", "the rectangle has no area inside the image")
             box = (x0, y0, x1, y1)
         else:
             raise RequestError(f"{path}.type", f"must be keypointlabels, keypoint, rectanglelabels or rectangle, got {describe(region.get('type'))}")

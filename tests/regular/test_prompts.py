@@ -169,3 +169,11 @@ def test_only_negative_points_are_an_error():
 ])
 def test_malformed_regions_are_errors(region, field):
     assert _error(_ctx(region)).field == field
+
+
+def test_rectangle_starting_on_the_far_edge_has_no_area_inside_the_image():
+    context = {"result": [{"type": "rectanglelabels",
+                           "value": {"x": 100, "y": 50, "width": 5, "height": 5, "rectanglelabels": ["a"]}}]}
+    with pytest.raises(RequestError) as caught:
+        parse_prompt(context)
+    assert caught.value.field == "context.result[0].value" and "no area" in caught.value.message
