@@ -19,7 +19,7 @@ from .fetch import ImageFetcher
 from .frames import FrameMap, extract_patch, plan_frame
 from .images import FrameCache, decode_frame, read_info
 from .labelconfig import find_output_control
-from .masks import mask_from_logits
+from .masks import Mask, mask_from_logits
 from .params import ExtraParams
 from .postprocess import postprocess
 from .prompts import Prompt, parse_prompt
@@ -34,6 +34,7 @@ class Prediction:
     regions: list[dict]
     score: float
     frame_map: FrameMap
+    mask: Mask  # the post-processed mask in patch pixels
     timings_ms: dict[str, float] = field(default_factory=dict)
     encoded: bool = False
     artifacts: Path | None = None
@@ -101,7 +102,7 @@ class Pipeline:
                        "mode": frame_map.mode, "score": output.score, "regions": len(result)}
             write_artifacts(folder, frame, frame_map, patch, prompt_in_patch, mask, rings, summary)
             clock.lap("artifacts")
-        return Prediction(result, output.score, frame_map, clock.laps, output.encoded, folder)
+        return Prediction(result, output.score, frame_map, mask, clock.laps, output.encoded, folder)
 
 
 def _check_context_size(context: dict, size: tuple[int, int]) -> None:
