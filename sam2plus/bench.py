@@ -180,7 +180,7 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
     full[local.y:local.y + h, local.x:local.x + w] = local.bits
     figures["rle_sdk_ms"], theirs = median_ms(lambda: mask2rle(full * 255), repeats)
     figures["rle_identical"] = list(theirs) == list(ours)
-    del full
+    full = None  # free it before the stock part
 
     def stock_click():
         image = np.array(Image.open(image_path).convert("RGB"))

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import http.server
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -27,36 +28,66 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float, what: str) -> None:
+    """Wait until `url` answers 200; fail with the log's tail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode} before answering {url}:\n{tail(log)}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=3).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f} s:\n{tail(log)}")
+        time.sleep(0.3)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a process started in its own session, with its children."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def start_logged(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """Start `command` from the repository root in its own session, output into `log`."""
+    with open(log, "wb") as handle:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
 @contextlib.contextmanager
-def gunicorn_backend(env: dict, workers: int = 1, threads: int = 8, timeout: float = 180):
-    """Start `gunicorn _wsgi:app` from the repository root; yields its base URL."""
+def gunicorn_backend(env: dict, workers: int = 1, threads: int = 8, timeout: float = 240):
+    """Start `gunicorn _wsgi:app` (untrained hiera-t on CPU unless `env` says otherwise); yields its URL.
+
+    `env` overrides this process's environment; an empty value unsets a backend setting.
+    """
     port = free_port()
-    full_env = {**os.environ, **TEST_MODEL, "LOG_LEVEL": "INFO", **env}
-    log_path = Path(tempfile.mkdtemp(prefix="sam2plus-gunicorn-")) / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [GUNICORN, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-             "--timeout", "300", "_wsgi:app"],
-            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    log = Path(tempfile.mkdtemp(prefix="sam2plus-gunicorn-")) / "gunicorn.log"
+    process = start_logged(
+        [GUNICORN, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+         "--timeout", "300", "_wsgi:app"],
+        {**os.environ, **TEST_MODEL, "LOG_LEVEL": "INFO", **env}, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if time.time() > deadline:
-                raise RuntimeError(f"gunicorn did not answer /health in {timeout} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_for(f"{url}/health", process, log, timeout, "SAM2Plus (gunicorn)")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# A local Label Studio 1.23.2 for SAM2Plus: installed into its own venv, served on loopback
+# with SQLite. Used by hand and by the end-to-end tests (tests/e2e).
+#
+#   scripts/label-studio.sh [install|start] [options]
+#
+#   install    only create/refresh the venv, then exit
+#   start      (default) install if needed, then run Label Studio in the foreground
+#
+# Options (environment variable in brackets):
+#   --venv DIR          venv location [SAM2PLUS_LS_VENV, ~/.cache/sam2plus/label-studio-venv]
+#   --data-dir DIR      SQLite database, uploads, media [SAM2PLUS_LS_DATA_DIR,
+#                       ~/.local/share/sam2plus/label-studio]
+#   --host ADDR         address to bind [SAM2PLUS_LS_HOST, 127.0.0.1]
+#   --port PORT         [SAM2PLUS_LS_PORT, 8080]
+#   --username EMAIL    user created at start [SAM2PLUS_LS_USERNAME, admin@example.com]
+#   --password PASS     [SAM2PLUS_LS_PASSWORD, sam2plus-admin]
+#   --token TOKEN       the user's legacy API token, > 5 chars [SAM2PLUS_LS_TOKEN,
+#                       sam2plus-local-token]. User and token are created with the data dir;
+#                       a later start with another token does not change an existing user's
+#   --no-legacy-token   do not enable legacy API tokens (only personal access tokens work);
+#                       takes effect when the data dir is new (the organization is created)
+#   --block-local-ip    keep Label Studio's default refusal to call ML backends on loopback
+#                       and private addresses (by default this script lifts it, since
+#                       SAM2Plus usually runs on the same host or a docker bridge)
+#
+# Label Studio then answers on http://HOST:PORT with the user above; connect SAM2Plus with
+# LABEL_STUDIO_URL=http://HOST:PORT and LABEL_STUDIO_API_KEY=TOKEN (or a personal access
+# token from Account & Settings). Stop it with Ctrl-C.
+set -euo pipefail
+
+LS_VERSION=1.23.2
+
+cmd=start
+case "${1:-}" in
+    install|start) cmd=$1; shift ;;
+esac
+
+venv=${SAM2PLUS_LS_VENV:-$HOME/.cache/sam2plus/label-studio-venv}
+data_dir=${SAM2PLUS_LS_DATA_DIR:-$HOME/.local/share/sam2plus/label-studio}
+host=${SAM2PLUS_LS_HOST:-127.0.0.1}
+port=${SAM2PLUS_LS_PORT:-8080}
+username=${SAM2PLUS_LS_USERNAME:-admin@example.com}
+password=${SAM2PLUS_LS_PASSWORD:-sam2plus-admin}
+token=${SAM2PLUS_LS_TOKEN:-sam2plus-local-token}
+legacy=1
+block_local=0
+python=${SAM2PLUS_LS_PYTHON:-python3}
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+need() { [[ $# -ge 2 && -n $2 ]] || { echo "label-studio.sh: $1 needs a value" >&2; exit 2; }; }
+
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --venv) need "$@"; venv=$2; shift 2 ;;
+        --data-dir) need "$@"; data_dir=$2; shift 2 ;;
+        --host) need "$@"; host=$2; shift 2 ;;
+        --port) need "$@"; port=$2; shift 2 ;;
+        --username) need "$@"; username=$2; shift 2 ;;
+        --password) need "$@"; password=$2; shift 2 ;;
+        --token) need "$@"; token=$2; shift 2 ;;
+        --no-legacy-token) legacy=0; shift ;;
+        --block-local-ip) block_local=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "label-studio.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+if [[ ${#token} -le 5 ]]; then
+    echo "label-studio.sh: --token must be longer than 5 characters (Label Studio ignores shorter ones)" >&2
+    exit 2
+fi
+
+# The venv counts as installed only once this marker exists, so an interrupted install is
+# redone instead of half used. A lock serialises concurrent installs (parallel test runs).
+marker="$venv/.sam2plus-label-studio-$LS_VERSION"
+
+install() {
+    [[ -f $marker ]] && return 0
+    mkdir -p "$(dirname "$venv")"
+    exec 9>"$venv.lock"
+    flock 9
+    if [[ ! -f $marker ]]; then
+        echo "label-studio.sh: installing label-studio==$LS_VERSION into $venv (about a minute)" >&2
+        if [[ -e $venv && ! -f $venv/pyvenv.cfg ]]; then
+            echo "label-studio.sh: $venv exists and is not a venv; choose another --venv" >&2
+            exit 1
+        fi
+        rm -rf "$venv"
+        "$python" -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "label-studio==$LS_VERSION" >&2
+        "$venv/bin/python" -c "import importlib.metadata as m; v = m.version('label-studio'); assert v == '$LS_VERSION', v"
+        touch "$marker"
+    fi
+    flock -u 9
+    exec 9>&-
+}
+
+install
+[[ $cmd == install ]] && exit 0
+
+mkdir -p "$data_dir"
+export LABEL_STUDIO_BASE_DATA_DIR="$data_dir"
+export LABEL_STUDIO_USERNAME="$username" LABEL_STUDIO_PASSWORD="$password" LABEL_STUDIO_USER_TOKEN="$token"
+# SQLite is Label Studio's default database; say so in case the caller's environment differs.
+export DJANGO_DB=sqlite
+unset LABEL_STUDIO_HOST HOST
+# No call to pypi.org for the latest version at start (10 s lost offline), no usage analytics.
+export LATEST_VERSION_CHECK=${LATEST_VERSION_CHECK:-false} COLLECT_ANALYTICS=${COLLECT_ANALYTICS:-false}
+if [[ $block_local == 0 ]]; then
+    # ML_BLOCK_LOCAL_IP lets LS call a backend on 127.0.0.1 / a private address. Adding such a
+    # backend also creates a webhook to it, which LS validates separately: without
+    # SSRF_PROTECTION_ENABLED=false, POST /api/ml answers 403 "URL resolves to a reserved
+    # network address" (webhooks and cloud storage URLs are then not SSRF-checked either).
+    export ML_BLOCK_LOCAL_IP=false SSRF_PROTECTION_ENABLED=false
+fi
+
+# Label Studio silently moves to another port when PORT is taken: refuse instead, so that the
+# URL printed here (and given to SAM2Plus) is the one it serves.
+if ! "$venv/bin/python" -c 'import socket, sys; socket.create_server((sys.argv[1], int(sys.argv[2]))).close()' \
+        "$host" "$port" 2>/dev/null; then
+    echo "label-studio.sh: cannot listen on $host:$port (in use?); choose another --port" >&2
+    exit 1
+fi
+
+# The URL Label Studio gives itself (sent to ML backends as `hostname`).
+public=$host
+[[ $host == 0.0.0.0 ]] && public=localhost
+# User, password and token go by environment (above), not on the command line, where `ps` shows them.
+args=(start --no-browser --internal-host "$host" --port "$port" --host "http://$public:$port"
+      --data-dir "$data_dir")
+[[ $legacy == 1 ]] && args+=(--enable-legacy-api-token)
+
+echo "label-studio.sh: Label Studio $LS_VERSION on http://$public:$port (data: $data_dir, user: $username," \
+     "legacy token: $([[ $legacy == 1 ]] && echo "$token" || echo disabled))" >&2
+exec "$venv/bin/label-studio" "${args[@]}"

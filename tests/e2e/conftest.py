@@ -1,0 +1,107 @@
+"""A real Label Studio 1.23.2 and a real SAM2Plus (gunicorn, untrained hiera-t on CPU) on loopback.
+
+Label Studio is installed into its own venv by scripts/label-studio.sh (cached between runs,
+about a minute the first time) and started with a fresh SQLite data dir, a user, a legacy
+API token and ML_BLOCK_LOCAL_IP/SSRF_PROTECTION_ENABLED lifted so it can call 127.0.0.1.
+Both servers are started by the fixtures and stopped afterwards; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from tests.e2e.ls import LabelStudioAPI
+from tests.support.servers import ROOT, free_port, gunicorn_backend, start_logged, stop, wait_for
+
+LS_SCRIPT = ROOT / "scripts" / "label-studio.sh"
+LS_INSTALL_TIMEOUT = 1200
+LS_START_TIMEOUT = 240
+BACKEND_START_TIMEOUT = 240
+
+# The test image: big enough that a patch is a small part of it, with shapes and texture.
+IMAGE_SIZE = (1600, 1200)
+
+
+@dataclass
+class LabelStudio:
+    url: str
+    username: str
+    password: str
+    token: str  # the user's legacy API token
+    log: Path
+
+    def api(self) -> LabelStudioAPI:
+        return LabelStudioAPI(self.url, self.token)
+
+    def personal_access_token(self) -> str:
+        """A new personal access token (a JWT refresh token) of the user."""
+        return self.api().ok("POST", "/api/token/")["token"]
+
+    def set_legacy_tokens(self, api: LabelStudioAPI, enabled: bool) -> None:
+        api.ok("POST", "/api/jwt/settings", json={"api_tokens_enabled": True, "legacy_api_tokens_enabled": enabled})
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> LabelStudio:
+    """Label Studio 1.23.2 on 127.0.0.1 with SQLite, started by scripts/label-studio.sh."""
+    subprocess.run(["bash", str(LS_SCRIPT), "install"], check=True, timeout=LS_INSTALL_TIMEOUT)
+    workdir = tmp_path_factory.mktemp("label-studio")
+    port = free_port()
+    ls = LabelStudio(url=f"http://127.0.0.1:{port}", username="e2e@example.com",
+                     password=secrets.token_urlsafe(12), token=secrets.token_hex(20), log=workdir / "ls.log")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LABEL_STUDIO_")}
+    process = start_logged(
+        ["bash", str(LS_SCRIPT), "start", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(workdir / "data"), "--username", ls.username, "--password", ls.password,
+         "--token", ls.token], env, ls.log)
+    try:
+        wait_for(f"{ls.url}/health", process, ls.log, LS_START_TIMEOUT, "Label Studio")
+        who = requests.get(f"{ls.url}/api/current-user/whoami", headers={"Authorization": f"Token {ls.token}"},
+                           timeout=30)
+        assert who.status_code == 200 and who.json()["email"] == ls.username, who.text
+        yield ls
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
+def sam2plus_backend(workdir: Path, label_studio_url: str, api_key: str):
+    """SAM2Plus under gunicorn (the contract's command line), untrained hiera-t on CPU."""
+    env = {"CACHE_DIR": str(workdir / "cache"), "MODEL_DIR": str(workdir / "models"),
+           "LABEL_STUDIO_URL": label_studio_url, "LABEL_STUDIO_API_KEY": api_key,
+           "IMAGE_HOSTS": "", "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": ""}
+    with gunicorn_backend(env, workers=1, threads=4, timeout=BACKEND_START_TIMEOUT) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def backend(label_studio, tmp_path_factory) -> str:
+    """SAM2Plus fetching Label Studio's images with the user's legacy token."""
+    with sam2plus_backend(tmp_path_factory.mktemp("sam2plus"), label_studio.url, label_studio.token) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def image_path(tmp_path_factory) -> Path:
+    """A textured JPEG with a few shapes (untrained SAM2 makes no use of them; a user would)."""
+    width, height = IMAGE_SIZE
+    rng = np.random.default_rng(4)
+    image = np.full((height, width, 3), (60, 70, 80), np.uint8)
+    image = cv2.add(image, rng.integers(0, 40, image.shape, dtype=np.uint8))
+    cv2.circle(image, (1060, 750), 90, (40, 180, 210), -1)
+    cv2.rectangle(image, (300, 250), (420, 340), (200, 60, 60), -1)
+    cv2.ellipse(image, (1360, 200), (80, 50), 30, 0, 360, (90, 200, 90), -1)
+    cv2.circle(image, (700, 500), 60, (230, 230, 230), -1)
+    path = tmp_path_factory.mktemp("images") / "e2e-scene.jpg"
+    cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return path
