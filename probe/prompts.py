@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from sam2plus.errors import describe
+
 from .errors import ProbeError
 
 DEFAULT_LABEL = "probe"
@@ -63,7 +65,7 @@ def parse_prompt(raw: Any, size: tuple[int, int]) -> list[Box | Point]:
     elif isinstance(raw, list) and raw:
         items = [item for i, one in enumerate(raw) for item in _parse_one(one, f"prompt[{i}]", size)]
     else:
-        raise ProbeError(f"prompt: must be an object or a non-empty list of objects, got {_show(raw)}")
+        raise ProbeError(f"prompt: must be an object or a non-empty list of objects, got {describe(raw)}")
     if sum(isinstance(item, Box) for item in items) > 1:
         raise ProbeError("prompt: at most one rectangle (the backend uses one box per click)")
     if not any(isinstance(item, Box) or item.positive for item in items):
@@ -96,20 +98,20 @@ def to_context(items: list[Box | Point], size: tuple[int, int]) -> dict:
 
 def _parse_one(raw: Any, path: str, size: tuple[int, int]) -> list[Box | Point]:
     if not isinstance(raw, dict):
-        raise ProbeError(f"{path}: must be an object with type and geometry, got {_show(raw)}")
+        raise ProbeError(f"{path}: must be an object with type and geometry, got {describe(raw)}")
     unknown = [key for key in raw if key not in KEYS]
     if unknown:
         raise ProbeError(f"{path}.{unknown[0]}: unknown key; a prompt has {', '.join(KEYS)}")
     kind = raw.get("type")
     name = kind.lower() if isinstance(kind, str) else None
     if name not in BOX_TYPES and name not in POINT_TYPES:
-        raise ProbeError(f"{path}.type: must be RectangleLabel, Rectangle, KeyPointLabel or KeyPoint, got {_show(kind)}")
+        raise ProbeError(f"{path}.type: must be RectangleLabel, Rectangle, KeyPointLabel or KeyPoint, got {describe(kind)}")
     labelled = BOX_TYPES.get(name, POINT_TYPES.get(name))
     label = raw.get("label", DEFAULT_LABEL if labelled else None)
     if not labelled and label is not None:
         raise ProbeError(f"{path}.label: a bare {kind} carries no label; use {kind}Label for one")
     if labelled and (not isinstance(label, str) or not label.strip()):
-        raise ProbeError(f"{path}.label: must be a non-empty string, got {_show(label)}")
+        raise ProbeError(f"{path}.label: must be a non-empty string, got {describe(label)}")
     if name in BOX_TYPES:
         if "points" in raw:
             raise ProbeError(f"{path}.points: only keypoints have points; a rectangle has geometry [x, y, w, h]")
@@ -122,7 +124,7 @@ def _parse_one(raw: Any, path: str, size: tuple[int, int]) -> list[Box | Point]:
         return [_point(raw["geometry"], f"{path}.geometry", size, label)]
     points = raw["points"]
     if not isinstance(points, list) or not points:
-        raise ProbeError(f"{path}.points: must be a non-empty list of [x, y] or [x, y, positive], got {_show(points)}")
+        raise ProbeError(f"{path}.points: must be a non-empty list of [x, y] or [x, y, positive], got {describe(points)}")
     return [_point(p, f"{path}.points[{i}]", size, label) for i, p in enumerate(points)]
 
 
@@ -133,18 +135,18 @@ def _box(geometry: Any, path: str, size: tuple[int, int], label: str | None) -> 
         x, y, w, h = numbers
         x0, y0, x1, y1 = x, y, x + w, y + h
         if w <= 0 or h <= 0:
-            raise ProbeError(f"{path}: width and height must be > 0 pixels, got {_show(geometry)}")
+            raise ProbeError(f"{path}: width and height must be > 0 pixels, got {describe(geometry)}")
         if x < 0 or y < 0 or x1 > width or y1 > height:
-            raise ProbeError(f"{path}: the box {_show(geometry)} (pixels: top-left, width, height) "
+            raise ProbeError(f"{path}: the box {describe(geometry)} (pixels: top-left, width, height) "
                              f"reaches outside the {width}x{height} image")
         return Box(x0, y0, x1, y1, label)
     cx, cy, w, h = numbers
     if w <= 0 or h <= 0:
-        raise ProbeError(f"{path}: width and height must be > 0, got {_show(geometry)}")
+        raise ProbeError(f"{path}: width and height must be > 0, got {describe(geometry)}")
     x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
     eps = 1e-9
     if x0 < -eps or y0 < -eps or x1 > 1 + eps or y1 > 1 + eps:
-        raise ProbeError(f"{path}: the box {_show(geometry)} (relative: centre, width, height) "
+        raise ProbeError(f"{path}: the box {describe(geometry)} (relative: centre, width, height) "
                          f"reaches outside the image (0..1)")
     return Box(max(0.0, x0) * width, max(0.0, y0) * height, min(1.0, x1) * width, min(1.0, y1) * height, label)
 
@@ -154,36 +156,30 @@ def _point(geometry: Any, path: str, size: tuple[int, int], label: str | None) -
     if isinstance(geometry, list) and len(geometry) == 3:
         positive = geometry[2]
         if not isinstance(positive, bool):
-            raise ProbeError(f"{path}[2]: the flag must be true (positive) or false (negative), got {_show(positive)}")
+            raise ProbeError(f"{path}[2]: the flag must be true (positive) or false (negative), got {describe(positive)}")
         geometry = geometry[:2]
     (x, y), pixels = _numbers(geometry, 2, path, "[x, y] or [x, y, positive]")
     width, height = size
     if pixels:
         if not (0 <= x <= width and 0 <= y <= height):
-            raise ProbeError(f"{path}: the point {_show(geometry)} (pixels) lies outside the {width}x{height} image")
+            raise ProbeError(f"{path}: the point {describe(geometry)} (pixels) lies outside the {width}x{height} image")
         return Point(float(x), float(y), positive, label)
     if not (0 <= x <= 1 and 0 <= y <= 1):
-        raise ProbeError(f"{path}: the point {_show(geometry)} (relative) lies outside the image (0..1)")
+        raise ProbeError(f"{path}: the point {describe(geometry)} (relative) lies outside the image (0..1)")
     return Point(x * width, y * height, positive, label)
 
 
 def _numbers(geometry: Any, count: int, path: str, shape: str) -> tuple[list[float], bool]:
     """The numbers of a geometry and whether they are pixels (all integers) or relative (all decimals)."""
     if not isinstance(geometry, list) or len(geometry) != count:
-        raise ProbeError(f"{path}: must be {shape}, got {_show(geometry)}")
+        raise ProbeError(f"{path}: must be {shape}, got {describe(geometry)}")
     for value in geometry:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ProbeError(f"{path}: must be {shape} of numbers, got {_show(geometry)}")
+            raise ProbeError(f"{path}: must be {shape} of numbers, got {describe(geometry)}")
     ints = [isinstance(value, int) for value in geometry]
     if any(ints) and not all(ints):
-        raise ProbeError(f"{path}: mixes integers (pixels) and decimals (relative) in {_show(geometry)}; "
+        raise ProbeError(f"{path}: mixes integers (pixels) and decimals (relative) in {describe(geometry)}; "
                          f"write all as integers or all as decimals, e.g. 100 or 0.5")
     return [float(value) for value in geometry], all(ints)
 
 
-def _show(value: Any, limit: int = 80) -> str:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
