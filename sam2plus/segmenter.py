@@ -177,6 +177,7 @@ class Segmenter:
             features = self.cache.get(key)
             predictor = self.predictor
             if features is None:
+                release_free_memory()  # so the encoder's working memory does not stack on idle heap
                 predictor.set_image(to_model_input(patch, self.input_size))
                 self.encoder_runs += 1
                 self.cache.put(key, predictor._features)
