@@ -37,19 +37,19 @@ class SAM2Plus:
         self.settings = SettingsStore(config.model_dir)
         self.model_version = f"SAM2Plus-{sam2plus.__version__}:{segmenter.name}"
 
-    def set_extra_params(self, project: str, extra_params) -> ExtraParams:
-        """Validate and store a project's extra_params; invalid ones leave the stored ones untouched."""
+    def set_extra_params(self, project: str, extra_params, schema: str | None = None) -> ExtraParams:
+        """Validate and store a project's extra_params (against its label config when given);
+        invalid ones leave the stored ones untouched."""
         params = parse_extra_params(extra_params)
+        if schema:
+            find_output_control(schema, params.return_format.type, "schema")
         self.settings.save(project, params)
         return params
 
     def setup(self, project, schema=None, extra_params=None, **_ignored) -> dict:
         """Label Studio's /setup: check the label config fits the return format, store the params."""
         project = _project_id(project)
-        params = parse_extra_params(extra_params)
-        if schema:
-            find_output_control(schema, params.return_format.type, "schema")
-        self.settings.save(project, params)
+        params = self.set_extra_params(project, extra_params, schema)
         log.info("project %s set up: %s", project, "stock" if params.is_stock else params.source)
         return {"model_version": self.model_version}
 

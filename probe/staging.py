@@ -8,7 +8,6 @@ wherever that folder is mounted: /cache in the container, --cache-dir on this ma
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from sam2plus.fetch import sha1_of_file
 from sam2plus.images import exif_orientation
 
 from .errors import ProbeError
@@ -51,7 +51,7 @@ def image_size(path: Path) -> tuple[int, int]:
 def stage_image(source: Path, cache_dir: Path) -> StagedImage:
     """Copy `source` into `cache_dir`/probe (once per content) and name the copy relative to it."""
     size = image_size(source)
-    digest = _sha1(source)[:16]
+    digest = sha1_of_file(source)[:16]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.stem)[:60] or "image"
     name = f"{STAGE_FOLDER}/{digest}-{stem}{source.suffix.lower()}"
     local = cache_dir / name
@@ -69,11 +69,3 @@ def stage_image(source: Path, cache_dir: Path) -> StagedImage:
             Path(tmp).unlink(missing_ok=True)
             raise
     return StagedImage(source, local, name, size)
-
-
-def _sha1(path: Path) -> str:
-    sha = hashlib.sha1()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()

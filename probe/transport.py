@@ -30,7 +30,20 @@ class Transport(Protocol):
     def predict(self, body: dict) -> dict: ...
 
 
-class HttpTransport:
+class _RoutePoster:
+    """setup() and predict() as POSTs to the backend's routes; subclasses say how to POST."""
+
+    def setup(self, body: dict) -> dict:
+        return self._post("setup", body)
+
+    def predict(self, body: dict) -> dict:
+        return self._post("predict", body)
+
+    def _post(self, route: str, body: dict) -> dict:
+        raise NotImplementedError
+
+
+class HttpTransport(_RoutePoster):
     """A backend at `url` (basic auth may be given in it: http://user:pass@host:port)."""
 
     def __init__(self, url: str, timeout: float = 600.0):
@@ -38,12 +51,6 @@ class HttpTransport:
         self.timeout = timeout
         self.session = requests.Session()
         self.description = self.url
-
-    def setup(self, body: dict) -> dict:
-        return self._post("setup", body)
-
-    def predict(self, body: dict) -> dict:
-        return self._post("predict", body)
 
     def _post(self, route: str, body: dict) -> dict:
         try:
@@ -54,7 +61,7 @@ class HttpTransport:
         return _answer(route, response.status_code, _json(response), response.text)
 
 
-class LocalTransport:
+class LocalTransport(_RoutePoster):
     """The backend's own WSGI app around `model` (a model.SAM2Plus), called in this process."""
 
     def __init__(self, model):
@@ -78,12 +85,6 @@ class LocalTransport:
             return cls(SAM2Plus(ServerConfig.from_env(env)))
         except (ConfigError, RuntimeError, FileNotFoundError) as exc:
             raise ProbeError(f"--local: cannot build the model: {exc}", FAILED) from None
-
-    def setup(self, body: dict) -> dict:
-        return self._post("setup", body)
-
-    def predict(self, body: dict) -> dict:
-        return self._post("predict", body)
 
     def _post(self, route: str, body: dict) -> dict:
         response = self.client.post(f"/{route}", json=body)

@@ -131,8 +131,8 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
         return model.predict(task, scene.context(box), fmt, LABEL_CONFIG)
 
     def cold():
-        pipeline.frames.__init__(pipeline.frames.max_bytes)
-        segmenter.cache.__init__(segmenter.cache.max_bytes)
+        pipeline.frames.clear()
+        segmenter.cache.clear()
         gc.collect()
 
     figures = {"config": config_name, "checkpoint": checkpoint, "device": segmenter.device,
@@ -151,7 +151,7 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
     figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
 
     info = read_info(image_path, 10**9, "bench")
-    pipeline.frames.__init__(pipeline.frames.max_bytes)
+    pipeline.frames.clear()
     figures["decode_ms"], frame = median_ms(lambda: decode_frame(image_path, info, info.size, "bench"),
                                             repeats, before=gc.collect)
     x0, y0, x1, y1 = scene.main_box

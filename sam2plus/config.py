@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 
@@ -30,7 +30,6 @@ class ServerConfig:
     embedding_cache_mb: int = 1024
     frame_cache_mb: int = 1024
     artifacts: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ServerConfig":

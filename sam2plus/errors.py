@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class RequestError(Exception):
     """Bad input from the client: answered with `status` and ``{"error": message}``.
@@ -23,8 +25,6 @@ class RequestError(Exception):
 
 def describe(value: object, limit: int = 60) -> str:
     """A short JSON-like rendering of a user value for error messages."""
-    import json
-
     try:
         text = json.dumps(value)
     except (TypeError, ValueError):

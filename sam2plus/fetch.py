@@ -120,11 +120,7 @@ class ImageFetcher:
         with self._lock:
             known = self._digests.get(key)
         if known is None:
-            sha = hashlib.sha1()
-            with open(path, "rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    sha.update(chunk)
-            known = sha.hexdigest()
+            known = sha1_of_file(path)
             with self._lock:
                 self._digests[key] = known
         return known
@@ -180,6 +176,14 @@ class ImageFetcher:
             Path(tmp).unlink(missing_ok=True)
             raise
         return sha.hexdigest()
+
+
+def sha1_of_file(path: Path) -> str:
+    sha = hashlib.sha1()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def _suffix(url: str) -> str:

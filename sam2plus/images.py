@@ -135,6 +135,11 @@ class FrameCache:
         self._loading: dict[tuple, threading.Lock] = {}
         self.hits = self.misses = 0
 
+    def clear(self) -> None:
+        with self._lock:
+            self._frames.clear()
+            self._bytes = 0
+
     def get(self, key: tuple, load) -> np.ndarray:
         """The cached frame, or `load()` run once even when several threads ask at the same time."""
         with self._lock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +35,6 @@ class Prediction:
     score: float
     frame_map: FrameMap
     mask: Mask  # the post-processed mask in patch pixels
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    encoded: bool = False
     artifacts: Path | None = None
 
 
@@ -102,7 +100,10 @@ class Pipeline:
                        "mode": frame_map.mode, "score": output.score, "regions": len(result)}
             write_artifacts(folder, frame, frame_map, patch, prompt_in_patch, mask, rings, summary)
             clock.lap("artifacts")
-        return Prediction(result, output.score, frame_map, mask, clock.laps, output.encoded, folder)
+        log.info("predict: %s %dx%d window %s, %s, %d regions; %s ms", frame_map.mode, *frame_map.frame_size,
+                 astuple(frame_map.window), "encoded" if output.encoded else "cached embedding", len(result),
+                 ", ".join(f"{name} {ms:.0f}" for name, ms in clock.laps.items()))
+        return Prediction(result, output.score, frame_map, mask, folder)
 
 
 def _check_context_size(context: dict, size: tuple[int, int]) -> None:

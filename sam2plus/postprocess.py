@@ -26,7 +26,7 @@ def postprocess(mask: Mask, settings: Postprocess, bounds: tuple[int, int, int, 
 
 def keep_large_components(mask: Mask, threshold: float) -> Mask:
     """Keep 8-connected components whose area is at least `threshold` x the largest one's."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.bits.astype(np.uint8), connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.bits.astype(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     if areas.size <= 1:
         return mask

@@ -65,7 +65,7 @@ def simplify(contour: np.ndarray, epsilon: float, max_points: int) -> np.ndarray
 
 def component_boxes(mask: Mask) -> list[tuple[int, int, int, int]]:
     """The (x0, y0, x1, y1) patch-pixel box of each 8-connected blob, largest first."""
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.bits.astype(np.uint8), connectivity=8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask.bits.astype(np.uint8), connectivity=8)
     order = np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
     return [(mask.x + int(stats[i, 0]), mask.y + int(stats[i, 1]),
              mask.x + int(stats[i, 0] + stats[i, 2]), mask.y + int(stats[i, 1] + stats[i, 3])) for i in order]

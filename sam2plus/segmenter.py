@@ -99,6 +99,10 @@ class EmbeddingCache:
         self.bytes = 0
         self.hits = self.misses = 0
 
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
     def get(self, key: tuple) -> dict | None:
         item = self._items.get(key)
         if item is None:
