@@ -27,6 +27,7 @@ from .config import ConfigError
 log = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
+UNTRAINED_SEED = 0
 CHECKPOINT_HINT = "download it with `python scripts/download-checkpoints.py CHECKPOINT_DIR NAME` (or set MODEL_CHECKPOINT=untrained for a plumbing check)"
 
 
@@ -143,7 +144,11 @@ class Segmenter:
         self.untrained = checkpoint is None
         started = time.perf_counter()
         try:
-            model = build_sam2(model_config, checkpoint, device=device)
+            # Untrained weights come from a fixed seed, so that every worker holds the same model,
+            # as workers loading one checkpoint do.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(UNTRAINED_SEED)
+                model = build_sam2(model_config, checkpoint, device=device)
         except Exception as exc:  # hydra names a missing config in many ways
             if "config" in str(exc).lower() or type(exc).__name__ in ("MissingConfigException", "ConfigCompositionException"):
                 raise ConfigError(f"MODEL_CONFIG={model_config} is not a sam2 config ({type(exc).__name__}: {exc})") from None

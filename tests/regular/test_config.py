@@ -1,0 +1,50 @@
+"""sam2plus.config: the backend's environment, with the contract's defaults and precise errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from sam2plus.config import ConfigError, ServerConfig
+
+
+def test_an_empty_environment_gives_the_containers_defaults():
+    config = ServerConfig.from_env({})
+    assert config.device == "auto"
+    assert config.model_config == "configs/sam2.1/sam2.1_hiera_l.yaml"
+    assert config.model_checkpoint == "sam2.1_hiera_large.pt"
+    assert (config.checkpoint_dir, config.cache_dir, config.model_dir) == ("/sam2/checkpoints", "/cache", "/data/models")
+    assert config.label_studio_url is None and config.label_studio_api_key is None
+    assert config.image_hosts == () and config.basic_auth_user is None and config.artifacts is False
+
+
+def test_blank_values_count_as_unset():
+    config = ServerConfig.from_env({"DEVICE": " ", "MODEL_CONFIG": "", "LABEL_STUDIO_URL": "", "MAX_IMAGE_PIXELS": ""})
+    assert config == ServerConfig.from_env({})
+
+
+def test_values_are_read_and_normalised():
+    config = ServerConfig.from_env({
+        "DEVICE": "CUDA:1", "MODEL_CONFIG": "configs/sam2.1/sam2.1_hiera_t.yaml", "MODEL_CHECKPOINT": "untrained",
+        "LABEL_STUDIO_URL": "http://ls.example:8080/", "LABEL_STUDIO_API_KEY": "key",
+        "IMAGE_HOSTS": " Images.Example.org , cdn.example:8443 ,, ", "MAX_IMAGE_PIXELS": "1000",
+        "FETCH_TIMEOUT": "2.5", "EMBEDDING_CACHE_MB": "64", "FRAME_CACHE_MB": "128", "ARTIFACTS": "on",
+        "BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pw"})
+    assert config.device == "cuda:1"
+    assert config.label_studio_url == "http://ls.example:8080"
+    assert config.image_hosts == ("images.example.org", "cdn.example:8443")
+    assert (config.max_image_pixels, config.fetch_timeout) == (1000, 2.5)
+    assert (config.embedding_cache_mb, config.frame_cache_mb) == (64, 128)
+    assert config.artifacts is True and (config.basic_auth_user, config.basic_auth_pass) == ("ann", "pw")
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"DEVICE": "gpu"}, "DEVICE='gpu'"),
+    ({"ARTIFACTS": "maybe"}, "ARTIFACTS='maybe'"),
+    ({"MAX_IMAGE_PIXELS": "lots"}, "MAX_IMAGE_PIXELS='lots'"),
+    ({"MAX_IMAGE_BYTES": "0"}, "MAX_IMAGE_BYTES='0'"),
+    ({"FETCH_TIMEOUT": "-1"}, "FETCH_TIMEOUT='-1'"),
+    ({"EMBEDDING_CACHE_MB": "1.5"}, "EMBEDDING_CACHE_MB='1.5'"),
+])
+def test_a_bad_setting_stops_the_start_naming_it(env, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        ServerConfig.from_env(env)

@@ -1,0 +1,203 @@
+"""sam2plus.segmenter: checkpoints, devices, the model input, the embedding cache, and the real SAM2.
+
+The tests marked slow build the real `sam2` architecture (untrained weights, CPU): every hiera
+size of both config families, a checkpoint file round trip, and the embedding cache handing
+back exactly the features the encoder produced.
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sam2plus import segmenter as seg
+from sam2plus.config import ConfigError
+from sam2plus.segmenter import EmbeddingCache, PatchPrompt, Segmenter, resolve_checkpoint, resolve_device, to_model_input
+
+TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
+CONFIGS = [f"configs/{family}/{family}_hiera_{size}.yaml" for family in ("sam2.1", "sam2") for size in ("t", "s", "b+", "l")]
+
+
+# ---------------------------------------------------------------- checkpoints and devices
+
+
+def test_untrained_means_no_checkpoint():
+    assert resolve_checkpoint("untrained", "/nowhere") is None
+
+
+def test_a_checkpoint_name_is_looked_up_in_the_checkpoint_dir_and_an_absolute_path_as_it_is(tmp_path):
+    (tmp_path / "sam2.1_hiera_tiny.pt").write_bytes(b"weights")
+    assert resolve_checkpoint("sam2.1_hiera_tiny.pt", str(tmp_path)) == str(tmp_path / "sam2.1_hiera_tiny.pt")
+    assert resolve_checkpoint(str(tmp_path / "sam2.1_hiera_tiny.pt"), "/elsewhere") == str(tmp_path / "sam2.1_hiera_tiny.pt")
+
+
+def test_a_missing_checkpoint_names_the_path_and_how_to_get_it(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        resolve_checkpoint("sam2.1_hiera_large.pt", str(tmp_path))
+    message = str(caught.value)
+    assert str(tmp_path / "sam2.1_hiera_large.pt") in message
+    assert "download-checkpoints.py" in message and "MODEL_CHECKPOINT=untrained" in message
+
+
+@pytest.mark.parametrize("cuda, expected", [(True, "cuda"), (False, "cpu")])
+def test_auto_device_is_cuda_when_torch_sees_one(monkeypatch, cuda, expected):
+    monkeypatch.setattr(seg.torch.cuda, "is_available", lambda: cuda)
+    assert resolve_device("auto") == expected
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_cuda_without_a_gpu_is_a_start_up_error(monkeypatch):
+    monkeypatch.setattr(seg.torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError, match=f"DEVICE={device}"):
+            resolve_device(device)
+
+
+def test_cuda_runs_under_bfloat16_autocast_and_cpu_without():
+    on_gpu = object.__new__(Segmenter)
+    on_gpu.device = "cuda"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that it sees no CUDA device
+        autocast = on_gpu._autocast()
+    assert isinstance(autocast, torch.autocast) and autocast.fast_dtype == torch.bfloat16
+    on_cpu = object.__new__(Segmenter)
+    on_cpu.device = "cpu"
+    assert not isinstance(on_cpu._autocast(), torch.autocast)
+
+
+# ---------------------------------------------------------------- model input
+
+
+@pytest.mark.parametrize("shape", [(1024, 1024, 3), (600, 800, 3), (2048, 1500, 3)])
+def test_the_patch_becomes_the_square_model_input(shape):
+    rng = np.random.default_rng(0)
+    patch = rng.integers(0, 255, shape, dtype=np.uint8)
+    image = to_model_input(patch, 1024)
+    assert image.shape == (1024, 1024, 3) and image.flags.c_contiguous
+    if shape[:2] == (1024, 1024):
+        assert np.array_equal(image, patch)
+    shrinking = shape[0] * shape[1] > 1024 * 1024
+    expected = cv2.resize(patch, (1024, 1024), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    assert np.array_equal(image, expected)
+
+
+def test_a_view_of_a_frame_becomes_a_contiguous_input():
+    frame = np.zeros((2000, 3000, 3), np.uint8)
+    frame[100:1124, 200:1224] = 9
+    image = to_model_input(frame[100:1124, 200:1224], 1024)
+    assert image.flags.c_contiguous and (image == 9).all()
+
+
+# ---------------------------------------------------------------- embedding cache
+
+
+def _features(mb: int, value: float = 0.0) -> dict:
+    """Features shaped like SAM2's: a tensor and a list of tensors, `mb` MB in all."""
+    quarter = mb * (1 << 20) // 4 // 4
+    return {"image_embed": torch.full((2 * quarter,), value), "high_res_feats": [torch.zeros(quarter)] * 2}
+
+
+def test_the_embedding_cache_counts_bytes_and_drops_the_least_recently_used():
+    cache = EmbeddingCache(max_bytes=3 << 20)
+    cache.put(("a",), _features(1, 1.0))
+    cache.put(("b",), _features(1, 2.0))
+    assert cache.bytes == 2 << 20
+    assert cache.get(("a",))["image_embed"][0] == 1.0  # a is now the most recent
+    cache.put(("c",), _features(2, 3.0))  # 4 MB > 3 MB: b, the least recent, goes
+    assert cache.get(("b",)) is None
+    assert cache.get(("a",)) is not None and cache.get(("c",)) is not None
+    assert cache.bytes == 3 << 20
+    assert (cache.hits, cache.misses) == (3, 1)
+
+
+def test_features_larger_than_the_whole_cache_are_not_kept():
+    cache = EmbeddingCache(max_bytes=1 << 20)
+    cache.put(("big",), _features(2))
+    assert cache.get(("big",)) is None and cache.bytes == 0
+
+
+def test_clear_empties_the_embedding_cache():
+    cache = EmbeddingCache(max_bytes=4 << 20)
+    cache.put(("a",), _features(1))
+    cache.clear()
+    assert cache.get(("a",)) is None and cache.bytes == 0
+
+
+# ---------------------------------------------------------------- the real SAM2 (slow)
+
+
+def _scene(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    patch = cv2.resize(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    cv2.circle(patch, (512, 512), 150, (240, 240, 240), -1)
+    return patch
+
+
+POINT = PatchPrompt(np.array([[512.0, 512.0]]), np.array([1]), None)
+BOX = PatchPrompt(np.zeros((0, 2)), np.zeros(0, np.int64), np.array([350.0, 350.0, 670.0, 670.0]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.split("/")[-1] for c in CONFIGS])
+def test_every_hiera_config_builds_and_segments(config):
+    model = Segmenter(config, None, "cpu", 64 << 20)
+    assert model.input_size == 1024 and model.untrained and model.name.endswith(":untrained")
+    first = model.predict(_scene(1), ("scene",), POINT)
+    assert first.encoded and first.low_res_logits.shape == (256, 256)
+    assert first.low_res_logits.dtype == np.float32 and np.isfinite(first.low_res_logits).all()
+    assert np.isfinite(first.score)
+    again = model.predict(_scene(1), ("scene",), BOX)
+    assert not again.encoded and model.encoder_runs == 1
+    del model
+    gc.collect()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return Segmenter(TINY, None, "cpu", 256 << 20)
+
+
+@pytest.mark.slow
+def test_a_cached_embedding_gives_exactly_what_the_encoder_gave(tiny):
+    """Clicks on A, then B, then A again: the third answer is the first, not one on B's features."""
+    a1 = tiny.predict(_scene(1), ("a",), POINT)
+    b = tiny.predict(_scene(2), ("b",), POINT)
+    a2 = tiny.predict(_scene(1), ("a",), POINT)
+    assert a1.encoded and b.encoded and not a2.encoded
+    assert np.array_equal(a1.low_res_logits, a2.low_res_logits) and a1.score == a2.score
+    assert not np.array_equal(a1.low_res_logits, b.low_res_logits)
+
+
+@pytest.mark.slow
+def test_untrained_weights_are_the_same_in_every_process(tiny):
+    """Workers built from one seed answer alike, as workers loading one checkpoint do."""
+    other = Segmenter(TINY, None, "cpu", 64 << 20)
+    assert np.array_equal(other.predict(_scene(4), ("d",), POINT).low_res_logits,
+                          tiny.predict(_scene(4), ("d",), POINT).low_res_logits)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_file_is_loaded(tiny, tmp_path):
+    """A checkpoint in the format Meta publishes ({"model": state_dict}) round-trips the weights."""
+    donor = Segmenter(TINY, None, "cpu", 64 << 20)
+    with torch.no_grad():
+        for parameter in donor.predictor.model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    path = tmp_path / "weights.pt"
+    torch.save({"model": donor.predictor.model.state_dict()}, path)
+    loaded = Segmenter(TINY, str(path), "cpu", 64 << 20)
+    assert not loaded.untrained and loaded.name == "sam2.1_hiera_t"
+    got = loaded.predict(_scene(3), ("c",), BOX).low_res_logits
+    assert np.allclose(got, donor.predict(_scene(3), ("c",), BOX).low_res_logits, atol=1e-4)
+    assert not np.allclose(got, tiny.predict(_scene(3), ("c",), BOX).low_res_logits, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_an_unknown_config_is_a_start_up_error_naming_it():
+    with pytest.raises(ConfigError, match="MODEL_CONFIG=configs/sam2.1/sam2.1_hiera_xl.yaml"):
+        Segmenter("configs/sam2.1/sam2.1_hiera_xl.yaml", None, "cpu", 1 << 20)
