@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import sam2plus
 from sam2plus.config import ServerConfig
 from sam2plus.errors import RequestError, describe
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
-from sam2plus.images import FrameCache
+from sam2plus.framestore import FrameStore
 from sam2plus.labelconfig import find_output_control
 from sam2plus.params import ExtraParams, parse_extra_params
 from sam2plus.pipeline import Pipeline
@@ -32,8 +33,8 @@ class SAM2Plus:
         if config.label_studio_url and not auth:
             log.warning("LABEL_STUDIO_URL is set without LABEL_STUDIO_API_KEY: Label Studio images cannot be fetched")
         fetcher = ImageFetcher(config.cache_dir, auth, config.image_hosts, config.max_image_bytes, config.fetch_timeout)
-        self.pipeline = Pipeline(segmenter, fetcher, FrameCache(config.frame_cache_mb << 20),
-                                 config.max_image_pixels, config.cache_dir, config.artifacts)
+        frames = FrameStore(Path(config.cache_dir) / "frames", config.frame_cache_mb << 20)
+        self.pipeline = Pipeline(segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir, config.artifacts)
         self.settings = SettingsStore(config.model_dir)
         self.model_version = f"SAM2Plus-{sam2plus.__version__}:{segmenter.name}"
 

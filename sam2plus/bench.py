@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from .config import ServerConfig
+from .fetch import sha1_of_file
 from .images import decode_frame, read_info
 from .masks import mask_in_image
 from .rle import encode_brush_rle
@@ -151,9 +152,12 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
     figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
 
     info = read_info(image_path, 10**9, "bench")
-    pipeline.frames.clear()
-    figures["decode_ms"], frame = median_ms(lambda: decode_frame(image_path, info, info.size, "bench"),
-                                            repeats, before=gc.collect)
+    digest = sha1_of_file(image_path)
+
+    def decode():  # as a first click does: into the frame store
+        return pipeline.frames.get(digest, info.size, lambda out: decode_frame(image_path, info, info.size, "bench", out))
+
+    figures["decode_ms"], frame = median_ms(decode, repeats, before=cold)
     x0, y0, x1, y1 = scene.main_box
     top, left = max(0, y0 - 352), max(0, x0 - 352)
     patch = np.ascontiguousarray(frame[top:top + 1024, left:left + 1024])
@@ -206,7 +210,7 @@ def print_table(figures: dict) -> None:
     rows = [("stock first click", "stock_first_ms"), ("stock repeated click", "stock_repeat_ms"),
             ("SAM2Plus first click", "first_ms"), ("SAM2Plus repeated click", "repeat_ms"),
             ("SAM2Plus click, other window", "other_window_ms"), ("SAM2Plus repeated click, polygon", "polygon_repeat_ms"),
-            ("JPEG decode (full, as SAM2Plus does)", "decode_ms"), ("image encoder (1024 patch)", "encoder_ms"),
+            ("JPEG decode into the frame store", "decode_ms"), ("image encoder (1024 patch)", "encoder_ms"),
             ("mask decoder (bare predict)", "decoder_ms"), ("label-studio-sdk mask2rle", "rle_sdk_ms"),
             ("SAM2Plus brush RLE", "rle_ms")]
     width, height = figures["image_size"]

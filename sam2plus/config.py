@@ -28,7 +28,7 @@ class ServerConfig:
     max_image_bytes: int = 1 << 30
     fetch_timeout: float = 60.0
     embedding_cache_mb: int = 1024
-    frame_cache_mb: int = 1024
+    frame_cache_mb: int = 4096
     artifacts: bool = False
 
     @classmethod

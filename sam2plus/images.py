@@ -1,4 +1,4 @@
-"""Local image file -> the RGB frame SAM2Plus works on, decoded once and kept in a bounded cache.
+"""Local image file -> the RGB frame SAM2Plus works on (kept by `framestore.FrameStore`).
 
 The frame is the image after EXIF orientation (the browser shows the rotated image, so prompt
 coordinates refer to it), converted to 8-bit RGB and downscaled to the fullframe size. JPEGs
@@ -7,8 +7,6 @@ are decoded by libjpeg-turbo straight into one array, at a reduced size when the
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,27 +70,40 @@ def exif_orientation(image: Image.Image) -> int:
     return image.getexif().get(0x0112, 1)
 
 
-def decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str) -> np.ndarray:
-    """The oriented 8-bit RGB image resized to `frame_size` (uint8, H x W x 3)."""
+def decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """The oriented 8-bit RGB image resized to `frame_size` (uint8, H x W x 3), written into
+    `out` when given (a JPEG needing neither rotation nor resizing is decoded straight into it)."""
     if info.format == "JPEG" and info.mode in ("RGB", "L"):
-        rgb = _decode_jpeg(path, info, frame_size)
+        direct = out is not None and info.orientation == 1 and frame_size == info.size
+        rgb = _decode_jpeg(path, info, frame_size, out if direct else None)
+        if direct and rgb is not None:
+            return out
     else:
         rgb = _decode_other(path, field)
     if rgb is None:
         raise RequestError(field, "could not be decoded", 422)
     if (rgb.shape[1], rgb.shape[0]) != frame_size:
         rgb = cv2.resize(rgb, frame_size, interpolation=cv2.INTER_AREA)
-    return rgb
+    if out is None:
+        return rgb
+    out[...] = rgb
+    return out
 
 
-def _decode_jpeg(path: Path, info: ImageInfo, frame_size: tuple[int, int]) -> np.ndarray | None:
-    """libjpeg-turbo (simplejpeg) decodes straight into one RGB array, at the smallest of its
-    reduced sizes that still covers the frame: no second full-size buffer, unlike OpenCV's imread."""
+def _decode_jpeg(path: Path, info: ImageInfo, frame_size: tuple[int, int],
+                 buffer: np.ndarray | None = None) -> np.ndarray | None:
+    """libjpeg-turbo (simplejpeg) decodes straight into one RGB array (`buffer` when given), at the
+    smallest of its reduced sizes that still covers the frame: no second full-size buffer, unlike
+    OpenCV's imread."""
     want_w, want_h = frame_size if info.orientation < 5 else frame_size[::-1]
     try:
-        rgb = simplejpeg.decode_jpeg(path.read_bytes(), colorspace="RGB", min_width=want_w, min_height=want_h)
+        rgb = simplejpeg.decode_jpeg(path.read_bytes(), colorspace="RGB", min_width=want_w, min_height=want_h,
+                                     buffer=buffer)
     except ValueError:
         return None
+    if buffer is not None:
+        return buffer
     for op, arg in _ORIENT.get(info.orientation, []):
         rgb = cv2.flip(rgb, arg) if op == "flip" else cv2.rotate(rgb, arg) if op == "rotate" else cv2.transpose(rgb)
     return rgb
@@ -122,52 +133,3 @@ def _high_depth_to_rgb(values: np.ndarray) -> np.ndarray:
     else:
         gray = (np.clip(values, 0, 65535) // 257).astype(np.uint8)
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
-
-
-class FrameCache:
-    """Decoded frames by (content digest, frame size), least recently used evicted past `max_bytes`."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._frames: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self._loading: dict[tuple, threading.Lock] = {}
-        self.hits = self.misses = 0
-
-    def clear(self) -> None:
-        with self._lock:
-            self._frames.clear()
-            self._bytes = 0
-
-    def get(self, key: tuple, load) -> np.ndarray:
-        """The cached frame, or `load()` run once even when several threads ask at the same time."""
-        with self._lock:
-            frame = self._lookup(key)
-            if frame is not None:
-                return frame
-            gate = self._loading.setdefault(key, threading.Lock())
-        with gate:
-            with self._lock:
-                frame = self._lookup(key)
-                if frame is not None:
-                    return frame
-                self.misses += 1
-            frame = load()
-            frame.setflags(write=False)
-            with self._lock:
-                self._loading.pop(key, None)
-                if frame.nbytes <= self.max_bytes:
-                    self._frames[key] = frame
-                    self._bytes += frame.nbytes
-                    while self._bytes > self.max_bytes:
-                        _, old = self._frames.popitem(last=False)
-                        self._bytes -= old.nbytes
-            return frame
-
-    def _lookup(self, key: tuple) -> np.ndarray | None:
-        frame = self._frames.get(key)
-        if frame is not None:
-            self._frames.move_to_end(key)
-            self.hits += 1
-        return frame

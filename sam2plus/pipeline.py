@@ -17,7 +17,8 @@ from .artifacts import new_request_dir, write_artifacts
 from .errors import RequestError, describe
 from .fetch import ImageFetcher
 from .frames import FrameMap, extract_patch, plan_frame
-from .images import FrameCache, decode_frame, read_info
+from .framestore import FrameStore
+from .images import decode_frame, read_info
 from .labelconfig import find_output_control
 from .masks import Mask, mask_from_logits
 from .params import ExtraParams
@@ -49,7 +50,7 @@ def patch_prompt(prompt: Prompt, frame_map: FrameMap) -> PatchPrompt:
 
 
 class Pipeline:
-    def __init__(self, segmenter, fetcher: ImageFetcher, frames: FrameCache, max_pixels: int,
+    def __init__(self, segmenter, fetcher: ImageFetcher, frames: FrameStore, max_pixels: int,
                  cache_dir: str | Path, artifacts: bool = False):
         self.segmenter = segmenter
         self.fetcher = fetcher
@@ -74,8 +75,8 @@ class Pipeline:
         clock.lap("fetch")
 
         frame_map = plan_frame(info.size, prompt, params)
-        frame = self.frames.get((local.digest, frame_map.frame_size),
-                                lambda: decode_frame(local.path, info, frame_map.frame_size, field))
+        frame = self.frames.get(local.digest, frame_map.frame_size,
+                                lambda out: decode_frame(local.path, info, frame_map.frame_size, field, out))
         clock.lap("decode")
         fill = params.subpatching.padding_fill if params.subpatching else (0, 0, 0)
         padded = frame_map.valid_box() != (0, 0, *frame_map.patch_size)

@@ -6,10 +6,12 @@ exactly what was asked for, slow tests included.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sam2plus.fetch import ImageFetcher
-from sam2plus.images import FrameCache
+from sam2plus.framestore import FrameStore
 from sam2plus.pipeline import Pipeline
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 
@@ -24,7 +26,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def make_pipeline(cache_dir, segmenter=None) -> Pipeline:
-    return Pipeline(segmenter or ColorRegionSegmenter(), ImageFetcher(cache_dir), FrameCache(2 << 30),
+    frames = FrameStore(Path(cache_dir) / "frames", 2 << 30)
+    return Pipeline(segmenter or ColorRegionSegmenter(), ImageFetcher(cache_dir), frames,
                     max_pixels=400_000_000, cache_dir=cache_dir)
 
 

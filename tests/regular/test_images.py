@@ -1,13 +1,10 @@
-"""sam2plus.images: header reading, decoding to oriented 8-bit RGB, and the frame cache.
+"""sam2plus.images: header reading and decoding to oriented 8-bit RGB (also into a given buffer).
 
 References are Pillow's own decoders (ImageOps.exif_transpose(...).convert("RGB")): the frame
 must show exactly what a browser shows for the file, because prompt coordinates refer to it.
 """
 
 from __future__ import annotations
-
-import threading
-import time
 
 import cv2
 import numpy as np
@@ -16,7 +13,7 @@ from PIL import Image, ImageFile, ImageOps
 
 from sam2plus import images
 from sam2plus.errors import RequestError
-from sam2plus.images import FrameCache, decode_frame, read_info
+from sam2plus.images import decode_frame, read_info
 
 FIELD = "data.image"
 BIG = 10**9  # pixel limit that never triggers
@@ -45,9 +42,14 @@ def _reference(path):
 
 
 def _decode(path, frame_size=None):
+    """Decode to a new array and into a given buffer (as the frame store does): both must agree."""
     info = read_info(path, BIG, FIELD)
-    frame = decode_frame(path, info, frame_size or info.size, FIELD)
+    size = frame_size or info.size
+    frame = decode_frame(path, info, size, FIELD)
     assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    out = np.zeros((size[1], size[0], 3), np.uint8)
+    assert decode_frame(path, info, size, FIELD, out) is out
+    assert np.array_equal(out, frame), "decoding into a buffer must give the same frame"
     return info, frame
 
 
@@ -343,94 +345,16 @@ def test_reduced_jpeg_decoding_with_orientation(tmp_path):
     assert _diff(frame, full).mean() < 2.0
 
 
-# ---------------------------------------------------------------- FrameCache
-
-
-def _frame(nbytes, value=0):
-    return np.full((1, nbytes // 3, 3), value, np.uint8)
-
-
-def test_frame_cache_lru_eviction_and_counters():
-    cache = FrameCache(max_bytes=250)
-    loads = []
-
-    def loader(key):
-        def load():
-            loads.append(key)
-            return _frame(99, value=len(loads))
-        return load
-
-    a = cache.get(("a",), loader("a"))
-    cache.get(("b",), loader("b"))
-    assert cache.misses == 2 and cache.hits == 0
-    assert cache.get(("a",), loader("a")) is a  # hit, and a becomes most recently used
-    assert cache.hits == 1
-    cache.get(("c",), loader("c"))  # 3 x 99 > 250: the least recently used (b) goes
-    assert loads == ["a", "b", "c"]
-    cache.get(("a",), loader("a"))
-    cache.get(("c",), loader("c"))
-    assert loads == ["a", "b", "c"]
-    cache.get(("b",), loader("b"))  # b was evicted: loaded again, and a (LRU now) goes
-    assert loads == ["a", "b", "c", "b"]
-    cache.get(("c",), loader("c"))
-    cache.get(("a",), loader("a"))
-    assert loads == ["a", "b", "c", "b", "a"]
-    assert cache.misses == 5 and cache.hits == 4
-    assert not a.flags.writeable  # cached frames are shared: read-only
-
-
-def test_frame_cache_keeps_nothing_larger_than_max_bytes():
-    cache = FrameCache(max_bytes=100)
-    calls = []
-    load = lambda: calls.append(1) or _frame(300)
-    assert cache.get("huge", load).nbytes == 300
-    cache.get("huge", load)
-    assert len(calls) == 2
-    small = cache.get("small", lambda: _frame(90))
-    assert cache.get("small", lambda: pytest.fail("should be cached")) is small
-
-
-def test_frame_cache_loads_once_under_concurrency():
-    cache = FrameCache(max_bytes=10**6)
-    calls = []
-    barrier = threading.Barrier(8)
-    results = [None] * 8
-
-    def load():
-        calls.append(threading.get_ident())
-        time.sleep(0.2)
-        return _frame(300, value=7)
-
-    def worker(i):
-        barrier.wait()
-        results[i] = cache.get(("same", (10, 10)), load)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert len(calls) == 1
-    assert all(result is results[0] for result in results)
-    assert cache.misses == 1 and cache.hits == 7
-
-
-def test_frame_cache_different_keys_load_in_parallel():
-    """One slow load does not hold up another key."""
-    cache = FrameCache(max_bytes=10**6)
-    started = threading.Event()
-    release = threading.Event()
-
-    def slow():
-        started.set()
-        release.wait(5)
-        return _frame(30)
-
-    thread = threading.Thread(target=cache.get, args=("slow", slow))
-    thread.start()
-    assert started.wait(5)
-    begin = time.monotonic()
-    cache.get("fast", lambda: _frame(30))
-    assert time.monotonic() - begin < 1
-    release.set()
-    thread.join(5)
+def test_a_jpeg_at_its_own_size_is_decoded_straight_into_the_buffer(tmp_path, monkeypatch):
+    """No second full-size array: libjpeg-turbo writes into the frame store's memory map."""
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(_photo_like(800, 600)).save(path, quality=95)
+    buffers = []
+    real_decode = images.simplejpeg.decode_jpeg
+    monkeypatch.setattr(images.simplejpeg, "decode_jpeg",
+                        lambda *a, buffer=None, **k: buffers.append(buffer) or real_decode(*a, buffer=buffer, **k))
+    info = read_info(path, BIG, FIELD)
+    out = np.zeros((600, 800, 3), np.uint8)
+    assert decode_frame(path, info, info.size, FIELD, out) is out
+    assert len(buffers) == 1 and buffers[0] is out
+    assert _diff(out, _reference(path)).mean() < 2.0

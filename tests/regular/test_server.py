@@ -158,7 +158,7 @@ def test_artifacts_go_to_a_folder_of_their_own_and_leave_the_source_alone(backen
             "patch.mask_overlay.jpg", "request.json"} <= names
     assert folder.startswith(str(cache / "artifacts"))
     assert hashlib.sha1(source.read_bytes()).hexdigest() == digest
-    assert sorted(p.name for p in cache.iterdir()) == ["artifacts", "scene.jpg"]
+    assert sorted(p.name for p in cache.iterdir()) == ["artifacts", "frames", "scene.jpg"]
 
 
 def test_basic_auth_guards_every_route_but_health(tmp_path):

@@ -1,0 +1,146 @@
+"""Decoded frames kept as raw RGB files under CACHE_DIR/frames and read through memory maps.
+
+A frame is decoded once, straight into a file-backed memory map (libjpeg-turbo writes into it),
+and every later request maps that file read-only. A request touches only the pages of its patch,
+so a 100-megapixel frame costs a worker a few MB of its own memory instead of 300 MB, the
+kernel's page cache keeps what is hot (and may drop it under pressure), and all gunicorn
+workers on one CACHE_DIR share each decoded frame. The least recently used files are deleted
+past `max_bytes`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".rgb"
+PART_PREFIX = ".part-"
+STALE_PART_SECONDS = 3600
+
+# decode(out) writes the frame into `out` (H x W x 3 uint8) and returns it; decode(None) returns a new array.
+Decoder = Callable[[np.ndarray | None], np.ndarray]
+
+
+class FrameStore:
+    """Frames by (content digest, frame size), on disk, bounded in bytes, shared by processes."""
+
+    def __init__(self, directory: str | Path, max_bytes: int):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+        self._loading: dict[Path, threading.Lock] = {}
+        self._remove_stale_parts()
+
+    def path(self, digest: str, size: tuple[int, int]) -> Path:
+        return self.directory / f"{digest}-{size[0]}x{size[1]}{SUFFIX}"
+
+    def get(self, digest: str, size: tuple[int, int], decode: Decoder) -> np.ndarray:
+        """The read-only frame of this size for the image with this digest, decoded at most once
+        even when several threads ask at the same time."""
+        width, height = size
+        if width * height * 3 > self.max_bytes:
+            self._count(hit=False)
+            return decode(None)
+        path = self.path(digest, size)
+        frame = _map(path, size)
+        if frame is None:
+            with self._lock:
+                gate = self._loading.setdefault(path, threading.Lock())
+            with gate:
+                frame = _map(path, size)
+                if frame is None:
+                    try:
+                        frame = self._decode_into_file(path, size, decode)
+                    finally:
+                        with self._lock:
+                            self._loading.pop(path, None)
+                    self._count(hit=False)
+                    return frame
+        self._count(hit=True)
+        with contextlib.suppress(OSError):
+            os.utime(path)  # marks it recently used for eviction
+        return frame
+
+    def clear(self) -> None:
+        """Delete every stored frame (a frame mapped by a request stays readable until it is done)."""
+        for path in self.directory.glob(f"*{SUFFIX}"):
+            path.unlink(missing_ok=True)
+
+    def _decode_into_file(self, path: Path, size: tuple[int, int], decode: Decoder) -> np.ndarray:
+        width, height = size
+        nbytes = width * height * 3
+        fd, part = tempfile.mkstemp(dir=self.directory, prefix=PART_PREFIX, suffix=SUFFIX)
+        try:
+            try:
+                # Reserve the blocks now: writing a memory map past a full disk kills the process.
+                os.posix_fallocate(fd, 0, nbytes)
+            except OSError as exc:
+                log.warning("cannot store a %dx%d frame in %s (%s): decoding it in memory", width, height,
+                            self.directory, exc)
+                return decode(None)
+            decode(np.frombuffer(mmap.mmap(fd, nbytes), np.uint8).reshape(height, width, 3))
+            os.replace(part, path)
+        finally:
+            os.close(fd)
+            Path(part).unlink(missing_ok=True)
+        self._evict(keep=path)
+        frame = _map(path, size)
+        return frame if frame is not None else decode(None)  # another worker deleted it meanwhile
+
+    def _evict(self, keep: Path) -> None:
+        """Delete the least recently used frames (of every worker) until they fit in max_bytes."""
+        files = []
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(SUFFIX) and not entry.name.startswith(PART_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    stat = entry.stat()
+                    files.append((stat.st_mtime_ns, stat.st_size, Path(entry.path)))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= self.max_bytes:
+                break
+            if path != keep:
+                path.unlink(missing_ok=True)
+                total -= size
+
+    def _remove_stale_parts(self) -> None:
+        """Partial files left by a worker that died while decoding."""
+        cutoff = time.time() - STALE_PART_SECONDS
+        for path in self.directory.glob(f"{PART_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+
+    def _count(self, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+
+
+def _map(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """The file as a read-only H x W x 3 array, or None when it is missing or of another size.
+    The mapping lives as long as the array or a view of it."""
+    width, height = size
+    try:
+        with open(path, "rb") as file:
+            if os.fstat(file.fileno()).st_size != width * height * 3:
+                return None
+            mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    except FileNotFoundError:
+        return None
+    return np.frombuffer(mapped, np.uint8).reshape(height, width, 3)
