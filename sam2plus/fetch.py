@@ -1,9 +1,9 @@
 """Image URL -> a local file: Label Studio (with its API key), allowed hosts, or CACHE_DIR.
 
-Downloads land in CACHE_DIR/downloads under a name derived from the URL, written atomically;
-a cached copy is revalidated with the server's validators (ETag, Last-Modified) on every use,
-so a URL whose content changed is fetched again; servers without validators are asked again
-for the whole file, except Label Studio uploads, which never change.
+Downloads land in CACHE_DIR/downloads named by their content (SHA-1), written atomically, with
+a small record per URL. A cached copy is revalidated with the server's validators (ETag,
+Last-Modified) on every use, so a URL whose content changed is fetched again; servers without
+validators are asked again for the whole file, except Label Studio uploads, which never change.
 """
 
 from __future__ import annotations
@@ -126,12 +126,14 @@ class ImageFetcher:
         return known
 
     def _download(self, url: str, field: str, authenticated: bool) -> LocalImage:
-        name = hashlib.sha256(url.encode()).hexdigest()[:32] + _suffix(url)
-        target = self.download_dir / name
-        meta_path = target.with_name(name + ".json")
-        meta = _read_json(meta_path) if target.is_file() else {}
-        if authenticated and meta.get("digest") and UPLOAD_PATH in urlsplit(url).path:
-            return LocalImage(target, meta["digest"])  # an upload never changes: its name is unique
+        suffix = _suffix(url)
+        meta_path = self.download_dir / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".json")
+        meta = _read_json(meta_path)
+        cached = self._content_path(meta.get("digest"), suffix)
+        if cached is None or not cached.is_file():
+            meta = {}
+        if authenticated and meta and UPLOAD_PATH in urlsplit(url).path:
+            return LocalImage(cached, meta["digest"])  # an upload never changes: its name is unique
         headers = {}
         if meta.get("etag"):
             headers["If-None-Match"] = meta["etag"]
@@ -148,18 +150,25 @@ class ImageFetcher:
         except requests.RequestException as exc:
             raise RequestError(field, f"cannot fetch {describe(url)}: {type(exc).__name__}", 422) from None
         with response:
-            if response.status_code == 304 and meta.get("digest"):
-                return LocalImage(target, meta["digest"])
+            if response.status_code == 304 and meta:
+                return LocalImage(cached, meta["digest"])
             if response.status_code != 200:
                 raise RequestError(field, f"cannot fetch {describe(url)}: HTTP {response.status_code}", 422)
             self.download_dir.mkdir(parents=True, exist_ok=True)
-            digest = self._store(response, target, field, url)
+            local = self._store(response, suffix, field, url)
         validators = {"etag": response.headers.get("ETag"), "last_modified": response.headers.get("Last-Modified")}
-        _write_json(meta_path, {"url": url, "digest": digest, **validators})
-        return LocalImage(target, digest)
+        _write_json(meta_path, {"url": url, "digest": local.digest, **validators})
+        return local
 
-    def _store(self, response: requests.Response, target: Path, field: str, url: str) -> str:
-        """Stream the body into `target` atomically; returns its SHA-1."""
+    def _content_path(self, digest: str | None, suffix: str) -> Path | None:
+        """Downloads are named by their content, so a file handed to a request never changes
+        under it, even when its URL's content does."""
+        if not isinstance(digest, str) or not digest.isalnum():
+            return None
+        return self.download_dir / f"{digest}{suffix}"
+
+    def _store(self, response: requests.Response, suffix: str, field: str, url: str) -> LocalImage:
+        """Stream the body into its content-named file atomically."""
         sha = hashlib.sha1()
         size = 0
         fd, tmp = tempfile.mkstemp(dir=self.download_dir, prefix=".part-")
@@ -171,11 +180,12 @@ class ImageFetcher:
                         raise RequestError(field, f"{describe(url)} is larger than MAX_IMAGE_BYTES={self.max_bytes}", 413)
                     sha.update(chunk)
                     handle.write(chunk)
+            target = self._content_path(sha.hexdigest(), suffix)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return sha.hexdigest()
+        return LocalImage(target, sha.hexdigest())
 
 
 def sha1_of_file(path: Path) -> str:
