@@ -14,6 +14,8 @@ import numpy as np
 
 from .frames import FrameMap
 
+BAND_ROWS = 512
+
 
 @dataclass(frozen=True)
 class Mask:
@@ -61,10 +63,17 @@ def mask_from_logits(low_res_logits: np.ndarray, frame_map: FrameMap) -> Mask:
     y1 = min(vy1, math.ceil((rows[-1] + 2) * ay))
     if x1 <= x0 or y1 <= y0:
         return Mask.empty()
-    to_logits = np.array([[1 / ax, 0, (x0 + 0.5) / ax - 0.5], [0, 1 / ay, (y0 + 0.5) / ay - 0.5]])
-    values = cv2.warpAffine(low_res_logits.astype(np.float32), to_logits, (x1 - x0, y1 - y0),
-                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-    return Mask(values > 0, x0, y0).tight()
+    logits = low_res_logits.astype(np.float32)
+    bits = np.empty((y1 - y0, x1 - x0), dtype=bool)
+    # In bands of rows, so that the float logits of a mask over a whole 100-megapixel frame never
+    # exist at once (400 MB); only the boolean mask does.
+    for top in range(y0, y1, BAND_ROWS):
+        rows = min(BAND_ROWS, y1 - top)
+        to_logits = np.array([[1 / ax, 0, (x0 + 0.5) / ax - 0.5], [0, 1 / ay, (top + 0.5) / ay - 0.5]])
+        band = cv2.warpAffine(logits, to_logits, (x1 - x0, rows),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        np.greater(band, 0, out=bits[top - y0:top - y0 + rows])
+    return Mask(bits, x0, y0).tight()
 
 
 def mask_in_image(mask: Mask, frame_map: FrameMap) -> Mask:

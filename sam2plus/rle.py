@@ -13,6 +13,7 @@ import numpy as np
 _WORD = 8
 _RLE_SIZES = (3, 4, 8, 16)
 _MAX_RUN = 1 << 16
+BAND_ROWS = 128
 
 
 def _foreground_runs(mask: np.ndarray, x0: int, y0: int, width: int, height: int):
@@ -22,15 +23,22 @@ def _foreground_runs(mask: np.ndarray, x0: int, y0: int, width: int, height: int
     ys, ye = max(y0, 0), min(y0 + h, height)
     if xs >= xe or ys >= ye:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    m = mask[ys - y0 : ye - y0, xs - x0 : xe - x0] != 0
-    padded = np.zeros((m.shape[0], m.shape[1] + 2), np.int8)
-    padded[:, 1:-1] = m
-    d = np.diff(padded, axis=1)
-    # np.nonzero walks row-major, so the k-th start and the k-th end belong to the same segment.
-    sr, sc = np.nonzero(d == 1)
-    er, ec = np.nonzero(d == -1)
-    starts = (sr + ys).astype(np.int64) * width + xs + sc
-    ends = (er + ys).astype(np.int64) * width + xs + ec
+    m = mask[ys - y0 : ye - y0, xs - x0 : xe - x0]
+    stride = m.shape[1] + 2
+    starts, ends = [], []
+    # In bands of rows: the temporaries stay small (cache-sized) whatever the mask's size.
+    for top in range(0, m.shape[0], BAND_ROWS):
+        band = m[top : top + BAND_ROWS]
+        # Each row between two background columns, all rows end to end: transitions alternate
+        # start, end, start, ... and a transition at flat i sits before the pixel at i + 1.
+        padded = np.zeros((band.shape[0], stride), bool)
+        np.not_equal(band, 0, out=padded[:, 1:-1])
+        flat = padded.ravel()
+        change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        for found, out in ((change[0::2], starts), (change[1::2], ends)):
+            rows, cols = np.divmod(found, stride)
+            out.append((rows + ys + top).astype(np.int64) * width + xs + cols - 1)
+    starts, ends = np.concatenate(starts), np.concatenate(ends)
     if len(starts) == 0:
         return starts, ends
     # A segment ending at the right image edge continues into one starting at column 0 of the next row.

@@ -1,5 +1,6 @@
 """The frame and patch window SAM2 sees, and masks mapped between patch and image."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -240,6 +241,38 @@ def test_mask_from_logits_covers_the_scaled_square():
         assert abs(got - want) <= cell
     assert mask.area == pytest.approx(32 * ax * 32 * ay, rel=0.1)
     assert mask.bits[mask.bits.shape[0] // 2, mask.bits.shape[1] // 2]
+
+
+@pytest.mark.parametrize("patch_size", [(1024, 1024), (3000, 2200), (700, 1300)])
+def test_mask_from_logits_is_what_sam2_upsamples(patch_size, monkeypatch):
+    """SAM2's predictor upsamples the low-resolution logits with bilinear F.interpolate
+    (align_corners=False) and thresholds at 0; ours gives the same mask, band after band."""
+    import torch
+    import torch.nn.functional as F
+
+    from sam2plus import masks
+
+    rng = np.random.default_rng(3)
+    logits = cv2.resize(rng.normal(0, 4, (16, 16)).astype(np.float32), (256, 256), interpolation=cv2.INTER_CUBIC)
+    width, height = patch_size
+    fm = FrameMap((width, height), (width, height), Window(0, 0, width, height), "fullframe")
+    reference = F.interpolate(torch.from_numpy(logits)[None, None], (height, width), mode="bilinear",
+                              align_corners=False)[0, 0].numpy()
+
+    def full(mask):
+        out = np.zeros((height, width), bool)
+        out[mask.y:mask.y + mask.bits.shape[0], mask.x:mask.x + mask.bits.shape[1]] = mask.bits
+        return out
+
+    ours = full(mask_from_logits(logits, fm))
+    differ = ours != (reference > 0)
+    # warpAffine places its samples to 1/32 of a logit cell: only pixels whose logit lies within
+    # that error of 0 may come out on the other side.
+    steepest = max(np.abs(np.diff(logits, axis=0)).max(), np.abs(np.diff(logits, axis=1)).max())
+    assert np.abs(reference[differ]).max(initial=0) <= steepest / 32
+    assert np.count_nonzero(differ) < 0.001 * width * height
+    monkeypatch.setattr(masks, "BAND_ROWS", 10**6)
+    assert np.array_equal(full(mask_from_logits(logits, fm)), ours), "bands leave no seam"
 
 
 def test_mask_from_logits_is_clipped_to_the_valid_box():
