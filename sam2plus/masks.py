@@ -63,16 +63,9 @@ def mask_from_logits(low_res_logits: np.ndarray, frame_map: FrameMap) -> Mask:
     y1 = min(vy1, math.ceil((rows[-1] + 2) * ay))
     if x1 <= x0 or y1 <= y0:
         return Mask.empty()
-    logits = low_res_logits.astype(np.float32)
-    bits = np.empty((y1 - y0, x1 - x0), dtype=bool)
-    # In bands of rows, so that the float logits of a mask over a whole 100-megapixel frame never
-    # exist at once (400 MB); only the boolean mask does.
-    for top in range(y0, y1, BAND_ROWS):
-        rows = min(BAND_ROWS, y1 - top)
-        to_logits = np.array([[1 / ax, 0, (x0 + 0.5) / ax - 0.5], [0, 1 / ay, (top + 0.5) / ay - 0.5]])
-        band = cv2.warpAffine(logits, to_logits, (x1 - x0, rows),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-        np.greater(band, 0, out=bits[top - y0:top - y0 + rows])
+    start = ((x0 + 0.5) / ax - 0.5, (y0 + 0.5) / ay - 0.5)
+    bits = _resample(low_res_logits.astype(np.float32), (1 / ax, 1 / ay), start, (x1 - x0, y1 - y0),
+                     cv2.BORDER_REPLICATE, np.greater, 0)
     return Mask(bits, x0, y0).tight()
 
 
@@ -93,10 +86,26 @@ def mask_in_image(mask: Mask, frame_map: FrameMap) -> Mask:
     y1 = min(height, math.ceil((fy0 + h) / sy))
     if x1 <= x0 or y1 <= y0:
         return Mask.empty()
-    to_mask = np.array([[sx, 0, (x0 + 0.5) * sx - fx0 - 0.5], [0, sy, (y0 + 0.5) * sy - fy0 - 0.5]])
-    values = cv2.warpAffine(mask.bits.astype(np.float32), to_mask, (x1 - x0, y1 - y0),
-                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-    return Mask(values >= 0.5, x0, y0).tight()
+    start = ((x0 + 0.5) * sx - fx0 - 0.5, (y0 + 0.5) * sy - fy0 - 0.5)
+    bits = _resample(mask.bits.astype(np.float32), (sx, sy), start, (x1 - x0, y1 - y0),
+                     cv2.BORDER_CONSTANT, np.greater_equal, 0.5)
+    return Mask(bits, x0, y0).tight()
+
+
+def _resample(source: np.ndarray, step: tuple[float, float], start: tuple[float, float], size: tuple[int, int],
+              border: int, compare, threshold: float) -> np.ndarray:
+    """compare(bilinear sample, threshold) on a grid of `size` (w, h) whose pixel (c, r) samples
+    `source` at pixel coordinates start + (c, r) * step. In bands of rows, so that float samples
+    over a whole 100-megapixel frame (400 MB) never exist at once; only the boolean result does."""
+    width, height = size
+    bits = np.empty((height, width), dtype=bool)
+    for top in range(0, height, BAND_ROWS):
+        rows = min(BAND_ROWS, height - top)
+        matrix = np.array([[step[0], 0, start[0]], [0, step[1], start[1] + top * step[1]]])
+        band = cv2.warpAffine(source, matrix, (width, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=border)
+        compare(band, threshold, out=bits[top:top + rows])
+    return bits
 
 
 def _clip(mask: Mask, width: int, height: int) -> Mask:

@@ -338,3 +338,18 @@ def test_mask_in_image_with_a_scale_per_axis():
 def test_mask_in_image_of_an_empty_mask_is_empty():
     fm = plan_frame((1000, 1000), _point(0.5, 0.5), _params(fullframe_resize=0.5))
     assert mask_in_image(Mask.empty(), fm).area == 0
+
+
+def test_mask_in_image_of_a_large_ragged_mask_is_the_same_in_bands(monkeypatch):
+    """A downscaled frame's mask mapped back band after band equals one pass, and keeps its area."""
+    from sam2plus import masks
+
+    fm = plan_frame((6000, 4000), _point(0.5, 0.5), _params(fullframe_resize=0.3))
+    rng = np.random.default_rng(5)
+    bits = cv2.resize(rng.normal(0, 1, (30, 40)).astype(np.float32), (1500, 1100)) > 0
+    mask = Mask(bits, 150, 40)
+    banded = mask_in_image(mask, fm)
+    monkeypatch.setattr(masks, "BAND_ROWS", 10**6)
+    whole = mask_in_image(mask, fm)
+    assert (banded.x, banded.y) == (whole.x, whole.y) and np.array_equal(banded.bits, whole.bits)
+    assert banded.area == pytest.approx(mask.area / 0.3 ** 2, rel=0.01)
