@@ -31,8 +31,7 @@ import numpy as np
 from PIL import Image
 
 from .config import ServerConfig
-from .fetch import sha1_of_file
-from .images import decode_frame, read_info
+from .images import read_info
 from .masks import mask_in_image
 from .rle import encode_brush_rle
 from .segmenter import UNTRAINED, to_model_input
@@ -152,12 +151,9 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
     figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
 
     info = read_info(image_path, 10**9, "bench")
-    digest = sha1_of_file(image_path)
-
-    def decode():  # as a first click does: into the frame store
-        return pipeline.frames.get(digest, info.size, lambda out: decode_frame(image_path, info, info.size, "bench", out))
-
-    figures["decode_ms"], frame = median_ms(decode, repeats, before=cold)
+    image = pipeline.fetcher.fetch(image_path.name, "bench")
+    figures["decode_ms"], frame = median_ms(lambda: pipeline.frame(image, info, info.size, "bench"), repeats,
+                                            before=cold)  # as a first click does: into the frame store
     x0, y0, x1, y1 = scene.main_box
     top, left = max(0, y0 - 352), max(0, x0 - 352)
     patch = np.ascontiguousarray(frame[top:top + 1024, left:left + 1024])

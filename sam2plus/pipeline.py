@@ -15,10 +15,10 @@ import numpy as np
 
 from .artifacts import new_request_dir, write_artifacts
 from .errors import RequestError, describe
-from .fetch import ImageFetcher
+from .fetch import ImageFetcher, LocalImage
 from .frames import FrameMap, extract_patch, plan_frame
 from .framestore import FrameStore
-from .images import decode_frame, read_info
+from .images import ImageInfo, decode_frame, read_info
 from .labelconfig import find_output_control
 from .masks import Mask, mask_from_logits
 from .params import ExtraParams
@@ -75,8 +75,7 @@ class Pipeline:
         clock.lap("fetch")
 
         frame_map = plan_frame(info.size, prompt, params)
-        frame = self.frames.get(local.digest, frame_map.frame_size,
-                                lambda out: decode_frame(local.path, info, frame_map.frame_size, field, out))
+        frame = self.frame(local, info, frame_map.frame_size, field)
         clock.lap("decode")
         fill = params.subpatching.padding_fill if params.subpatching else (0, 0, 0)
         padded = frame_map.valid_box() != (0, 0, *frame_map.patch_size)
@@ -105,6 +104,11 @@ class Pipeline:
                  astuple(frame_map.window), "encoded" if output.encoded else "cached embedding", len(result),
                  ", ".join(f"{name} {ms:.0f}" for name, ms in clock.laps.items()))
         return Prediction(result, output.score, frame_map, mask, folder)
+
+    def frame(self, local: LocalImage, info: ImageInfo, frame_size: tuple[int, int], field: str) -> np.ndarray:
+        """The image's frame of this size from the frame store, decoded into it on a miss."""
+        return self.frames.get(local.digest, frame_size,
+                               lambda out: decode_frame(local.path, info, frame_size, field, out))
 
 
 def _check_context_size(context: dict, size: tuple[int, int]) -> None:
