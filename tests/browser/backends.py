@@ -114,10 +114,10 @@ def geometry_backend(workdir: Path, label_studio_url: str, api_key: str):
 @contextlib.contextmanager
 def image_host(directory: Path):
     """Serve `directory` on 127.0.0.1 as an image host a browser may read from another origin (CORS);
-    yields "127.0.0.1:port"."""
+    yields its port."""
     handler = functools.partial(_CorsHandler, directory=str(directory))
     with _running(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as port:
-        yield f"127.0.0.1:{port}"
+        yield port
 
 
 class _CorsHandler(http.server.SimpleHTTPRequestHandler):

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import os
 import shutil
+
 import pytest
 from playwright.sync_api import sync_playwright
 
 from tests.browser.backends import geometry_backend as serve_geometry_backend
 from tests.browser.editor import TIMEOUT_MS, Editor
-# The session's Label Studio, and SAM2Plus under gunicorn with the real SAM2 (untrained hiera-t), as in tests/e2e.
-from tests.e2e.conftest import backend, label_studio  # noqa: F401
+from tests.e2e import conftest as e2e
 from tests.e2e.ls import LabelStudioAPI
+
+# Reused from tests/e2e: the session's Label Studio, and SAM2Plus under gunicorn with the real SAM2
+# (untrained hiera-t on CPU).
+label_studio = e2e.label_studio
+backend = e2e.backend
 
 VIEWPORT = {"width": 1440, "height": 900}
 LOOPBACK_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"
@@ -69,8 +74,8 @@ def api(label_studio) -> LabelStudioAPI:
 def geometry_backend(label_studio, tmp_path_factory):
     """SAM2Plus in-process with the geometry test double, recording what it received."""
     with serve_geometry_backend(tmp_path_factory.mktemp("geometry-backend"), label_studio.url,
-                                label_studio.token) as backend:
-        yield backend
+                                label_studio.token) as served:
+        yield served
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ class Editor:
         page.on("pageerror", lambda error: self.page_errors.append(str(error)))
 
     # -- opening a task -------------------------------------------------------------------------
-    def open(self, project: int, task: int, size: tuple[int, int]) -> "Editor":
+    def open(self, project: int, task: int, size: tuple[int, int]) -> Editor:
         """Open `task` of `project` as the Data Manager does, and wait until its image is drawn."""
         self.size = size
         self.page.goto(f"{self.url}/projects/{project}/data?task={task}")
@@ -58,23 +58,23 @@ class Editor:
             toggle.click()
         assert toggle.is_checked() == on, f"{test_id} did not switch {'on' if on else 'off'}"
 
-    def auto_annotation(self, on: bool = True) -> "Editor":
+    def auto_annotation(self, on: bool = True) -> Editor:
         self._toggle("bottombar-auto-annotation-toggle", on)
         return self
 
-    def auto_accept(self, on: bool) -> "Editor":
+    def auto_accept(self, on: bool) -> Editor:
         """The Auto-Accept Suggestions toggle (shown once Auto-Annotation is on)."""
         self._toggle("bottombar-auto-accept-toggle", on)
         return self
 
-    def smart_tool(self) -> "Editor":
+    def smart_tool(self) -> Editor:
         """Pick the toolbar's Auto-Detect tool (the smart tools appear with Auto-Annotation on)."""
         tool = self.page.locator("button.lsf-tool_smart").first
         if "lsf-tool_active" not in (tool.get_attribute("class") or ""):
             tool.click()
         return self
 
-    def choose_label(self, label: str, control: int = 0) -> "Editor":
+    def choose_label(self, label: str, control: int = 0) -> Editor:
         """Click `label` of the `control`-th labels tag under the image (the prompt tag comes first).
 
         Label Studio unselects labels after each new region, so an annotator picks it per prompt."""
@@ -90,6 +90,12 @@ class Editor:
             " return all.sort((a, b) => b.width - a.width)[0].toJSON(); }", list(self.size))
         width, height = self.size
         return box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height
+
+    def pixel_size(self) -> float:
+        """Image pixels per screen pixel: how precisely the mouse places a prompt."""
+        left, _ = self.to_screen(0, 0)
+        right, _ = self.to_screen(self.size[0], 0)
+        return self.size[0] / (right - left)
 
     def click(self, x: float, y: float, *, negative: bool = False) -> dict:
         """Click image pixel (x, y) (Alt+click for a negative point); returns Label Studio's reply to

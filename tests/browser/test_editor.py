@@ -32,13 +32,6 @@ SUBPATCH_POLYGON = {"subpatching": {"patch_size": 1024}, "return_format": {"type
 MIN_IOU = 0.95
 
 
-def screen_px(editor, scene: DiscScene) -> float:
-    """Image pixels per screen pixel: how precisely the mouse can place a prompt."""
-    left, _ = editor.to_screen(0, 0)
-    right, _ = editor.to_screen(scene.width, 0)
-    return scene.width / (right - left)
-
-
 def saved_results(api, task: int) -> list[dict]:
     """The results of the task's one annotation, read back through Label Studio's API."""
     annotations = api.ok("GET", f"/api/tasks/{task}/annotations")
@@ -70,7 +63,7 @@ def test_one_click_on_a_disc_gives_a_brush_region_that_is_saved_as_the_disc(api,
     editor.shot("brush-region")
     [request] = [r.context for r in geometry_backend.recorder.predictions(task) if r.context]
     [(x, y, positive)] = keypoints(request)
-    assert positive and np.hypot(x - DISC.cx, y - DISC.cy) <= 2 * screen_px(editor, DISC), request
+    assert positive and np.hypot(x - DISC.cx, y - DISC.cy) <= 2 * editor.pixel_size(), request
 
     editor.submit(task)
     [region] = saved_results(api, task)
@@ -96,7 +89,7 @@ def test_a_box_around_a_small_disc_in_a_big_image_gives_its_polygon(api, geometr
     [request] = [r.context for r in geometry_backend.recorder.predictions(task) if r.context]
     [prompt] = request["result"]
     assert prompt["type"] == "rectanglelabels" and prompt["value"]["rectanglelabels"] == [LABEL], prompt
-    assert np.abs(pixels(prompt) - box).max() <= 2 * screen_px(editor, BIG), (pixels(prompt), box)
+    assert np.abs(pixels(prompt) - box).max() <= 2 * editor.pixel_size(), (pixels(prompt), box)
 
     editor.submit(task)
     [region] = saved_results(api, task)
@@ -125,7 +118,7 @@ def test_refining_clicks_with_auto_accept_off_send_every_point_of_the_object(api
 
     requests = [r.context for r in geometry_backend.recorder.predictions(task) if r.context]
     assert len(requests) == len(clicks)
-    slack = 2 * screen_px(editor, DISC)
+    slack = 2 * editor.pixel_size()
     for sent, request in enumerate(requests, 1):
         received = keypoints(request)
         assert [positive for *_, positive in received] == [positive for *_, positive in clicks[:sent]], request
@@ -153,7 +146,7 @@ def test_a_second_object_of_the_same_label_sends_only_its_own_prompt(api, geomet
     editor.shot("two-objects")
     last = [r.context for r in geometry_backend.recorder.predictions(task) if r.context][-1]
     [(x, y, positive)] = keypoints(last)
-    assert positive and np.hypot(x - RIGHT.cx, y - RIGHT.cy) <= 2 * screen_px(editor, RIGHT), last
+    assert positive and np.hypot(x - RIGHT.cx, y - RIGHT.cy) <= 2 * editor.pixel_size(), last
     [answer] = reply["data"]["result"]
 
     editor.submit(task)
@@ -166,13 +159,13 @@ def test_a_second_object_of_the_same_label_sends_only_its_own_prompt(api, geomet
 
 
 def test_a_refused_prompt_leaves_the_editor_usable_and_saves_nothing_for_it(api, geometry_backend, editor, tmp_path):
-    """An image on a host the backend may not fetch from (not in IMAGE_HOSTS)."""
+    """An image on a host the backend may not fetch from: not Label Studio's, not in IMAGE_HOSTS."""
     images = tmp_path / "host"
     images.mkdir()
     DISC.write(images / "disc.jpg")
-    with image_host(images) as host:
+    with image_host(images) as port:
         project, _ = new_project(api, geometry_backend.url, label_config("KeyPointLabels", "BrushLabels", LABEL))
-        [task] = [t["id"] for t in api.import_tasks(project, [{"image": f"http://{host}/disc.jpg"}])]
+        [task] = [t["id"] for t in api.import_tasks(project, [{"image": f"http://localhost:{port}/disc.jpg"}])]
         editor.open(project, task, (DISC.width, DISC.height)).auto_annotation().auto_accept(True).smart_tool()
         replies = []
         for x, y in [(DISC.cx, DISC.cy), (DISC.cx + 40, DISC.cy + 40)]:
