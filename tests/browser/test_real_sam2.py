@@ -34,7 +34,7 @@ def test_a_click_reaches_the_real_sam2_and_its_brush_region_is_saved(api, backen
         editor.choose_label(LABEL)
         reply = editor.click(x, y)
         assert "errors" not in reply, reply
-        assert reply["data"]["model_version"].endswith(":untrained"), reply["data"]["model_version"]
+        assert "untrained" in reply["data"]["model_version"], reply["data"]["model_version"]  # SAM2, not a double
         returned += reply["data"]["result"]
         if returned:
             break
