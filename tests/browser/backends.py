@@ -37,6 +37,7 @@ class Received:
 
     @property
     def task_id(self):
+        """The id of the first task in the body (Label Studio sends one task per call), if any."""
         tasks = (self.body or {}).get("tasks")
         return tasks[0].get("id") if isinstance(tasks, list) and tasks and isinstance(tasks[0], dict) else None
 
@@ -69,6 +70,7 @@ class RecordingMiddleware:
         return self.app(environ, start_response)
 
     def received(self) -> list[Received]:
+        """Everything received so far, oldest first."""
         with self._lock:
             return list(self._received)
 
@@ -84,6 +86,8 @@ class RecordingMiddleware:
 
 @dataclass
 class GeometryBackend:
+    """The in-process backend's URL and what it received."""
+
     url: str
     recorder: RecordingMiddleware
 

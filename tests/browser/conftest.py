@@ -40,6 +40,7 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="session")
 def browser():
+    """One headless Chromium for the session."""
     with sync_playwright() as playwright:
         # --no-sandbox: Chromium's sandbox refuses to run as root, which is how CI runs.
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", LOOPBACK_ONLY])
@@ -67,6 +68,7 @@ def login(browser, label_studio) -> dict:
 
 @pytest.fixture(scope="session")
 def api(label_studio) -> LabelStudioAPI:
+    """Label Studio's REST API with the user's legacy token."""
     return label_studio.api()
 
 

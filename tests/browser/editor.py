@@ -59,6 +59,7 @@ class Editor:
         assert toggle.is_checked() == on, f"{test_id} did not switch {'on' if on else 'off'}"
 
     def auto_annotation(self, on: bool = True) -> Editor:
+        """The Auto-Annotation toggle: smart tools on or off."""
         self._toggle("bottombar-auto-annotation-toggle", on)
         return self
 
@@ -140,9 +141,11 @@ class Editor:
         return [Shown(*row) for row in rows]
 
     def suggestions(self) -> int:
+        """How many suggestions wait to be accepted."""
         return self.page.evaluate("() => window.Htx.annotationStore.selected.suggestions.size")
 
     def accept_suggestions(self) -> None:
+        """Press the bottom bar's accept (✓) button."""
         self.page.get_by_test_id("bottombar-accept-suggestions-button").click()
         self.page.wait_for_function("() => window.Htx.annotationStore.selected.suggestions.size === 0")
 

@@ -40,10 +40,12 @@ def saved_results(api, task: int) -> list[dict]:
 
 
 def brush_iou(region: dict, scene: DiscScene) -> float:
+    """IoU of a saved brush region, decoded with label-studio-sdk, with the drawn disc."""
     return iou(brush_mask(region), scene.truth((0, 0, scene.width, scene.height)))
 
 
 def keypoints(context: dict) -> list[tuple[float, float, bool]]:
+    """The (x, y, is_positive) of every key point a request carried, in image pixels."""
     regions = context["result"]
     assert all(r["type"] == "keypointlabels" and r["value"]["keypointlabels"] == [LABEL] for r in regions), regions
     return [(*pixels(r), r["is_positive"]) for r in regions]
