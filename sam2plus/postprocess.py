@@ -10,6 +10,8 @@ import numpy as np
 from .masks import Mask
 from .params import MAX_DILATE_PX, Postprocess
 
+DILATE_BAND_ROWS = 1024
+
 
 def postprocess(mask: Mask, settings: Postprocess, bounds: tuple[int, int, int, int]) -> Mask:
     """Apply `settings` in the specified order; `bounds` (x0, y0, x1, y1) limit dilation growth."""
@@ -54,10 +56,10 @@ def dilation_radius(mask: Mask, dilate: int | float) -> float:
 def dilate(mask: Mask, radius: float, bounds: tuple[int, int, int, int]) -> Mask:
     """Grow the mask by a disc of `radius` (rounded to whole pixels), staying inside `bounds`.
 
-    A pixel joins the mask when its Euclidean distance to the mask is at most the radius: one
-    exact distance transform over the grown box, so the cost does not grow with the radius as a
-    disc kernel's does. The `+ 0.5` matches OpenCV's elliptic kernel, which rounds each row's
-    half-width (cv2.getStructuringElement(MORPH_ELLIPSE)).
+    A pixel joins the mask when its Euclidean distance to the mask is at most the radius: an
+    exact distance transform, whose cost does not grow with the radius as a disc kernel's does.
+    It runs over bands of rows, each with `r` rows of context above and below (the nearest mask
+    pixel within `r` lies there), so its float distances never cover the whole grown box.
     """
     r = round(radius)
     if r < 1:
@@ -67,5 +69,10 @@ def dilate(mask: Mask, radius: float, bounds: tuple[int, int, int, int]) -> Mask
     x1, y1 = min(bounds[2], mask.x + w + r), min(bounds[3], mask.y + h + r)
     outside = np.ones((y1 - y0, x1 - x0), np.uint8)
     outside[mask.y - y0:mask.y - y0 + h, mask.x - x0:mask.x - x0 + w] = ~mask.bits
-    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return Mask(distance <= r, x0, y0)
+    grown = np.empty(outside.shape, bool)
+    for top in range(0, grown.shape[0], DILATE_BAND_ROWS):
+        low, high = max(0, top - r), min(grown.shape[0], top + DILATE_BAND_ROWS + r)
+        distance = cv2.distanceTransform(outside[low:high], cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        rows = min(DILATE_BAND_ROWS, grown.shape[0] - top)
+        grown[top:top + rows] = distance[top - low:top - low + rows] <= r
+    return Mask(grown, x0, y0)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from sam2plus import postprocess as postprocess_module
 from sam2plus.masks import Mask
 from sam2plus.params import MAX_DILATE_PX, Postprocess
 from sam2plus.postprocess import dilate, dilation_radius, fill_holes, keep_large_components, postprocess
@@ -207,6 +208,16 @@ def test_dilating_one_pixel_gives_the_euclidean_disc(r):
     out = dilate(Mask(np.ones((1, 1), bool), 500, 500), r, BIG)
     assert (out.x, out.y) == (500 - r, 500 - r)
     assert np.array_equal(out.bits, _disc(r))
+
+
+@pytest.mark.parametrize("r", [1, 6, 25])
+def test_dilation_in_bands_of_rows_equals_one_transform_over_everything(monkeypatch, r):
+    rng = np.random.default_rng(r)
+    mask = Mask(rng.random((90, 70)) < 0.01, 300, 300)
+    whole = dilate(mask, r, BIG)
+    monkeypatch.setattr(postprocess_module, "DILATE_BAND_ROWS", 7)
+    banded = dilate(mask, r, BIG)
+    assert (banded.x, banded.y) == (whole.x, whole.y) and np.array_equal(banded.bits, whole.bits)
 
 
 def test_a_float_dilate_is_capped_at_the_pixel_limit():
