@@ -23,7 +23,7 @@ from .errors import RequestError
 
 Image.MAX_IMAGE_PIXELS = None  # the limit is ours (MAX_IMAGE_PIXELS), checked on the header
 
-BAND_PIXELS = 4_000_000  # pixels converted to RGB at a time: a band of rows this size
+BAND_PIXELS = 1_000_000  # pixels converted to RGB at a time: a band of rows this size
 LARGE_DECODE_PIXELS = 16_000_000  # images this large are decoded one at a time per worker process
 _LARGE_DECODE = threading.Lock()
 

@@ -387,14 +387,18 @@ def _write_rgba_png(path, width, height):
 
 
 PEAK_GROWTH = textwrap.dedent("""
-    import json, resource, sys
+    import json, re, sys
     from pathlib import Path
     from sam2plus.images import decode_frame, read_info
+
+    def high_water():  # this process's peak resident memory (ru_maxrss would start at the parent's)
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
     path = Path(sys.argv[1])
     info = read_info(path, 10**9, "image")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = high_water()
     frame = decode_frame(path, info, info.size, "image")
-    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    grown = high_water() - before
     print(json.dumps({"grown": grown, "pixels": [frame[0, 0].tolist(), frame[255, 0].tolist(), frame[128, -1].tolist()]}))
 """)
 
