@@ -14,4 +14,4 @@ logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
 app = create_app(SAM2Plus())
 
 if __name__ == "__main__":
-    app.run(host="0.0.0.0", port=int(os.environ.get("PORT", "9090")), threaded=True)
+    app.run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "9090")), threaded=True)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import sam2plus
+from sam2plus import artifacts as review
 from sam2plus.config import ServerConfig
 from sam2plus.errors import RequestError, describe
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
@@ -34,7 +35,7 @@ class SAM2Plus:
             log.warning("LABEL_STUDIO_URL is set without LABEL_STUDIO_API_KEY: Label Studio images cannot be fetched")
         fetcher = ImageFetcher(config.cache_dir, auth, config.image_hosts, config.max_image_bytes, config.fetch_timeout)
         frames = FrameStore(Path(config.cache_dir) / "frames", config.frame_cache_mb << 20)
-        self.pipeline = Pipeline(segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir, config.artifacts)
+        self.pipeline = Pipeline(segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir)
         self.settings = SettingsStore(config.model_dir)
         self.model_version = f"SAM2Plus-{sam2plus.__version__}:{segmenter.name}"
 
@@ -51,24 +52,42 @@ class SAM2Plus:
         """Label Studio's /setup: check the label config fits the return format, store the params."""
         project = _project_id(project)
         params = self.set_extra_params(project, extra_params, schema)
-        log.info("project %s set up: %s", project, "stock" if params.is_stock else params.source)
+        log.info("project %r set up: %s", project, "stock" if params.is_stock else params.source)
         return {"model_version": self.model_version}
 
-    def predict(self, tasks, context=None, project=None, label_config=None, artifacts=False, **_ignored) -> dict:
-        """Label Studio's /predict: one interactive click -> {"results": [{"result": [...], "score": ...}]}."""
+    def predict(self, tasks, context=None, project=None, label_config=None, artifacts=False, should_stop=None,
+                **_ignored) -> dict:
+        """Label Studio's /predict: one interactive click -> {"results": [{"result": [...], "score": ...}]}.
+
+        `artifacts`: the client asks for review artifacts (allowed only with ARTIFACTS=request);
+        `should_stop`: called between stages, True stops the click (its client went away).
+        """
         if not isinstance(tasks, list) or not tasks:
             raise RequestError("tasks", f"must be a non-empty list of tasks, got {describe(tasks)}")
         if context is not None and not isinstance(context, dict):
             raise RequestError("context", f"must be a JSON object with a 'result' list, got {describe(context)}")
         if not context or not context.get("result"):
             return {"results": [], "model_version": self.model_version}  # batch pre-annotation: not interactive
+        write_artifacts = self._artifacts_wanted(artifacts)
         params = self.settings.load(_project_id(project)) if project is not None else ExtraParams()
-        prediction = self.pipeline.run(tasks[0], context, label_config, params, artifacts=artifacts)
+        prediction = self.pipeline.run(tasks[0], context, label_config, params, artifacts=write_artifacts,
+                                       should_stop=should_stop)
         answer = {"result": prediction.regions, "score": prediction.score, "model_version": self.model_version}
         response = {"results": [answer], "model_version": self.model_version}
         if prediction.artifacts:
-            response["artifacts"] = str(prediction.artifacts)
+            review.prune(prediction.artifacts.parent, self.config.artifacts_mb << 20, keep=prediction.artifacts)
+            # relative to CACHE_DIR: the answer never reveals the server's paths
+            response["artifacts"] = prediction.artifacts.relative_to(self.config.cache_dir).as_posix()
         return response
+
+    def _artifacts_wanted(self, requested: bool) -> bool:
+        """Whether this click writes review artifacts: always with ARTIFACTS=on; with
+        ARTIFACTS=request when the client asks; a client asking an ARTIFACTS=off backend is refused."""
+        mode = self.config.artifacts
+        if requested and mode == "off":
+            raise RequestError("artifacts", "this backend writes no review artifacts (ARTIFACTS=off); "
+                                            "its operator can allow them with ARTIFACTS=request")
+        return mode == "on" or (requested and mode == "request")
 
 
 def _project_id(project) -> str:

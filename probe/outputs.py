@@ -52,7 +52,7 @@ def write_prediction_images(folder: Path, source: SourceImage, items: list[Box |
 
 
 def copy_intermediates(folder: Path, response: dict, cache_dir: Path) -> list[Path]:
-    """Copy the artifact folder the backend named (a path inside its CACHE_DIR) from the cache dir."""
+    """Copy the artifact folder the backend named (relative to its CACHE_DIR) from the cache dir."""
     named = response.get("artifacts")
     if not isinstance(named, str) or not named:
         raise ProbeError("intermediates: the backend's answer names no artifacts folder "
@@ -61,28 +61,34 @@ def copy_intermediates(folder: Path, response: dict, cache_dir: Path) -> list[Pa
     folder = _ready(folder)
     written = []
     for path in sorted(local.iterdir()):
-        if path.is_file():
+        if path.is_file() and not path.is_symlink():
             written.append(Path(shutil.copy2(path, folder / path.name)))
     return written
 
 
 def locate_artifacts(named: str, cache_dir: Path) -> Path:
-    """The backend's artifact folder on this machine: the path itself when it exists here (same
-    machine, --local), else its part from `artifacts/` on, under the local cache dir (a container's
-    /cache/artifacts/<id> is <cache-dir>/artifacts/<id> on the host)."""
-    direct = Path(named)
-    if direct.is_dir():
-        return direct
+    """The backend's artifact folder inside the local cache dir, and nowhere else.
+
+    The backend names it relative to its CACHE_DIR (`artifacts/<id>`); an older backend named
+    it by its absolute path (a container's `/cache/artifacts/<id>`), of which the part from
+    `artifacts/` on is taken. Either way the folder must be one folder inside
+    `<cache-dir>/artifacts` once resolved: an answer cannot make the probe copy anything else."""
     pure = PureWindowsPath(named) if "\\" in named else PurePosixPath(named)
     parts = pure.parts
-    if "artifacts" in parts:
-        tail = parts[len(parts) - 1 - parts[::-1].index("artifacts"):]
-        mapped = cache_dir.joinpath(*tail)
-        if mapped.is_dir():
-            return mapped
+    if "artifacts" not in parts:
+        raise ProbeError(f"intermediates: the backend named {named!r}, which is not an artifacts folder", FAILED)
+    tail = parts[len(parts) - 1 - parts[::-1].index("artifacts"):]
+    root = (cache_dir / "artifacts").resolve()
+    if len(tail) != 2 or tail[1] in ("", ".", ".."):
+        raise ProbeError(f"intermediates: the backend named {named!r}, which is not one folder of "
+                         "<cache-dir>/artifacts", FAILED)
+    mapped = cache_dir.joinpath(*tail)
+    if mapped.resolve().parent != root:
+        raise ProbeError(f"intermediates: {mapped} leads outside {root}; not copied", FAILED)
+    if not mapped.is_dir():
         raise ProbeError(f"intermediates: the backend wrote {named}, but {mapped} does not exist here; "
                          f"--cache-dir must be the folder mounted as the backend's CACHE_DIR", FAILED)
-    raise ProbeError(f"intermediates: cannot map the backend's folder {named} into {cache_dir}", FAILED)
+    return mapped
 
 
 def pretty_json(value: Any, indent: int = 0) -> str:

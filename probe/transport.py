@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 
@@ -44,12 +45,14 @@ class _RoutePoster:
 
 
 class HttpTransport(_RoutePoster):
-    """A backend at `url` (basic auth may be given in it: http://user:pass@host:port)."""
+    """A backend at `url` (basic auth may be given in it: http://user:pass@host:port). The
+    credentials go only into the session's Authorization header, never into messages or records."""
 
     def __init__(self, url: str, timeout: float = 600.0):
-        self.url = url.rstrip("/")
+        self.url, auth = split_credentials(url.rstrip("/"))
         self.timeout = timeout
         self.session = requests.Session()
+        self.session.auth = auth
         self.description = self.url
 
     def _post(self, route: str, body: dict) -> dict:
@@ -74,12 +77,13 @@ class LocalTransport(_RoutePoster):
     @classmethod
     def from_env(cls, cache_dir: Path) -> "LocalTransport":
         """Build the model as the backend would from its environment variables, with CACHE_DIR =
-        `cache_dir`; CHECKPOINT_DIR defaults to ./vols/model-store and MODEL_DIR to a folder
-        inside the cache dir, since the container's /sam2 and /data do not exist here."""
+        `cache_dir`; CHECKPOINT_DIR defaults to ./vols/model-store, MODEL_DIR to a folder inside
+        the cache dir (the container's /sam2 and /data do not exist here), and ARTIFACTS to
+        `request` (this process is the probe's own backend, so --intermediates works)."""
         from model import SAM2Plus
         from sam2plus.config import ConfigError, ServerConfig
 
-        env = {"CHECKPOINT_DIR": "./vols/model-store", **os.environ,
+        env = {"CHECKPOINT_DIR": "./vols/model-store", "ARTIFACTS": "request", **os.environ,
                "CACHE_DIR": str(cache_dir), "MODEL_DIR": os.environ.get("MODEL_DIR") or str(cache_dir / "probe-models")}
         try:
             return cls(SAM2Plus(ServerConfig.from_env(env)))
@@ -89,6 +93,17 @@ class LocalTransport(_RoutePoster):
     def _post(self, route: str, body: dict) -> dict:
         response = self.client.post(f"/{route}", json=body)
         return _answer(route, response.status_code, response.get_json(silent=True), response.get_data(as_text=True))
+
+
+def split_credentials(url: str) -> tuple[str, tuple[bytes, bytes] | None]:
+    """The URL without its user-info, and the (user, password) it held, percent-decoded and
+    encoded as UTF-8 (RFC 7617; requests would send str credentials as Latin-1)."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user).encode(), unquote(password).encode())
 
 
 def _answer(route: str, status: int, payload, text: str) -> dict:

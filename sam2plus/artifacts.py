@@ -2,12 +2,15 @@
 
 They show what SAM2 saw and produced: the patch, the patch with the prompt, the frame with
 the prompt and the patch window (downscaled to at most 2048 px), the mask and an overlay.
-They never touch a cached source image.
+They never touch a cached source image. `prune` keeps their total size bounded (ARTIFACTS_MB).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +30,36 @@ def new_request_dir(cache_dir: str | Path) -> Path:
     folder = Path(cache_dir) / "artifacts" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True)
     return folder
+
+
+def prune(root: Path, max_bytes: int, keep: Path) -> list[Path]:
+    """Remove the oldest request folders under `root` until the folders total at most `max_bytes`;
+    `keep` (the folder just written) stays whatever its size. Returns the folders removed.
+    Several workers may prune at once: a folder another one removed is simply skipped."""
+    folders = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(root):
+            if entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    folders.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path), _size(Path(entry.path))))
+    total = sum(size for *_, size in folders)
+    removed = []
+    for _, _, folder, size in sorted(folders):
+        if total <= max_bytes:
+            break
+        if folder != keep:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            total -= size
+    return removed
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for entry in os.scandir(folder):
+        with contextlib.suppress(FileNotFoundError):
+            total += entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 def write_artifacts(folder: Path, frame: np.ndarray, frame_map: FrameMap, patch: np.ndarray,

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Mapping
 
 
+ARTIFACT_MODES = ("off", "on", "request")
+_ARTIFACT_ALIASES = {"false": "off", "0": "off", "true": "on", "1": "on"}
+
+
 class ConfigError(RuntimeError):
     """A setting of the environment that the backend cannot start with."""
 
@@ -29,7 +33,19 @@ class ServerConfig:
     fetch_timeout: float = 60.0
     embedding_cache_mb: int = 1024
     frame_cache_mb: int = 4096
-    artifacts: bool = False
+    artifacts: str = "off"  # "off", "on" (every request) or "request" (when /predict asks with "artifacts": true)
+    artifacts_mb: int = 1024  # review artifacts kept in CACHE_DIR/artifacts, oldest folders removed first
+    max_request_bytes: int = 128 << 20  # request bodies (Flask's MAX_CONTENT_LENGTH); fits a data: URL of a 95 MB JPEG
+
+    def __post_init__(self):
+        if self.artifacts not in ARTIFACT_MODES:
+            raise ConfigError(f"ARTIFACTS={self.artifacts!r} must be off, on or request")
+        if self.basic_auth_user and not self.basic_auth_pass:
+            raise ConfigError("BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty: set a password, "
+                              "or leave BASIC_AUTH_USER empty to turn basic auth off")
+        if self.basic_auth_pass and not self.basic_auth_user:
+            raise ConfigError("BASIC_AUTH_PASS is set but BASIC_AUTH_USER is empty: set a user name, "
+                              "or leave BASIC_AUTH_PASS empty to turn basic auth off")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ServerConfig":
@@ -55,9 +71,8 @@ class ServerConfig:
         device = text("DEVICE", d.device).lower()
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise ConfigError(f"DEVICE={device!r} must be auto, cpu or cuda")
-        artifacts = text("ARTIFACTS", "off").lower()
-        if artifacts not in ("on", "off", "true", "false", "1", "0"):
-            raise ConfigError(f"ARTIFACTS={artifacts!r} must be on or off")
+        artifacts = text("ARTIFACTS", d.artifacts).lower()
+        artifacts = _ARTIFACT_ALIASES.get(artifacts, artifacts)
         hosts = tuple(h.strip().lower() for h in (text("IMAGE_HOSTS", "") or "").split(",") if h.strip())
         return cls(
             device=device,
@@ -76,5 +91,7 @@ class ServerConfig:
             fetch_timeout=number("FETCH_TIMEOUT", d.fetch_timeout, float),
             embedding_cache_mb=number("EMBEDDING_CACHE_MB", d.embedding_cache_mb),
             frame_cache_mb=number("FRAME_CACHE_MB", d.frame_cache_mb),
-            artifacts=artifacts in ("on", "true", "1"),
+            artifacts=artifacts,
+            artifacts_mb=number("ARTIFACTS_MB", d.artifacts_mb),
+            max_request_bytes=number("MAX_REQUEST_BYTES", d.max_request_bytes),
         )

@@ -23,6 +23,10 @@ class RequestError(Exception):
         return str(self)
 
 
+class Stopped(Exception):
+    """The client went away, so the request stopped at a stage boundary; nobody reads an answer."""
+
+
 def describe(value: object, limit: int = 60) -> str:
     """A short JSON-like rendering of a user value for error messages."""
     try:

@@ -3,21 +3,29 @@
 The frame is the image after EXIF orientation (the browser shows the rotated image, so prompt
 coordinates refer to it), converted to 8-bit RGB and downscaled to the fullframe size. JPEGs
 are decoded by libjpeg-turbo straight into one array, at a reduced size when the frame allows.
+Other formats are decoded by Pillow in their own mode and converted to RGB in bands of rows
+(transparency flattened on white), so no full-size temporary besides the decoded image exists.
+A worker decodes at most one large image at a time (`LARGE_DECODE_PIXELS`).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import RequestError
 
 Image.MAX_IMAGE_PIXELS = None  # the limit is ours (MAX_IMAGE_PIXELS), checked on the header
+
+BAND_PIXELS = 1_000_000  # pixels converted to RGB at a time: a band of rows this size
+LARGE_DECODE_PIXELS = 16_000_000  # images this large are decoded one at a time per worker process
+_LARGE_DECODE = threading.Lock()
 
 # EXIF orientation -> the cv2 operations that undo it, in order.
 _ORIENT = {
@@ -73,16 +81,25 @@ def exif_orientation(image: Image.Image) -> int:
 def decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str,
                  out: np.ndarray | None = None) -> np.ndarray:
     """The oriented 8-bit RGB image resized to `frame_size` (uint8, H x W x 3), written into
-    `out` when given (a JPEG needing neither rotation nor resizing is decoded straight into it)."""
+    `out` when given (an image needing neither rotation nor resizing is decoded straight into it).
+    Images of LARGE_DECODE_PIXELS or more wait for any other such decode of this process."""
+    if info.width * info.height < LARGE_DECODE_PIXELS:
+        return _decode_frame(path, info, frame_size, field, out)
+    with _LARGE_DECODE:
+        return _decode_frame(path, info, frame_size, field, out)
+
+
+def _decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str,
+                  out: np.ndarray | None) -> np.ndarray:
+    direct = out is not None and info.orientation == 1 and frame_size == info.size
     if info.format == "JPEG" and info.mode in ("RGB", "L"):
-        direct = out is not None and info.orientation == 1 and frame_size == info.size
         rgb = _decode_jpeg(path, info, frame_size, out if direct else None)
-        if direct and rgb is not None:
-            return out
     else:
-        rgb = _decode_other(path, field)
+        rgb = _decode_other(path, info, field, out if direct else None)
     if rgb is None:
         raise RequestError(field, "could not be decoded", 422)
+    if direct:
+        return out
     if (rgb.shape[1], rgb.shape[0]) != frame_size:
         rgb = cv2.resize(rgb, frame_size, interpolation=cv2.INTER_AREA)
     if out is None:
@@ -102,27 +119,46 @@ def _decode_jpeg(path: Path, info: ImageInfo, frame_size: tuple[int, int],
                                      buffer=buffer)
     except ValueError:
         return None
-    if buffer is not None:
-        return buffer
-    for op, arg in _ORIENT.get(info.orientation, []):
-        rgb = cv2.flip(rgb, arg) if op == "flip" else cv2.rotate(rgb, arg) if op == "rotate" else cv2.transpose(rgb)
-    return rgb
+    return buffer if buffer is not None else _orient(rgb, info.orientation)
 
 
-def _decode_other(path: Path, field: str) -> np.ndarray:
+def _decode_other(path: Path, info: ImageInfo, field: str, buffer: np.ndarray | None = None) -> np.ndarray:
+    """Pillow decodes the file in its own mode; rows are converted to RGB band by band into one
+    array (`buffer` when given, only for orientation 1), then oriented."""
     try:
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                return _high_depth_to_rgb(np.asarray(image))
-            if image.mode != "RGB":
-                image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
-            if image.mode == "RGBA":  # transparent pixels show white, as in the browser on a white page
-                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, image).convert("RGB")
-            return np.asarray(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # scaled as a whole: by range or by 257
+                rgb = _orient(_high_depth_to_rgb(np.asarray(image)), info.orientation)
+                if buffer is None:
+                    return rgb
+                buffer[...] = rgb
+                return buffer
+            image.load()
+            width, height = image.size
+            rgb = buffer if buffer is not None else np.empty((height, width, 3), np.uint8)
+            transparent = "A" in image.mode or "transparency" in image.info
+            rows = max(1, BAND_PIXELS // width)
+            for top in range(0, height, rows):
+                band = image.crop((0, top, width, min(height, top + rows)))
+                rgb[top:top + band.height] = np.asarray(_flat_rgb(band, transparent))
     except (OSError, ValueError) as exc:
         raise RequestError(field, f"could not be decoded ({type(exc).__name__})", 422) from None
+    return rgb if buffer is not None else _orient(rgb, info.orientation)
+
+
+def _flat_rgb(image: Image.Image, transparent: bool) -> Image.Image:
+    """The image in RGB; transparent pixels show white, as in the browser on a white page."""
+    if not transparent:
+        return image if image.mode == "RGB" else image.convert("RGB")
+    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+
+
+def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored pixels turned as EXIF `orientation` says the image is shown."""
+    for op, arg in _ORIENT.get(orientation, []):
+        rgb = cv2.flip(rgb, arg) if op == "flip" else cv2.rotate(rgb, arg) if op == "rotate" else cv2.transpose(rgb)
+    return rgb
 
 
 def _high_depth_to_rgb(values: np.ndarray) -> np.ndarray:

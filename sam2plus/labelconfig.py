@@ -1,12 +1,21 @@
-"""The label config's output control for the configured return format, and its image."""
+"""The label config's output control for the configured return format, and its image.
+
+Parsed controls are cached by the SHA-256 of the config, so the cache never holds a config
+itself (a config may be megabytes), and the cache is bounded in bytes.
+"""
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import sys
+import threading
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from .errors import RequestError
+
+CACHE_MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -19,8 +28,51 @@ class OutputControl:
     image_key: str
     labels: tuple[str, ...]
 
+    @property
+    def nbytes(self) -> int:
+        """About what this control holds in memory (its strings and itself)."""
+        strings = (self.tag, self.from_name, self.to_name, self.image_key, *self.labels)
+        return sys.getsizeof(self) + sys.getsizeof(self.labels) + sum(sys.getsizeof(s) for s in strings)
 
-@functools.lru_cache(maxsize=256)
+
+class ControlCache:
+    """Least recently used output controls by (config digest, return type), at most `max_bytes`."""
+
+    ENTRY_OVERHEAD = 200  # the key (a 32-byte digest and the type) and the dict slot
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[tuple[bytes, str], OutputControl] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[bytes, str]) -> OutputControl | None:
+        with self._lock:
+            control = self._entries.get(key)
+            if control is not None:
+                self._entries.move_to_end(key)
+            return control
+
+    def put(self, key: tuple[bytes, str], control: OutputControl) -> None:
+        cost = control.nbytes + self.ENTRY_OVERHEAD
+        if cost > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = control
+            self.bytes += cost
+            while self.bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self.bytes -= evicted.nbytes + self.ENTRY_OVERHEAD
+
+
+CONTROLS = ControlCache(CACHE_MAX_BYTES)
+
+
 def find_output_control(label_config: str, return_type: str, field: str = "label_config") -> OutputControl:
     """The `<return_type name=... toName=...>` tag of the config (tag names match case-insensitively).
 
@@ -29,6 +81,15 @@ def find_output_control(label_config: str, return_type: str, field: str = "label
     """
     if not isinstance(label_config, str) or not label_config.strip():
         raise RequestError(field, "missing: the project's label config is needed to place results")
+    key = (hashlib.sha256(label_config.encode("utf-8", "surrogatepass")).digest(), return_type)
+    control = CONTROLS.get(key)
+    if control is None:
+        control = _parse_output_control(label_config, return_type, field)
+        CONTROLS.put(key, control)
+    return control
+
+
+def _parse_output_control(label_config: str, return_type: str, field: str) -> OutputControl:
     try:
         root = ET.fromstring(label_config)
     except ET.ParseError as exc:

@@ -18,9 +18,13 @@ from PIL import ImageColor
 from .errors import RequestError, describe
 
 ROOT = "extra_params"
+# Bounds on every setting that scales a click's work (README: Security, Limits).
 MIN_PATCH_SIZE = 32
-MAX_DILATE_PX = 4096
-MAX_DILATE_FRACTION = 10.0
+MAX_PATCH_SIZE = 8192  # per side: a padded patch is allocated whole (8192 x 8192 RGB = 192 MiB)
+MAX_DILATE_PX = 256  # also caps a float dilate once its fraction is applied (postprocess.dilation_radius)
+MAX_DILATE_FRACTION = 2.0
+MAX_EPSILON = 1024.0  # polygon tolerance in patch pixels
+MAX_POINTS = 10_000
 
 RETURN_TYPES = ("BrushLabels", "Brush", "PolygonLabels", "Polygon", "RectangleLabels", "Rectangle")
 SECTION_KEYS = {
@@ -69,7 +73,7 @@ class Postprocess:
 
     mask_size_threshold: float = 0.0
     fill_holes: bool = False
-    dilate: int | float = 0  # int: pixels of the patch; float: fraction of sqrt(area / pi)
+    dilate: int | float = 0  # int: pixels of the patch; float: fraction of sqrt(area / pi), at most MAX_DILATE_PX
 
     @property
     def is_noop(self) -> bool:
@@ -161,7 +165,7 @@ def _subpatching(value: Any) -> Subpatching:
     if not isinstance(mode, str) or mode.lower() not in ("default", "padding"):
         raise RequestError(f"{path}.mode", f"must be 'default' or 'padding', got {describe(mode)}")
     return Subpatching(
-        patch_size=_size_pair(size, f"{path}.patch_size", minimum=MIN_PATCH_SIZE),
+        patch_size=_size_pair(size, f"{path}.patch_size", minimum=MIN_PATCH_SIZE, maximum=MAX_PATCH_SIZE),
         mode=mode.lower(),
         padding_fill=_color(obj.get("padding_fill", "black"), f"{path}.padding_fill"),
         allow_oversize=_bool(obj.get("allow_oversize", default.allow_oversize), f"{path}.allow_oversize"),
@@ -209,11 +213,11 @@ def _return_format(value: Any) -> ReturnFormat:
             if key in obj:
                 raise RequestError(f"{path}.{key}", f"only applies to polygon return formats, not {type_}")
     max_points = obj.get("max_points", ReturnFormat.max_points)
-    if not _is_int(max_points) or max_points < 3:
-        raise RequestError(f"{path}.max_points", f"must be an int >= 3, got {describe(max_points)}")
+    if not _is_int(max_points) or not 3 <= max_points <= MAX_POINTS:
+        raise RequestError(f"{path}.max_points", f"must be an int from 3 to {MAX_POINTS}, got {describe(max_points)}")
     epsilon = obj.get("epsilon", ReturnFormat.epsilon)
-    if not _is_number(epsilon) or epsilon <= 0:
-        raise RequestError(f"{path}.epsilon", f"must be a number > 0, got {describe(epsilon)}")
+    if not _is_number(epsilon) or not 0 < epsilon <= MAX_EPSILON:  # NaN fails both comparisons
+        raise RequestError(f"{path}.epsilon", f"must be a number > 0 and <= {MAX_EPSILON:g}, got {describe(epsilon)}")
     return ReturnFormat(type=type_, epsilon=float(epsilon), max_points=int(max_points))
 
 
@@ -271,12 +275,14 @@ def _positive_int(value: Any, path: str, minimum: int = 1) -> int:
     return value
 
 
-def _size_pair(value: Any, path: str, minimum: int) -> tuple[int, int]:
+def _size_pair(value: Any, path: str, minimum: int, maximum: int | None = None) -> tuple[int, int]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise RequestError(path, f"must be [width, height], got {describe(value)}")
     width, height = value
-    if not (_is_int(width) and _is_int(height)) or width < minimum or height < minimum:
+    if not (_is_int(width) and _is_int(height)) or min(width, height) < minimum:
         raise RequestError(path, f"[width, height] must be ints >= {minimum}, got {describe(value)}")
+    if maximum is not None and max(width, height) > maximum:
+        raise RequestError(path, f"[width, height] must be at most {maximum} per side, got {describe(value)}")
     return width, height
 
 

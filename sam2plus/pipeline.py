@@ -10,11 +10,12 @@ import logging
 import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .artifacts import new_request_dir, write_artifacts
-from .errors import RequestError, describe
+from .errors import RequestError, Stopped, describe
 from .fetch import ImageFetcher, LocalImage
 from .frames import FrameMap, extract_patch, plan_frame
 from .framestore import FrameStore
@@ -60,7 +61,8 @@ class Pipeline:
         self.artifacts = artifacts
 
     def run(self, task: dict, context: dict, label_config: str, params: ExtraParams,
-            artifacts: bool = False) -> Prediction:
+            artifacts: bool = False, should_stop: Callable[[], bool] | None = None) -> Prediction:
+        """One click; `should_stop` is asked between stages and True raises `Stopped`."""
         clock = _Clock()
         fmt = params.return_format
         control = find_output_control(label_config, fmt.type)
@@ -73,10 +75,12 @@ class Pipeline:
         info = read_info(local.path, self.max_pixels, field)
         _check_context_size(context, info.size)
         clock.lap("fetch")
+        _stop_if(should_stop, "fetch")
 
         frame_map = plan_frame(info.size, prompt, params)
         frame = self.frame(local, info, frame_map.frame_size, field)
         clock.lap("decode")
+        _stop_if(should_stop, "decode")
         fill = params.subpatching.padding_fill if params.subpatching else (0, 0, 0)
         padded = frame_map.valid_box() != (0, 0, *frame_map.patch_size)
         patch = extract_patch(frame, frame_map, fill)
@@ -84,6 +88,7 @@ class Pipeline:
         prompt_in_patch = patch_prompt(prompt, frame_map)
         output = self.segmenter.predict(patch, key, prompt_in_patch)
         clock.lap("model")
+        _stop_if(should_stop, "model")
 
         mask = postprocess(mask_from_logits(output.low_res_logits, frame_map), params.postprocess,
                            frame_map.valid_box())
@@ -111,11 +116,16 @@ class Pipeline:
                                lambda out: decode_frame(local.path, info, frame_size, field, out))
 
 
+def _stop_if(should_stop: Callable[[], bool] | None, stage: str) -> None:
+    if should_stop is not None and should_stop():
+        raise Stopped(f"the client went away; stopped after {stage}")
+
+
 def _check_context_size(context: dict, size: tuple[int, int]) -> None:
     first = context["result"][0]
     given = (first.get("original_width"), first.get("original_height"))
     if None not in given and tuple(given) != size:
-        log.warning("context says the image is %sx%s but it decodes to %sx%s; using the decoded size",
+        log.warning("context says the image is %rx%r but it decodes to %sx%s; using the decoded size",
                     *given, *size)
 
 

@@ -1,34 +1,53 @@
-"""Label Studio's ML backend protocol over HTTP: routes, basic auth and JSON errors."""
+"""Label Studio's ML backend protocol over HTTP: routes, basic auth and JSON errors.
+
+Every answer carries an `X-Request-Id`; a 500 says only `internal error` with that id, and the
+detail goes to the log. Values from requests are logged escaped (%r), never raw.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 import logging
+import select
+import socket
 import threading
 import time
+import uuid
 
-from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .errors import RequestError
+from .errors import RequestError, Stopped
 
 log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client left before the answer
 
 
 def create_app(model) -> Flask:
     """The WSGI app serving `model` (a SAM2Plus)."""
     app = Flask("sam2plus")
     config = model.config
+    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
+    credentials = _Credentials(config.basic_auth_user, config.basic_auth_pass) if config.basic_auth_user else None
     metrics = _Metrics()
 
     @app.before_request
     def _authenticate():
-        if config.basic_auth_user and request.path != "/health" and not _authorised(config):
+        g.request_id = uuid.uuid4().hex[:16]
+        if credentials and request.path != "/health" and not credentials.accept(request.headers.get("Authorization")):
             response = _error(401, "authorization: basic auth credentials are missing or wrong")
-            response.headers["WWW-Authenticate"] = 'Basic realm="sam2plus"'
+            response.headers["WWW-Authenticate"] = 'Basic realm="sam2plus", charset="UTF-8"'
             return response
         return None
+
+    @app.after_request
+    def _tag(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = _request_id()
+        return response
 
     @app.get("/")
     @app.get("/health")
@@ -47,14 +66,15 @@ def create_app(model) -> Flask:
         context = body.get("context", params.get("context"))
         started = time.perf_counter()
         answer = model.predict(body.get("tasks"), context=context, project=body.get("project"),
-                               label_config=body.get("label_config"), artifacts=body.get("artifacts") is True)
+                               label_config=body.get("label_config"), artifacts=body.get("artifacts") is True,
+                               should_stop=client_gone)
         metrics.predicted(time.perf_counter() - started)
         return jsonify(answer)
 
     @app.post("/webhook")
     def webhook():
         body = _json_body()
-        log.info("webhook %s ignored: SAM2Plus does not train", body.get("action"))
+        log.info("webhook %r ignored: SAM2Plus does not train", body.get("action"))
         return jsonify(status="ok", action=body.get("action"))
 
     @app.get("/versions")
@@ -76,24 +96,67 @@ def create_app(model) -> Flask:
     @app.errorhandler(RequestError)
     def _request_error(exc: RequestError):
         metrics.failed(exc.status)
-        log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
+        log.info("%s %r -> %d %r", request.method, request.path, exc.status, exc.message)
         return _error(exc.status, exc.message)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge):
+        metrics.failed(413)
+        limit = config.max_request_bytes
+        return _error(413, f"body: larger than MAX_REQUEST_BYTES={limit} ({limit / (1 << 20):g} MiB), "
+                           "the largest request body this backend accepts")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         metrics.failed(exc.code or 500)
         return _error(exc.code or 500, f"{request.method} {request.path}: {exc.name}")
 
+    @app.errorhandler(Stopped)
+    def _stopped(exc: Stopped):
+        metrics.failed(CLIENT_CLOSED_REQUEST)
+        log.info("%s %s: %s (request id %s)", request.method, request.path, exc, _request_id())
+        return _error(CLIENT_CLOSED_REQUEST, f"stopped: {exc}")
+
     @app.errorhandler(Exception)
     def _fault(exc: Exception):
         metrics.failed(500)
-        log.exception("%s %s failed", request.method, request.path)
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        log.exception("%s %r failed (request id %s)", request.method, request.path, _request_id())
+        return _error(500, f"internal error (request id {_request_id()}); the backend's log has the detail")
 
     return app
 
 
+def client_gone() -> bool:
+    """True when the client of the current request has closed its connection (gunicorn only):
+    the socket polls readable and a peek reads end-of-file, or it reports a hang-up or an error.
+    A live client, or a server that does not expose the socket, gives False."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        events = poller.poll(0)
+        if not events:
+            return False
+        if events[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+            return True
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except ConnectionError:  # reset by the peer
+        return True
+    except (OSError, ValueError):  # ValueError: a socket that cannot peek (TLS)
+        return False
+
+
+def _request_id() -> str:
+    return getattr(g, "request_id", None) or "-"
+
+
 def _json_body() -> dict:
+    data = request.get_data(cache=True)
+    if request.content_length is None and len(data) >= request.max_content_length:
+        # A chunked body is cut at the limit without an error (werkzeug's LimitedStream.readall).
+        raise RequestEntityTooLarge()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise RequestError("body", "must be a JSON object")
@@ -102,21 +165,42 @@ def _json_body() -> dict:
 
 def _error(status: int, message: str) -> Response:
     """A JSON error whose HTTP reason phrase repeats the message: Label Studio shows only that line."""
-    response = jsonify(error=message)
+    response = jsonify(error=message, request_id=_request_id())
     reason = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in message)[:300]
     response.status = f"{status} {reason}"
     return response
 
 
-def _authorised(config) -> bool:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Basic "):
-        return False
+class _Credentials:
+    """The configured basic-auth user and password, compared as bytes in constant time.
+
+    RFC 7617 clients send UTF-8; Label Studio (python-requests) sends Latin-1 for characters it
+    can encode that way, so both encodings of the configured values are accepted. Anything that
+    does not decode (non-ASCII in the header, bad base64) is simply a wrong credential."""
+
+    def __init__(self, user: str, password: str):
+        self.pairs = {(user.encode(enc), password.encode(enc))
+                      for enc in ("utf-8", "latin-1") if _encodes(user + password, enc)}
+
+    def accept(self, header: str | None) -> bool:
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            decoded = base64.b64decode(header[6:].strip().encode("ascii"), validate=True)
+        except (UnicodeEncodeError, binascii.Error, ValueError):
+            return False
+        user, sep, password = decoded.partition(b":")
+        if not sep:
+            return False
+        return any([hmac.compare_digest(user, u) & hmac.compare_digest(password, p) for u, p in self.pairs])
+
+
+def _encodes(text: str, encoding: str) -> bool:
     try:
-        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
+        text.encode(encoding)
+    except UnicodeEncodeError:
         return False
-    return hmac.compare_digest(user, config.basic_auth_user) and hmac.compare_digest(password, config.basic_auth_pass or "")
+    return True
 
 
 class _Metrics:

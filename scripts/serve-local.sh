@@ -3,6 +3,9 @@
 # installs everything (scripts/install.sh), fetches the configured SAM2 checkpoint once into
 # ./vols/model-store, and starts gunicorn. Where the checkpoint cannot be downloaded (no
 # internet) it says so and starts with UNTRAINED weights, which only check the plumbing.
+# It listens on 127.0.0.1 (HOST=0.0.0.0 opens it to the network: set BASIC_AUTH_USER and
+# BASIC_AUTH_PASS then) and lets clients ask for review artifacts (ARTIFACTS=request), which
+# sam2plus-probe --intermediates does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -13,6 +16,7 @@ export CHECKPOINT_DIR=${CHECKPOINT_DIR:-$PWD/vols/model-store}
 export CACHE_DIR=${CACHE_DIR:-$PWD/vols/localhost/cache}
 export MODEL_DIR=${MODEL_DIR:-$PWD/vols/localhost/data/models}
 export DEVICE=${DEVICE:-auto}
+export ARTIFACTS=${ARTIFACTS:-request}
 mkdir -p "$CHECKPOINT_DIR" "$CACHE_DIR" "$MODEL_DIR"
 
 if [ "$MODEL_CHECKPOINT" != untrained ] && [ ! -f "$MODEL_CHECKPOINT" ] && [ ! -f "$CHECKPOINT_DIR/$MODEL_CHECKPOINT" ]; then
@@ -28,5 +32,5 @@ MSG
 fi
 
 echo "serve-local.sh: serving $MODEL_CONFIG ($MODEL_CHECKPOINT) on http://localhost:${PORT:-22201}"
-exec .venv/bin/gunicorn --bind "${HOST:-0.0.0.0}:${PORT:-22201}" --workers "${WORKERS:-1}" \
+exec .venv/bin/gunicorn --bind "${HOST:-127.0.0.1}:${PORT:-22201}" --workers "${WORKERS:-1}" \
   --threads "${THREADS:-8}" --timeout 300 _wsgi:app

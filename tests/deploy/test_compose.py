@@ -13,21 +13,25 @@ from pathlib import Path
 import compose
 import pytest
 
+from sam2plus.config import ConfigError, ServerConfig
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = Path(compose.__file__).parent / "docker-compose"
 TARGETS = sorted(path.stem for path in (REPO / "envs").glob("*.yml"))  # compose.yml's targets
 SHIPPED = sorted(path.stem for path in (REPO / "envs").glob("*.env"))  # every target env file
-PER_TARGET = ("CONTAINER_NAME", "HOST_PORT", "HOST_GPU", "SERVER_DIR", "CACHE_DIR", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY")
+PER_TARGET = ("CONTAINER_NAME", "HOST_ADDRESS", "HOST_PORT", "HOST_GPU", "SERVER_DIR", "CACHE_DIR", "LABEL_STUDIO_URL",
+              "LABEL_STUDIO_API_KEY", "BASIC_AUTH_USER", "BASIC_AUTH_PASS")
 SHARED = ("IMAGE", "DEVICE", "MODEL_CONFIG", "MODEL_CHECKPOINT", "MODEL_STORE", "WORKERS", "THREADS")
 
 
-def docker_compose(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {"PATH": os.environ["PATH"], "HOME": tempfile.gettempdir()}
+def docker_compose(*args: str, cwd: Path = REPO, shell: dict | None = None) -> subprocess.CompletedProcess:
+    """Compose with a clean environment, plus `shell` variables (which win over env files)."""
+    env = {"PATH": os.environ["PATH"], "HOME": tempfile.gettempdir(), **(shell or {})}
     return subprocess.run([str(COMPOSE), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
-def config(*args: str, cwd: Path = REPO) -> dict:
-    result = docker_compose(*args, "config", "--format", "json", cwd=cwd)
+def config(*args: str, cwd: Path = REPO, shell: dict | None = None) -> dict:
+    result = docker_compose(*args, "config", "--format", "json", cwd=cwd, shell=shell)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -65,7 +69,8 @@ def test_each_target_takes_its_settings_from_its_own_env_file(multi, target):
     env = read_env(REPO / "envs" / f"{target}.env")
     service = multi["services"][target]
     assert service["container_name"] == env["CONTAINER_NAME"]
-    assert [(p["published"], p["target"]) for p in service["ports"]] == [(env["HOST_PORT"], 9090)]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in service["ports"]] == [
+        (env["HOST_ADDRESS"], env["HOST_PORT"], 9090)]
     (device,) = service["deploy"]["resources"]["reservations"]["devices"]
     assert device["device_ids"] == [env["HOST_GPU"]] and device["capabilities"] == ["gpu"]
     assert mount(service, "/data")["source"] == host_path(env["SERVER_DIR"])
@@ -117,7 +122,7 @@ def test_containers_get_the_shared_settings_but_no_host_paths_or_ports(multi):
         environment = multi["services"][target]["environment"]
         assert {k: environment[k] for k in shared} == {k: root[k] for k in shared}
         # CACHE_DIR inside is the image's /cache, not the host folder of the same name
-        assert not {"CACHE_DIR", "SERVER_DIR", "MODEL_STORE", "HOST_PORT", "HOST_GPU"} & set(environment)
+        assert not {"CACHE_DIR", "SERVER_DIR", "MODEL_STORE", "HOST_ADDRESS", "HOST_PORT", "HOST_GPU"} & set(environment)
 
 
 def test_root_env_holds_shared_settings_and_target_files_only_their_own():
@@ -154,6 +159,8 @@ def test_adding_a_target_takes_an_env_file_a_stub_and_an_include_entry(tmp_path)
     (tmp_path / "compose.yml").write_text(text.replace("\nservices:", entry + "\nservices:", 1))
     service = config(cwd=tmp_path)["services"]["otolith"]
     assert service["container_name"] == "sam2plus-otolith" and service["ports"][0]["published"] == "22204"
+    assert service["ports"][0]["host_ip"] == "127.0.0.1", "the template publishes on this machine only"
+    assert service["environment"]["BASIC_AUTH_USER"], "and turns basic auth on"
     assert service["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["2"]
     assert mount(service, "/cache")["source"] == host_path("vols/otolith/cache", tmp_path)
 
@@ -165,7 +172,7 @@ def test_single_compose_runs_one_target_from_its_env_file(target):
     assert project["name"] == env["CONTAINER_NAME"]  # one Compose project per target
     (service,) = project["services"].values()
     assert service["container_name"] == env["CONTAINER_NAME"]
-    assert service["ports"][0]["published"] == env["HOST_PORT"]
+    assert (service["ports"][0]["host_ip"], service["ports"][0]["published"]) == (env["HOST_ADDRESS"], env["HOST_PORT"])
     assert service["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == [env["HOST_GPU"]]
     assert mount(service, "/data")["source"] == host_path(env["SERVER_DIR"])
     assert mount(service, "/cache")["source"] == host_path(env["CACHE_DIR"])
@@ -195,3 +202,41 @@ def test_single_compose_names_each_missing_required_variable(tmp_path, variable)
     assert f"required variable {variable} is missing a value" in result.stderr
     where = "envs/<target>.env" if variable in PER_TARGET else "the root .env"
     assert where in result.stderr
+
+
+# --- security defaults (issue 11: the targets published the port everywhere with basic auth off) ---
+
+@pytest.mark.parametrize("target", SHIPPED)
+def test_every_shipped_target_turns_basic_auth_on(target):
+    env = read_env(REPO / "envs" / f"{target}.env")
+    assert env["BASIC_AUTH_USER"], "basic auth is on, whatever address the port is published on"
+    assert env["BASIC_AUTH_PASS"] == "", "its password is a secret: blank in git, entered per clone"
+
+
+def test_the_template_and_the_local_instance_stay_on_this_machine():
+    for target in ("example", "localhost"):
+        assert read_env(REPO / "envs" / f"{target}.env")["HOST_ADDRESS"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("target", SHIPPED)
+def test_a_target_with_a_blank_password_does_not_start_and_starts_once_one_is_entered(target):
+    """The container's environment as Compose resolves it, read by the backend's own settings:
+    a fresh clone (password blanked by the secret filter) stops at start-up with a clear message."""
+    args = ("-f", "single-compose.yml", "--env-file", f"envs/{target}.env")
+    (service,) = config(*args)["services"].values()
+    with pytest.raises(ConfigError, match="BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty"):
+        ServerConfig.from_env(service["environment"])
+    (service,) = config(*args, shell={"BASIC_AUTH_PASS": "entered-after-clone"})["services"].values()
+    settings = ServerConfig.from_env(service["environment"])
+    assert (settings.basic_auth_user, settings.basic_auth_pass) == ("sam2plus", "entered-after-clone")
+    assert settings.artifacts == read_env(REPO / "envs" / f"{target}.env")["ARTIFACTS"]
+
+
+def test_a_target_may_turn_basic_auth_off_with_both_values_blank(tmp_path):
+    shutil.copy(REPO / "single-compose.yml", tmp_path)
+    shutil.copy(REPO / "backend.compose.yml", tmp_path)
+    shutil.copy(REPO / ".env", tmp_path)
+    text = (REPO / "envs" / "localhost.env").read_text().replace("BASIC_AUTH_USER=sam2plus", "BASIC_AUTH_USER=")
+    (tmp_path / "open.env").write_text(text)
+    (service,) = config("-f", "single-compose.yml", "--env-file", "open.env", cwd=tmp_path)["services"].values()
+    assert ServerConfig.from_env(service["environment"]).basic_auth_user is None

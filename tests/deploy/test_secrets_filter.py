@@ -52,6 +52,16 @@ def test_other_lines_pass_byte_for_byte(line):
     assert clean(line) == line
 
 
+@pytest.mark.parametrize("target", sorted(path.name for path in (REPO / "envs").glob("*.env")))
+def test_a_shipped_target_file_with_its_secrets_entered_is_staged_as_shipped(target):
+    """Basic auth is on in every shipped target: its password, entered after a clone, never reaches git."""
+    shipped = (REPO / "envs" / target).read_bytes()
+    assert b"\nBASIC_AUTH_PASS=\n" in shipped and b"\nLABEL_STUDIO_API_KEY=\n" in shipped
+    entered = shipped.replace(b"\nBASIC_AUTH_PASS=\n", b"\nBASIC_AUTH_PASS=correct-horse\n")
+    entered = entered.replace(b"\nLABEL_STUDIO_API_KEY=\n", b"\nLABEL_STUDIO_API_KEY=0123456789abcdef\n")
+    assert clean(entered) == shipped
+
+
 @pytest.fixture
 def repo(tmp_path):
     """A git repository with this project's .gitattributes and filter, set up as the README says."""

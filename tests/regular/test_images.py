@@ -6,6 +6,15 @@ must show exactly what a browser shows for the file, because prompt coordinates 
 
 from __future__ import annotations
 
+import json
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -358,3 +367,114 @@ def test_a_jpeg_at_its_own_size_is_decoded_straight_into_the_buffer(tmp_path, mo
     assert decode_frame(path, info, info.size, FIELD, out) is out
     assert len(buffers) == 1 and buffers[0] is out
     assert _diff(out, _reference(path)).mean() < 2.0
+
+
+# ---------------------------------------------------------------- memory and concurrency (issue 11 finding 6)
+
+
+def _write_rgba_png(path, width, height):
+    """A width x height RGBA PNG written row by row, never whole in memory: row y is the colour
+    (200, 100, 50) at alpha y % 256. Like the issue's file it is tiny (a few hundred KB)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(1)
+    rows = [b"\0" + bytes((200, 100, 50, alpha)) * width for alpha in range(256)]
+    idat = [packer.compress(rows[y % 256]) for y in range(height)] + [packer.flush()]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+                     + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b""))
+    return path
+
+
+PEAK_GROWTH = textwrap.dedent("""
+    import json, re, sys
+    from pathlib import Path
+    from sam2plus.images import decode_frame, read_info
+
+    def high_water():  # this process's peak resident memory (ru_maxrss would start at the parent's)
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+    path = Path(sys.argv[1])
+    info = read_info(path, 10**9, "image")
+    before = high_water()
+    frame = decode_frame(path, info, info.size, "image")
+    grown = high_water() - before
+    print(json.dumps({"grown": grown, "pixels": [frame[0, 0].tolist(), frame[255, 0].tolist(), frame[128, -1].tolist()]}))
+""")
+
+
+def _transparent_png_peak(tmp_path, side):
+    """Decode a side x side transparent PNG in a fresh process: its peak memory growth and pixels."""
+    path = _write_rgba_png(tmp_path / "transparent.png", side, side)
+    done = subprocess.run([sys.executable, "-c", PEAK_GROWTH, str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    return answer["grown"], answer["pixels"]
+
+
+def _assert_flattened_within_budget(grown, pixels, side):
+    # The decoded RGBA image (4 bytes a pixel) and the RGB frame (3) are needed; bands of rows add
+    # a few MB. Flattening with full-size temporaries took 20 bytes a pixel (2.4 GB at 10000x10000).
+    assert grown < side * side * 8 + (64 << 20), f"{grown / 2**20:.0f} MiB for {side}x{side}"
+    assert pixels == [[255, 255, 255], [200, 100, 50], [227, 177, 152]], "alpha 0, 255 and 128 on white"
+
+
+def test_a_transparent_png_is_flattened_without_full_size_temporaries(tmp_path):
+    grown, pixels = _transparent_png_peak(tmp_path, 4000)
+    _assert_flattened_within_budget(grown, pixels, 4000)
+
+
+@pytest.mark.slow
+def test_the_issues_10000_px_transparent_png_stays_within_its_budget(tmp_path):
+    """Issue 11 finding 6: a 388 KB transparent 10000x10000 PNG took a worker from 1.35 to 3.77 GB."""
+    grown, pixels = _transparent_png_peak(tmp_path, 10000)
+    _assert_flattened_within_budget(grown, pixels, 10000)
+
+
+def test_a_worker_decodes_one_large_image_at_a_time(tmp_path, monkeypatch):
+    """Four threads decode large images at once: the decodes run one after the other, while a
+    small image is decoded beside a large one."""
+    running, most, lock = [0], [0], threading.Lock()
+    small_done = threading.Event()
+    real = images._decode_frame
+
+    def watched(path, *args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        if path.name == "large.png":
+            small_done.wait(0.1)  # with a small image decoding, it finishes meanwhile
+        try:
+            return real(path, *args)
+        finally:
+            with lock:
+                running[0] -= 1
+            if path.name == "small.png":
+                small_done.set()
+
+    monkeypatch.setattr(images, "_decode_frame", watched)
+    monkeypatch.setattr(images, "LARGE_DECODE_PIXELS", 64 * 40)
+    large, small = tmp_path / "large.png", tmp_path / "small.png"
+    Image.fromarray(_blocky()).save(large)
+    Image.fromarray(_blocky(32, 16)).save(small)
+    shapes = []
+
+    def decode_all(paths):
+        def decode(path):
+            info = read_info(path, BIG, FIELD)
+            shapes.append(decode_frame(path, info, info.size, FIELD).shape)
+        threads = [threading.Thread(target=decode, args=(path,), daemon=True) for path in paths]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+            assert not thread.is_alive(), "a decode is stuck"
+
+    decode_all([large] * 4)
+    assert most[0] == 1 and shapes == [(40, 64, 3)] * 4
+    images._LARGE_DECODE.acquire()  # a large decode is under way: a small image still goes through
+    try:
+        decode_all([small])
+    finally:
+        images._LARGE_DECODE.release()
+    assert small_done.is_set() and shapes[-1] == (16, 32, 3)

@@ -1,9 +1,12 @@
 """The output control tag for each return format, found in the label config."""
 
+import gc
+import tracemalloc
+
 import pytest
 
 from sam2plus.errors import RequestError
-from sam2plus.labelconfig import OutputControl, find_output_control
+from sam2plus.labelconfig import CONTROLS, ControlCache, OutputControl, find_output_control
 
 CONFIG = """
 <View>
@@ -101,3 +104,56 @@ def test_plain_tag_is_preferred_over_the_smart_prompt_tag():
 def test_smart_tag_is_used_when_it_is_the_only_one():
     config = '<View><Image name="i" value="$image"/><Rectangle name="r" toName="i" smart="true"/></View>'
     assert find_output_control(config, "Rectangle").from_name == "r"
+
+
+# -- the cache (issue 11 finding 5) ----------------------------------------------------------
+
+def _big_config(index: int, megabytes: int) -> str:
+    padding = f"<!-- {index} {'x' * (megabytes << 20)} -->"
+    return f'<View>{padding}<Image name="i" value="$image"/><Brush name="b{index}" toName="i"/></View>'
+
+
+def test_the_cache_keeps_no_label_config_in_memory():
+    """Eight distinct 50 MB configs added 407 MB to a worker: the cache held every config string.
+    Here eight 4 MB configs leave less than 1 MB behind once the caller drops them."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(8):
+            config = _big_config(index, 4)
+            assert find_output_control(config, "Brush").from_name == f"b{index}"
+            del config
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert retained < 1 << 20, f"{retained / 2**20:.1f} MB retained"
+
+
+def test_a_cached_control_is_found_by_the_configs_digest():
+    config = _big_config(99, 0)
+    first = find_output_control(config, "Brush")
+    assert find_output_control("".join(config), "Brush") is first, "an equal string, another object: a hit"
+    assert find_output_control(config, "brush") is not first, "the return type is part of the key"
+
+
+def test_the_cache_is_bounded_in_bytes_least_recently_used_first():
+    cache = ControlCache(max_bytes=20_000)
+    controls = [OutputControl("BrushLabels", "b", "i", "image", tuple(f"label {n} {i}" for n in range(20)))
+                for i in range(40)]
+    cache.put((b"first", "BrushLabels"), controls[0])
+    for i, control in enumerate(controls[1:], 1):
+        cache.get((b"first", "BrushLabels"))  # kept warm
+        cache.put((bytes([i]), "BrushLabels"), control)
+        assert cache.bytes <= cache.max_bytes
+    assert 1 < len(cache) < 40 and cache.get((b"first", "BrushLabels")) is controls[0]
+    assert cache.get((bytes([1]), "BrushLabels")) is None, "the oldest unused entry went first"
+
+
+def test_a_control_larger_than_the_whole_cache_is_answered_but_not_kept():
+    labels = "".join(f'<Label value="{"L" * 1000}{n}"/>' for n in range(2000))  # about 2 MB of labels
+    config = f'<View><Image name="i" value="$image"/><BrushLabels name="b" toName="i">{labels}</BrushLabels></View>'
+    entries = len(CONTROLS)
+    assert len(find_output_control(config, "BrushLabels").labels) == 2000
+    assert len(CONTROLS) == entries and CONTROLS.bytes <= CONTROLS.max_bytes

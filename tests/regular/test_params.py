@@ -6,6 +6,8 @@ import pytest
 
 from sam2plus.errors import RequestError
 from sam2plus.params import (
+    MAX_EPSILON,
+    MAX_POINTS,
     ExtraParams,
     FullframeResize,
     Postprocess,
@@ -265,16 +267,30 @@ def test_polygon_keys_accepted_on_polygon_formats(type_):
     assert fmt.max_points == 3
 
 
-@pytest.mark.parametrize("value, shown", [(2, "2"), (0, "0"), (10.0, "10.0"), (True, "true"), ("50", '"50"')])
-def test_max_points_must_be_an_int_of_at_least_3(value, shown):
+@pytest.mark.parametrize("value, shown", [(2, "2"), (0, "0"), (10.0, "10.0"), (True, "true"), ("50", '"50"'),
+                                          (10_001, "10001"), (10 ** 30, "1000000000000000000000000000000")])
+def test_max_points_must_be_an_int_from_3_to_the_limit(value, shown):
     _assert_error({"return_format": {"type": "Polygon", "max_points": value}},
-                  "extra_params.return_format.max_points", "must be an int >= 3", shown)
+                  "extra_params.return_format.max_points", "must be an int from 3 to 10000", shown)
 
 
-@pytest.mark.parametrize("value, shown", [(0, "0"), (-0.5, "-0.5"), (True, "true"), ("0.01", '"0.01"')])
-def test_epsilon_must_be_a_positive_number(value, shown):
+def test_max_points_at_the_limit_is_accepted():
+    assert parse_extra_params({"return_format": {"type": "Polygon", "max_points": 10_000}}).return_format.max_points \
+        == MAX_POINTS == 10_000
+
+
+@pytest.mark.parametrize("value, shown", [(0, "0"), (-0.5, "-0.5"), (True, "true"), ("0.01", '"0.01"'),
+                                          (float("nan"), "NaN"), (float("inf"), "Infinity"), (1e100, "1e+100"),
+                                          (1024.5, "1024.5")])
+def test_epsilon_must_be_a_finite_number_from_0_to_the_limit(value, shown):
+    """Issue 11 finding 7: NaN, Infinity and 1e100 were stored, then every polygon click was a 500."""
     _assert_error({"return_format": {"type": "Polygon", "epsilon": value}},
-                  "extra_params.return_format.epsilon", "must be a number > 0", shown)
+                  "extra_params.return_format.epsilon", "must be a number > 0 and <= 1024", shown)
+
+
+def test_epsilon_at_the_limit_is_accepted():
+    assert parse_extra_params({"return_format": {"type": "Polygon", "epsilon": 1024}}).return_format.epsilon \
+        == MAX_EPSILON
 
 
 # -- postprocess -----------------------------------------------------------------------------
@@ -308,8 +324,8 @@ def test_postprocess_defaults_are_noop():
     assert not Postprocess(mask_size_threshold=0.5).is_noop
 
 
-@pytest.mark.parametrize("value, expected_type", [(3, int), (0, int), (4096, int), (0.25, float), (2.0, float),
-                                                  (0.0, float), (10.0, float)])
+@pytest.mark.parametrize("value, expected_type", [(3, int), (0, int), (256, int), (0.25, float), (2.0, float),
+                                                  (0.0, float)])
 def test_dilate_int_is_pixels_and_float_is_fraction(value, expected_type):
     dilate = parse_extra_params({"postprocess": {"dilate": value}}).postprocess.dilate
     assert dilate == value
@@ -317,10 +333,14 @@ def test_dilate_int_is_pixels_and_float_is_fraction(value, expected_type):
 
 
 @pytest.mark.parametrize("value, fragments", [
-    (-1, ["must be a number from 0 to 4096", "got -1"]),
-    (4097, ["must be a number from 0 to 4096", "got 4097"]),
-    (-0.1, ["must be a number from 0 to 10", "got -0.1"]),
-    (10.5, ["must be a number from 0 to 10", "got 10.5"]),
+    (-1, ["must be a number from 0 to 256", "got -1"]),
+    (257, ["must be a number from 0 to 256", "got 257"]),
+    (1024, ["must be a number from 0 to 256", "got 1024"]),  # issue 11 finding 4: took 33 s on a 1024x1024 mask
+    (-0.1, ["must be a number from 0 to 2", "got -0.1"]),
+    (2.5, ["must be a number from 0 to 2", "got 2.5"]),
+    (10.0, ["must be a number from 0 to 2", "got 10.0"]),  # issue 11 finding 4: ran past 600 s
+    (float("nan"), ["must be a number from 0 to 2", "got NaN"]),
+    (float("inf"), ["must be a number from 0 to 2", "got Infinity"]),
     (True, ["must be an int (pixels) or a float", "got true"]),
     ("3px", ["must be an int (pixels) or a float", '"3px"']),
     (None, ["must be an int (pixels) or a float", "got null"]),
@@ -355,7 +375,8 @@ def test_subpatching_defaults():
                               allow_oversize=True, oversize_padding=0.05)
 
 
-@pytest.mark.parametrize("value, expected", [(512, (512, 512)), (32, (32, 32)), ([800, 600], (800, 600))])
+@pytest.mark.parametrize("value, expected", [(512, (512, 512)), (32, (32, 32)), ([800, 600], (800, 600)),
+                                             (8192, (8192, 8192)), ([8192, 32], (8192, 32))])
 def test_patch_size_int_or_pair(value, expected):
     assert parse_extra_params({"subpatching": {"patch_size": value}}).subpatching.patch_size == expected
 
@@ -371,6 +392,9 @@ def test_patch_size_int_or_pair(value, expected):
     ([512, 31], ["must be ints >= 32", "[512, 31]"]),
     ([512, 256.5], ["must be ints >= 32", "[512, 256.5]"]),
     ([False, 512], ["must be ints >= 32", "[false, 512]"]),
+    (8193, ["must be at most 8192 per side", "[8193, 8193]"]),
+    ([30000, 30000], ["must be at most 8192 per side", "[30000, 30000]"]),  # issue 11 finding 3: 2.7 GB per click
+    ([512, 10 ** 9], ["must be at most 8192 per side", "[512, 1000000000]"]),
 ])
 def test_bad_patch_size_is_rejected(value, fragments):
     _assert_error({"subpatching": {"patch_size": value}}, "extra_params.subpatching.patch_size", *fragments)

@@ -285,8 +285,10 @@ def test_the_size_sent_is_the_exif_oriented_one(tmp_path):
 
 def test_a_containers_artifact_folder_is_found_under_the_local_cache_dir(tmp_path):
     (tmp_path / "artifacts" / "20250101-1200-abc").mkdir(parents=True)
+    assert locate_artifacts("artifacts/20250101-1200-abc", tmp_path) == tmp_path / "artifacts" / "20250101-1200-abc"
     assert locate_artifacts("/cache/artifacts/20250101-1200-abc", tmp_path) == tmp_path / "artifacts" / "20250101-1200-abc"
-    assert locate_artifacts(str(tmp_path / "artifacts" / "20250101-1200-abc"), tmp_path / "elsewhere").is_dir()
+    with pytest.raises(ProbeError, match="--cache-dir must be the folder mounted"):  # only ever inside --cache-dir
+        locate_artifacts(str(tmp_path / "artifacts" / "20250101-1200-abc"), tmp_path / "elsewhere")
     with pytest.raises(ProbeError, match="--cache-dir must be the folder mounted"):
         locate_artifacts("/cache/artifacts/other", tmp_path)
 
@@ -325,7 +327,7 @@ class EmptySegmenter(ColorRegionSegmenter):
 
 
 def local_transport(tmp_path, segmenter=None) -> LocalTransport:
-    config = ServerConfig(cache_dir=str(tmp_path / "cache"), model_dir=str(tmp_path / "models"))
+    config = ServerConfig(cache_dir=str(tmp_path / "cache"), model_dir=str(tmp_path / "models"), artifacts="request")
     return LocalTransport(SAM2Plus(config, segmenter=segmenter or ColorRegionSegmenter()))
 
 
@@ -362,7 +364,7 @@ def test_a_local_run_writes_every_folder(tmp_path):
     assert sorted(p.name for p in out.glob("*.jpg")) == ["crop_00.jpg", "fullframe_prediction.jpg"]
     assert max(Image.open(out / "crop_00.jpg").size) < SCENE.width / 2, "a crop is tight around the region"
 
-    backend_folder = Path(run.response["artifacts"])
+    backend_folder = tmp_path / "cache" / run.response["artifacts"]
     copied = tmp_path / "mid" / "disc"
     assert backend_folder.parent == tmp_path / "cache" / "artifacts"
     assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in backend_folder.iterdir())
@@ -421,7 +423,7 @@ def test_the_cli_says_when_the_backend_cannot_be_reached(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe-backend")
-    env = {"CACHE_DIR": str(root / "cache"), "MODEL_DIR": str(root / "models")}
+    env = {"CACHE_DIR": str(root / "cache"), "MODEL_DIR": str(root / "models"), "ARTIFACTS": "request"}
     with gunicorn_backend(env, workers=1, threads=2) as url:
         yield url, root / "cache"
 
@@ -460,7 +462,7 @@ def test_cli_rectangle_with_polygon_extra_params_fills_every_folder(backend, tmp
     assert json.loads((out / "prediction.json").read_text()) == answer
     assert (out / "fullframe_prediction.jpg").is_file()
     assert len(list(out.glob("crop_*.jpg"))) == len(answer["results"][0]["result"])
-    backend_folder = cache / "artifacts" / Path(answer["artifacts"]).name
+    backend_folder = cache / answer["artifacts"]
     assert sorted(p.name for p in middle.iterdir()) == sorted(p.name for p in backend_folder.iterdir())
     assert {"patch.jpg", "patch.prompt.jpg", "frame.prompt.jpg", "mask.patch.png", "request.json"} <= {
         p.name for p in middle.iterdir()}
@@ -531,4 +533,4 @@ def test_cli_local_runs_the_backend_in_process(tmp_path):
                              cwd=tmp_path, env=env))
     assert answer["model_version"].endswith(":untrained")
     assert (tmp_path / "out" / "prediction.json").is_file() and (tmp_path / "mid" / "patch.jpg").is_file()
-    assert Path(answer["artifacts"]).parent == tmp_path / "cache" / "artifacts"
+    assert (tmp_path / "cache" / answer["artifacts"]).parent == tmp_path / "cache" / "artifacts"
