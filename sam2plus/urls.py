@@ -171,27 +171,28 @@ class UrlPolicy:
         if self.label_studio is None:
             raise RequestError(field, f"{describe(path)} is a Label Studio path but LABEL_STUDIO_URL is not set")
         joined = self.label_studio.url + path
-        target = self._on_label_studio(self._parse(joined, field), path, field)
+        target = self._on_label_studio(self._parse(joined, field), joined, field, describe(path))
         if target is None:  # the path moved the URL off Label Studio's origin
             raise RequestError(field, f"{describe(path)} does not stay on LABEL_STUDIO_URL's host")
         return target
 
-    def _on_label_studio(self, url: Url, shown: str, field: str, what: str | None = None) -> Target | None:
-        """The Target for a URL on Label Studio's exact origin (None when it is elsewhere);
-        only its file-serving paths are requested there."""
+    def _on_label_studio(self, url: Url, raw: str, field: str, what: str | None = None) -> Target | None:
+        """The Target for a URL on Label Studio's exact origin (None when it is elsewhere); only
+        its file-serving paths are requested there, and no path with '.' or '..' segments, plain
+        or percent-encoded (servers and proxies normalise them differently)."""
         ls = self.label_studio
         host, port = _host_port(url)
         if ls is None or (url.scheme, host, port) != (ls.scheme, ls.host, ls.port):
             return None
         path = url.path or "/"
-        decoded = unquote(path)
-        what = what or describe(shown)
+        what = what or describe(raw)
+        decoded = unquote(raw.split("?", 1)[0].split("#", 1)[0]) + "/" + unquote(path)
+        if any(segment in (".", "..") for segment in decoded.split("/")) or "\\" in decoded or _CONTROL.search(decoded):
+            raise RequestError(field, f"{what}: '.' and '..' segments, backslashes and control characters, plain "
+                               "or percent-encoded, are refused in Label Studio paths")
         if not path.startswith(ls.base_path + "/") or not LABEL_STUDIO_FILES.match(path[len(ls.base_path):]):
             raise RequestError(field, f"{what} is not one of Label Studio's file paths (/data/upload/, "
                                "/data/local-files/, /storage-data/uploaded/, /tasks/<id>/presign/)")
-        if any(segment in (".", "..") for segment in decoded.split("/")) or "\\" in decoded or _CONTROL.search(decoded):
-            raise RequestError(field, f"{what}: encoded '.', '..', backslash or control characters in a Label "
-                               "Studio path are refused")
         immutable = path[len(ls.base_path):].startswith(UPLOADS)
         return Target(url.url, host, port, label_studio=True, via_label_studio=True, public_only=False,
                       immutable=immutable)
