@@ -173,17 +173,18 @@ class ImageFetcher:
 
     def _follow(self, target: Target, headers: dict[str, str], field: str, value: str) -> HTTPResponse:
         """GET `target`, following redirects as the policy allows (a few hops)."""
+        what = describe(value)
         for _ in range(MAX_REDIRECTS + 1):
-            response = self._get(target, headers, field, value)
+            response = self._get(target, headers, field, what)
             location = response.headers.get("Location")
             if response.status not in REDIRECTS or location is None:
                 return response
             _finish(response)
             target = self.policy.redirect(target, location, field)
-            value = target.url
+            what = f"{describe(value)} (redirected to {describe(target.url)})"
         raise RequestError(field, f"cannot fetch {describe(value)}: more than {MAX_REDIRECTS} redirects", 422)
 
-    def _get(self, target: Target, headers: dict[str, str], field: str, value: str) -> HTTPResponse:
+    def _get(self, target: Target, headers: dict[str, str], field: str, what: str) -> HTTPResponse:
         """One request; Label Studio's key goes only to targets the policy marks as Label Studio's."""
         auth = self.label_studio if target.label_studio else None
         try:
@@ -192,11 +193,11 @@ class ImageFetcher:
                 _finish(response)  # the access token was revoked or expired early: renew once
                 response = self.client.request("GET", target, {**headers, **auth.header(renew=True)})
         except PrivateAddressError as exc:
-            raise RequestError(field, f"{describe(value)}: host {exc.host!r} resolves to {exc.address}, which is not "
-                               "a public address (IMAGE_HOSTS_BLOCK_PRIVATE); name the host in IMAGE_HOSTS to "
+            raise RequestError(field, f"{what}: host {target.netloc!r} resolves to {exc.address}, which is not a "
+                               "public address (IMAGE_HOSTS_BLOCK_PRIVATE); name the host in IMAGE_HOSTS to "
                                "allow it") from None
         except HTTPError as exc:
-            raise RequestError(field, f"cannot fetch {describe(value)}: {_failure(exc)}", 422) from None
+            raise RequestError(field, f"cannot fetch {what}: {_failure(exc)}", 422) from None
         return response
 
     def _body(self, response: HTTPResponse, field: str, value: str) -> Iterator[bytes]:
