@@ -116,8 +116,11 @@ class ImageFetcher:
         candidate = Path(path)
         if not candidate.is_absolute():
             candidate = self.cache_dir / candidate
-        resolved = candidate.resolve()
-        if not resolved.is_relative_to(self.cache_dir) or not resolved.is_file():
+        try:
+            resolved = candidate.resolve()
+            if not resolved.is_relative_to(self.cache_dir) or not resolved.is_file():
+                return None
+        except OSError:  # a name too long for the file system, a symlink loop
             return None
         if resolved.parent == self.download_dir:  # a download named directly: kept while in use
             return self.downloads.lease(resolved, self._digest_of(resolved))

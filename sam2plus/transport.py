@@ -74,7 +74,7 @@ class HttpClient:
     """GET and POST of single Targets; thread-safe (urllib3 pools), shared by a process's threads."""
 
     def __init__(self, timeout: float = 60.0):
-        self.timeout = Timeout(connect=min(timeout, 30.0), read=timeout)
+        self.timeout = Timeout(connect=timeout, read=timeout)
         self._named = PoolManager(num_pools=8, maxsize=8, ca_certs=certifi.where())
         self._public = PoolManager(num_pools=16, maxsize=8, ca_certs=certifi.where())
         self._public.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}

@@ -173,6 +173,11 @@ def test_cache_dir_digest_follows_content(cache_dir):
     assert fetcher.fetch("a.png", FIELD).digest == sha1(PNG + b"changed") != first
 
 
+def test_unusable_local_names_are_refused_not_crashed_on(cache_dir):
+    for url in ("a" * 5000 + ".png", "tasks/" + "b" * 300 + "/x.png", "nul\x00.png", "tab\t.png"):
+        refused(lambda: ImageFetcher(cache_dir).fetch(url, FIELD), 400)
+
+
 def test_paths_outside_cache_dir_refused(tmp_path, cache_dir):
     outside = tmp_path / "outside.png"
     outside.write_bytes(PNG)
