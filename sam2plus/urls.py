@@ -35,7 +35,8 @@ from .errors import RequestError, describe
 CLOUD_PREFIXES = ("s3:", "gs:", "azure-blob:")
 # Label Studio 1.23.2's file-serving routes (below its base path): uploads, local files, uploads
 # kept in cloud storage, and cloud URIs resolved for a task (the URI is in the query).
-LABEL_STUDIO_FILES = re.compile(r"/(?:data/upload/.|data/local-files/|storage-data/uploaded/|tasks/\d+/(?:presign|resolve)/$)")
+LABEL_STUDIO_FILES = re.compile(
+    r"/(?:data/upload/.|data/local-files/|storage-data/uploaded/|tasks/\d+/(?:presign|resolve)/$)")
 UPLOADS = "/data/upload/"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -142,30 +143,24 @@ class UrlPolicy:
         check_characters(joined, field, what)
         url = self._parse(joined, field, what)
         if source.via_label_studio:
-            target = self._on_label_studio(url, joined, field, what)
-            if target is not None:
-                return target
-            host, port = _host_port(url)
-            return Target(url.url, host, port, label_studio=False, via_label_studio=True,
-                          public_only=self._public_only(host, port))
+            return self._on_label_studio(url, joined, field, what) or self._elsewhere(url, via_label_studio=True)
         host, port = _host_port(url)
         if not self._allowed_image_host(host, port):
             raise RequestError(field, f"{what}: host {_netloc(host, port)!r} is not in IMAGE_HOSTS, so the "
                                "redirect is not followed")
-        return Target(url.url, host, port, label_studio=False, via_label_studio=False,
-                      public_only=self._public_only(host, port))
+        return self._elsewhere(url, via_label_studio=False)
 
     # -- Label Studio ---------------------------------------------------------------------------
     def _presign(self, uri: str, field: str, task_id) -> Target:
         if self.label_studio is None:
             raise RequestError(field, f"{describe(uri)} is a cloud storage URI, resolved through Label Studio, "
                                "but LABEL_STUDIO_URL is not set")
-        if isinstance(task_id, bool) or not (isinstance(task_id, int) and task_id > 0
-                                             or isinstance(task_id, str) and task_id.isdigit()):
+        number = str(task_id) if isinstance(task_id, (int, str)) and not isinstance(task_id, bool) else ""
+        if not re.fullmatch(r"[0-9]+", number) or int(number) == 0:
             raise RequestError(field, f"{describe(uri)} is a cloud storage URI, resolved through Label Studio's "
                                f"/tasks/<id>/presign/, but the task has no id (got {describe(task_id)})")
         fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
-        return self._label_studio_path(f"/tasks/{int(task_id)}/presign/?fileuri={fileuri}", field)
+        return self._label_studio_path(f"/tasks/{int(number)}/presign/?fileuri={fileuri}", field)
 
     def _label_studio_path(self, path: str, field: str) -> Target:
         if self.label_studio is None:
@@ -203,7 +198,12 @@ class UrlPolicy:
         if not self._allowed_image_host(host, port):
             where = "not Label Studio's and not in IMAGE_HOSTS" if self.label_studio else "not in IMAGE_HOSTS"
             raise RequestError(field, f"{describe(shown)}: host {_netloc(host, port)!r} is {where}")
-        return Target(url.url, host, port, label_studio=False, via_label_studio=False,
+        return self._elsewhere(url, via_label_studio=False)
+
+    def _elsewhere(self, url: Url, via_label_studio: bool) -> Target:
+        """A Target off Label Studio's file paths: no key goes along."""
+        host, port = _host_port(url)
+        return Target(url.url, host, port, label_studio=False, via_label_studio=via_label_studio,
                       public_only=self._public_only(host, port))
 
     def _allowed_image_host(self, host: str, port: int) -> bool:
@@ -215,8 +215,9 @@ class UrlPolicy:
         if not self.block_private:
             return False
         ls = self.label_studio
-        named = (ls is not None and (host, port) == (ls.host, ls.port)) or any(r.matches(host, port) for r in self.rules)
-        return not named
+        if ls is not None and (host, port) == (ls.host, ls.port):
+            return False
+        return not any(rule.matches(host, port) for rule in self.rules)
 
     # -- parsing --------------------------------------------------------------------------------
     def _parse(self, text: str, field: str, what: str | None = None) -> Url:

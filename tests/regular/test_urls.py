@@ -111,7 +111,7 @@ def test_cloud_uris_go_to_label_studios_presign_endpoint(uri):
 
 def test_cloud_uris_need_label_studio_and_a_task_id():
     assert "LABEL_STUDIO_URL is not set" in refusal(lambda: policy(ls=None).task_target("s3://b/a.png", FIELD, 5))
-    for task_id in (None, 0, -3, "x", "", True, 2.0):
+    for task_id in (None, 0, -3, "x", "", True, 2.0, "²", "0", " 7"):
         assert "task has no id" in refusal(lambda: policy().task_target("s3://b/a.png", FIELD, task_id))
     assert policy().task_target("gs://b/a.png", FIELD, "7").url.startswith(f"{LS}/tasks/7/presign/")
 
@@ -189,7 +189,8 @@ def test_malformed_redirects(location):
 # -- settings ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("entry, rule", [("images.example", HostRule("images.example", None)),
                                          (" CDN.example:8443 ", HostRule("cdn.example", 8443)),
-                                         ("[::1]:9000", HostRule("::1", 9000)), ("10.1.2.3", HostRule("10.1.2.3", None))])
+                                         ("[::1]:9000", HostRule("::1", 9000)),
+                                         ("10.1.2.3", HostRule("10.1.2.3", None))])
 def test_host_rules(entry, rule):
     assert parse_host_rule(entry) == rule
 
