@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+__all__ = ["DownloadCache", "Lease", "LocalImage", "write_atomically"]
+
 PART_PREFIX = ".part-"
 RECORD_SUFFIX = ".json"
 STALE_PART_SECONDS = 3600

@@ -19,6 +19,8 @@ from urllib3.util.connection import allowed_gai_family, create_connection
 
 from .urls import Target, is_public_address
 
+__all__ = ["HttpClient", "PrivateAddressError"]
+
 
 class PrivateAddressError(Exception):
     """A host outside LABEL_STUDIO_URL and IMAGE_HOSTS resolved to a non-public address."""

@@ -31,6 +31,9 @@ from urllib3.util import Url, parse_url
 
 from .errors import RequestError, describe
 
+__all__ = ["CLOUD_PREFIXES", "DataUrl", "HostRule", "Origin", "Target", "UrlPolicy", "check_characters",
+           "is_cloud_uri", "is_public_address", "parse_data_url", "parse_host_rule", "parse_origin"]
+
 # label-studio-sdk's is_cloud_storage_uri: the schemes of Label Studio's cloud import storages.
 CLOUD_PREFIXES = ("s3:", "gs:", "azure-blob:")
 # Label Studio 1.23.2's file-serving routes (below its base path): uploads, local files, uploads
