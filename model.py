@@ -30,10 +30,12 @@ class SAM2Plus:
             segmenter = Segmenter(config.model_config, checkpoint, resolve_device(config.device),
                                   config.embedding_cache_mb << 20)
         auth = (LabelStudioAuth(config.label_studio_url, config.label_studio_api_key, config.fetch_timeout)
-                if config.label_studio_url and config.label_studio_api_key else None)
-        if config.label_studio_url and not auth:
-            log.warning("LABEL_STUDIO_URL is set without LABEL_STUDIO_API_KEY: Label Studio images cannot be fetched")
-        fetcher = ImageFetcher(config.cache_dir, auth, config.image_hosts, config.max_image_bytes, config.fetch_timeout)
+                if config.label_studio_url else None)
+        if config.label_studio_url and not config.label_studio_api_key:
+            log.warning("LABEL_STUDIO_URL is set without LABEL_STUDIO_API_KEY: Label Studio will refuse its images")
+        fetcher = ImageFetcher(config.cache_dir, auth, config.image_hosts, config.max_image_bytes, config.fetch_timeout,
+                               block_private=config.image_hosts_block_private,
+                               cache_bytes=config.download_cache_mb << 20)
         frames = FrameStore(Path(config.cache_dir) / "frames", config.frame_cache_mb << 20)
         self.pipeline = Pipeline(segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir)
         self.settings = SettingsStore(config.model_dir)

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from .urls import parse_host_rule, parse_origin
+
 
 ARTIFACT_MODES = ("off", "on", "request")
 _ARTIFACT_ALIASES = {"false": "off", "0": "off", "true": "on", "1": "on"}
@@ -26,6 +28,8 @@ class ServerConfig:
     label_studio_url: str | None = None
     label_studio_api_key: str | None = None
     image_hosts: tuple[str, ...] = ()
+    image_hosts_block_private: bool = True
+    download_cache_mb: int = 10240
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
     max_image_pixels: int = 300_000_000
@@ -74,6 +78,21 @@ class ServerConfig:
         artifacts = text("ARTIFACTS", d.artifacts).lower()
         artifacts = _ARTIFACT_ALIASES.get(artifacts, artifacts)
         hosts = tuple(h.strip().lower() for h in (text("IMAGE_HOSTS", "") or "").split(",") if h.strip())
+        for host in hosts:
+            if host != "*":
+                try:
+                    parse_host_rule(host)
+                except ValueError as exc:
+                    raise ConfigError(f"IMAGE_HOSTS: {exc} (or *)") from None
+        label_studio_url = (text("LABEL_STUDIO_URL", None) or "").rstrip("/") or None
+        if label_studio_url:
+            try:
+                parse_origin(label_studio_url)
+            except ValueError as exc:
+                raise ConfigError(f"LABEL_STUDIO_URL={exc}") from None
+        block_private = text("IMAGE_HOSTS_BLOCK_PRIVATE", "true").lower()
+        if block_private not in ("true", "false", "on", "off", "1", "0"):
+            raise ConfigError(f"IMAGE_HOSTS_BLOCK_PRIVATE={block_private!r} must be true or false")
         return cls(
             device=device,
             model_config=text("MODEL_CONFIG", d.model_config),
@@ -81,9 +100,11 @@ class ServerConfig:
             checkpoint_dir=text("CHECKPOINT_DIR", d.checkpoint_dir),
             cache_dir=text("CACHE_DIR", d.cache_dir),
             model_dir=text("MODEL_DIR", d.model_dir),
-            label_studio_url=(text("LABEL_STUDIO_URL", None) or "").rstrip("/") or None,
+            label_studio_url=label_studio_url,
             label_studio_api_key=text("LABEL_STUDIO_API_KEY", None),
             image_hosts=hosts,
+            image_hosts_block_private=block_private in ("true", "on", "1"),
+            download_cache_mb=number("DOWNLOAD_CACHE_MB", d.download_cache_mb),
             basic_auth_user=text("BASIC_AUTH_USER", None),
             basic_auth_pass=text("BASIC_AUTH_PASS", None),
             max_image_pixels=number("MAX_IMAGE_PIXELS", d.max_image_pixels),

@@ -1,9 +1,12 @@
-"""Image URL -> a local file: Label Studio (with its API key), allowed hosts, or CACHE_DIR.
+"""Task image value -> a local file: a file inside CACHE_DIR, a data: URL, or a download.
 
-Downloads land in CACHE_DIR/downloads named by their content (SHA-1), written atomically, with
-a small record per URL. A cached copy is revalidated with the server's validators (ETag,
-Last-Modified) on every use, so a URL whose content changed is fetched again; servers without
-validators are asked again for the whole file, except Label Studio uploads, which never change.
+Downloads go through `urls.UrlPolicy` (what may be requested, hop by hop) and
+`transport.HttpClient` (how), and land in `downloads.DownloadCache`, named by their content.
+A cached copy is revalidated with the server's validators (ETag, Last-Modified) on every use,
+so a URL whose content changed is fetched again; servers without validators are asked again
+for the whole file, except Label Studio uploads, which never change. Cloud storage URIs are
+resolved through Label Studio's presign endpoint on every use, so an expired presigned URL is
+never reused.
 """
 
 from __future__ import annotations
@@ -11,40 +14,38 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urljoin, urlsplit, unquote
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+from urllib.parse import parse_qs, unquote, urlsplit
 
-import requests
+from urllib3 import HTTPResponse
+from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionError, TimeoutError
 
+from .downloads import DownloadCache, LocalImage
 from .errors import RequestError, describe
+from .transport import HttpClient, PrivateAddressError
+from .urls import Target, UrlPolicy, check_characters, parse_data_url, parse_origin
+
+__all__ = ["ImageFetcher", "LabelStudioAuth", "LocalImage", "sha1_of_file"]
 
 CHUNK = 1 << 20
-# Label Studio names every uploaded file uniquely and never rewrites it, and serves it without
-# ETag or Last-Modified: a cached upload is used as it is instead of being fetched per click.
-UPLOAD_PATH = "/data/upload/"
-
-
-@dataclass(frozen=True)
-class LocalImage:
-    """An image file on this machine and the SHA-1 of its bytes."""
-
-    path: Path
-    digest: str
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class LabelStudioAuth:
     """The Authorization header for Label Studio: a legacy token, or a personal access token
     (a JWT refresh token exchanged at /api/token/refresh/ for short-lived access tokens)."""
 
-    def __init__(self, url: str, api_key: str, timeout: float = 10.0):
-        self.url = url.rstrip("/")
-        self.api_key = api_key
-        self.timeout = timeout
+    def __init__(self, url: str, api_key: str | None, timeout: float = 10.0, client: HttpClient | None = None):
+        origin = parse_origin(url)
+        self.url = origin.url
+        self.api_key = api_key or ""
+        self.client = client or HttpClient(timeout)
+        self._refresh = Target(f"{origin.url}/api/token/refresh/", origin.host, origin.port, label_studio=True,
+                               via_label_studio=True, public_only=False)
         self._access: tuple[str, float] | None = None
         self._lock = threading.Lock()
 
@@ -53,65 +54,76 @@ class LabelStudioAuth:
         return self.api_key.count(".") == 2 and _jwt_claims(self.api_key).get("token_type") == "refresh"
 
     def header(self, renew: bool = False) -> dict[str, str]:
+        """The header for a request to Label Studio ({} without a key); urllib3 errors propagate."""
+        if not self.api_key:
+            return {}
         if not self.is_personal_access_token:
             return {"Authorization": f"Token {self.api_key}"}
         with self._lock:
             if renew or self._access is None or self._access[1] < time.time() + 10:
-                response = requests.post(f"{self.url}/api/token/refresh/", json={"refresh": self.api_key},
-                                         timeout=self.timeout)
+                body = json.dumps({"refresh": self.api_key}).encode()
+                response = self.client.request("POST", self._refresh, {"Content-Type": "application/json"}, body)
                 try:
-                    access = response.json()["access"] if response.status_code == 200 else None
+                    answer = response.read(1 << 16)
+                finally:
+                    _finish(response)
+                try:
+                    access = json.loads(answer)["access"] if response.status == 200 else None
                 except (ValueError, KeyError, TypeError):
                     access = None
                 if not isinstance(access, str):
                     raise RequestError("LABEL_STUDIO_API_KEY", f"Label Studio refused the personal access token "
-                                       f"(HTTP {response.status_code} from /api/token/refresh/)", 502)
+                                       f"(HTTP {response.status} from /api/token/refresh/)", 502)
                 self._access = (access, float(_jwt_claims(access).get("exp", time.time() + 60)))
             return {"Authorization": f"Bearer {self._access[0]}"}
 
 
 class ImageFetcher:
+    """Resolves task image values to local files (see the module docstring for the forms)."""
+
     def __init__(self, cache_dir: str | Path, label_studio: LabelStudioAuth | None = None,
-                 image_hosts: tuple[str, ...] = (), max_bytes: int = 1 << 30, timeout: float = 60.0):
+                 image_hosts: tuple[str, ...] = (), max_bytes: int = 1 << 30, timeout: float = 60.0, *,
+                 block_private: bool = True, cache_bytes: int = 10 << 30):
         self.cache_dir = Path(cache_dir).resolve()
-        self.download_dir = self.cache_dir / "downloads"
+        self.downloads = DownloadCache(self.cache_dir / "downloads", cache_bytes)
+        self.download_dir = self.downloads.directory
         self.label_studio = label_studio
-        self.image_hosts = image_hosts
+        self.policy = UrlPolicy(label_studio.url if label_studio else None, image_hosts, block_private)
+        self.client = HttpClient(timeout)
         self.max_bytes = max_bytes
-        self.timeout = timeout
         self._digests: dict[tuple, str] = {}
         self._lock = threading.Lock()
 
-    def fetch(self, url: str, field: str) -> LocalImage:
-        """Resolve `url` (task data value) to a local file; `field` names it in errors."""
-        if not isinstance(url, str) or not url.strip():
-            raise RequestError(field, f"must be an image URL or path, got {describe(url)}")
-        parts = urlsplit(url)
+    def fetch(self, value: str, field: str, task_id=None) -> LocalImage:
+        """Resolve a task data value to a local file; `field` names it in errors and `task_id`
+        (the task's id) resolves cloud storage URIs."""
+        if not isinstance(value, str) or not value.strip():
+            raise RequestError(field, f"must be an image URL or path, got {describe(value)}")
+        if value.startswith("data:"):
+            return self._inline(value, field)
+        check_characters(value, field)
+        parts = urlsplit(value)
         if parts.scheme in ("", "file") and not parts.netloc:
             local = self._cached_file(unquote(parts.path))
             if local is not None:
                 return local
-            if parts.scheme == "" and url.startswith("/") and self.label_studio:
-                return self._download(urljoin(self.label_studio.url + "/", url.lstrip("/")), field, True)
-            if parts.scheme == "" and url.startswith("/"):
-                raise RequestError(field, f"{describe(url)} is a Label Studio path but LABEL_STUDIO_URL is not set")
-            raise RequestError(field, f"{describe(url)} is not a file inside CACHE_DIR")
-        if parts.scheme not in ("http", "https"):
-            raise RequestError(field, f"unsupported URL scheme {parts.scheme!r} in {describe(url)}")
-        host = parts.netloc.lower().rsplit("@", 1)[-1]
-        if self.label_studio and host == urlsplit(self.label_studio.url).netloc.lower():
-            return self._download(url, field, True)
-        if "*" in self.image_hosts or host in self.image_hosts or parts.hostname in self.image_hosts:
-            return self._download(url, field, False)
-        raise RequestError(field, f"host {host!r} is not Label Studio's and not in IMAGE_HOSTS")
+            if parts.scheme == "file" or not value.startswith("/"):
+                raise RequestError(field, f"{describe(value)} is not a file inside CACHE_DIR")
+        return self._download(self.policy.task_target(value, field, task_id), field, value)
 
+    # -- local files and data: URLs -------------------------------------------------------------
     def _cached_file(self, path: str) -> LocalImage | None:
         candidate = Path(path)
         if not candidate.is_absolute():
             candidate = self.cache_dir / candidate
-        resolved = candidate.resolve()
-        if not resolved.is_relative_to(self.cache_dir) or not resolved.is_file():
+        try:
+            resolved = candidate.resolve()
+            if not resolved.is_relative_to(self.cache_dir) or not resolved.is_file():
+                return None
+        except OSError:  # a name too long for the file system, a symlink loop
             return None
+        if resolved.parent == self.download_dir:  # a download named directly: kept while in use
+            return self.downloads.lease(resolved, self._digest_of(resolved))
         return LocalImage(resolved, self._digest_of(resolved))
 
     def _digest_of(self, path: Path) -> str:
@@ -125,67 +137,82 @@ class ImageFetcher:
                 self._digests[key] = known
         return known
 
-    def _download(self, url: str, field: str, authenticated: bool) -> LocalImage:
-        suffix = _suffix(url)
-        meta_path = self.download_dir / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".json")
-        meta = _read_json(meta_path)
-        cached = self._content_path(meta.get("digest"), suffix)
-        if cached is None or not cached.is_file():
-            meta = {}
-        if authenticated and meta and UPLOAD_PATH in urlsplit(url).path:
-            return LocalImage(cached, meta["digest"])  # an upload never changes: its name is unique
-        headers = {}
-        if meta.get("etag"):
-            headers["If-None-Match"] = meta["etag"]
-        if meta.get("last_modified"):
-            headers["If-Modified-Since"] = meta["last_modified"]
+    def _inline(self, value: str, field: str) -> LocalImage:
+        """A data: URL image, stored by content like a download."""
+        data = parse_data_url(value, field, self.max_bytes)
+        digest = hashlib.sha1(data.body).hexdigest()
+        return self.downloads.get(digest, data.suffix) or self.downloads.store([data.body], data.suffix)
+
+    # -- downloads ------------------------------------------------------------------------------
+    def _download(self, target: Target, field: str, value: str) -> LocalImage:
+        suffix = _suffix(value)
+        record = self.downloads.record(target.url)
+        cached = self.downloads.get(record.get("digest"), suffix)
+        if cached is not None and target.immutable:
+            return cached  # an upload never changes: its name is unique
+        validators = {"If-None-Match": record.get("etag"), "If-Modified-Since": record.get("last_modified")}
+        headers = {name: value for name, value in validators.items() if cached is not None and value}
+        response = self._follow(target, headers, field, value)
+        consumed = False
         try:
-            if authenticated:
-                headers.update(self.label_studio.header())
-            response = requests.get(url, headers=headers, stream=True, timeout=self.timeout)
-            if response.status_code == 401 and authenticated and self.label_studio.is_personal_access_token:
-                response.close()
-                response = requests.get(url, headers={**headers, **self.label_studio.header(renew=True)},
-                                        stream=True, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise RequestError(field, f"cannot fetch {describe(url)}: {type(exc).__name__}", 422) from None
-        with response:
-            if response.status_code == 304 and meta:
-                return LocalImage(cached, meta["digest"])
-            if response.status_code != 200:
-                raise RequestError(field, f"cannot fetch {describe(url)}: HTTP {response.status_code}", 422)
-            self.download_dir.mkdir(parents=True, exist_ok=True)
-            local = self._store(response, suffix, field, url)
-        validators = {"etag": response.headers.get("ETag"), "last_modified": response.headers.get("Last-Modified")}
-        _write_json(meta_path, {"url": url, "digest": local.digest, **validators})
+            if response.status == 304 and cached is not None:
+                return cached
+            if cached is not None:
+                cached.release()
+            if response.status != 200:
+                hint = " (LABEL_STUDIO_API_KEY missing or refused)" if response.status == 401 else ""
+                raise RequestError(field, f"cannot fetch {describe(value)}: HTTP {response.status}{hint}", 422)
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > self.max_bytes:
+                raise _too_large(field, value, self.max_bytes)
+            local = self.downloads.store(self._body(response, field, value), suffix)
+            consumed = True
+        finally:
+            _finish(response, consumed)
+        self.downloads.save_record(target.url, {"url": target.url, "digest": local.digest,
+                                                "etag": response.headers.get("ETag"),
+                                                "last_modified": response.headers.get("Last-Modified")})
         return local
 
-    def _content_path(self, digest: str | None, suffix: str) -> Path | None:
-        """Downloads are named by their content, so a file handed to a request never changes
-        under it, even when its URL's content does."""
-        if not isinstance(digest, str) or not digest.isalnum():
-            return None
-        return self.download_dir / f"{digest}{suffix}"
+    def _follow(self, target: Target, headers: dict[str, str], field: str, value: str) -> HTTPResponse:
+        """GET `target`, following redirects as the policy allows (a few hops)."""
+        what = describe(value)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._get(target, headers, field, what)
+            location = response.headers.get("Location")
+            if response.status not in REDIRECTS or location is None:
+                return response
+            _finish(response)
+            target = self.policy.redirect(target, location, field)
+            what = f"{describe(value)} (redirected to {describe(target.url)})"
+        raise RequestError(field, f"cannot fetch {describe(value)}: more than {MAX_REDIRECTS} redirects", 422)
 
-    def _store(self, response: requests.Response, suffix: str, field: str, url: str) -> LocalImage:
-        """Stream the body into its content-named file atomically."""
-        sha = hashlib.sha1()
-        size = 0
-        fd, tmp = tempfile.mkstemp(dir=self.download_dir, prefix=".part-")
+    def _get(self, target: Target, headers: dict[str, str], field: str, what: str) -> HTTPResponse:
+        """One request; Label Studio's key goes only to targets the policy marks as Label Studio's."""
+        auth = self.label_studio if target.label_studio else None
         try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in response.iter_content(CHUNK):
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise RequestError(field, f"{describe(url)} is larger than MAX_IMAGE_BYTES={self.max_bytes}", 413)
-                    sha.update(chunk)
-                    handle.write(chunk)
-            target = self._content_path(sha.hexdigest(), suffix)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return LocalImage(target, sha.hexdigest())
+            response = self.client.request("GET", target, {**headers, **(auth.header() if auth else {})})
+            if response.status == 401 and auth is not None and auth.is_personal_access_token:
+                _finish(response)  # the access token was revoked or expired early: renew once
+                response = self.client.request("GET", target, {**headers, **auth.header(renew=True)})
+        except PrivateAddressError as exc:
+            raise RequestError(field, f"{what}: host {target.netloc!r} resolves to {exc.address}, which is not a "
+                               "public address (IMAGE_HOSTS_BLOCK_PRIVATE); name the host in IMAGE_HOSTS to "
+                               "allow it") from None
+        except HTTPError as exc:
+            raise RequestError(field, f"cannot fetch {what}: {_failure(exc)}", 422) from None
+        return response
+
+    def _body(self, response: HTTPResponse, field: str, value: str) -> Iterator[bytes]:
+        size = 0
+        try:
+            for chunk in response.stream(CHUNK):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise _too_large(field, value, self.max_bytes)
+                yield chunk
+        except HTTPError as exc:
+            raise RequestError(field, f"cannot fetch {describe(value)}: {_failure(exc)}", 422) from None
 
 
 def sha1_of_file(path: Path) -> str:
@@ -196,8 +223,33 @@ def sha1_of_file(path: Path) -> str:
     return sha.hexdigest()
 
 
-def _suffix(url: str) -> str:
-    suffix = Path(unquote(urlsplit(url).path)).suffix.lower()
+def _finish(response: HTTPResponse, consumed: bool = False) -> None:
+    """Hand the connection back to its pool; one with an unread body is closed instead."""
+    if not consumed:
+        response.close()
+    response.release_conn()
+
+
+def _failure(exc: HTTPError) -> str:
+    if isinstance(exc, NameResolutionError):
+        return "host name not resolved"
+    if isinstance(exc, NewConnectionError):  # before TimeoutError: urllib3 derives one from the other
+        return "connection failed"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"connection broken ({type(exc).__name__})"
+
+
+def _too_large(field: str, value: str, max_bytes: int) -> RequestError:
+    return RequestError(field, f"{describe(value)} is larger than MAX_IMAGE_BYTES={max_bytes}", 413)
+
+
+def _suffix(value: str) -> str:
+    """The file suffix of the image a value names (its path, or Label Studio's `d`/`filepath`)."""
+    parts = urlsplit(value)
+    query = parse_qs(parts.query)
+    name = (query.get("d") or query.get("filepath") or [parts.path])[0]
+    suffix = PurePosixPath(unquote(name)).suffix.lower()
     return suffix if suffix.isascii() and 1 < len(suffix) <= 6 and suffix[1:].isalnum() else ""
 
 
@@ -207,17 +259,3 @@ def _jwt_claims(token: str) -> dict:
         return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
         return {}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".meta-")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)

@@ -71,7 +71,7 @@ class Pipeline:
         field = f"tasks[0].data.{control.image_key}"
         if not isinstance(data, dict) or control.image_key not in data:
             raise RequestError(field, f"missing: the task has no image under {describe(control.image_key)}")
-        local = self.fetcher.fetch(data[control.image_key], field)
+        local = self.fetcher.fetch(data[control.image_key], field, task.get("id"))
         info = read_info(local.path, self.max_pixels, field)
         _check_context_size(context, info.size)
         clock.lap("fetch")

@@ -75,11 +75,12 @@ def label_studio(tmp_path_factory) -> LabelStudio:
 
 
 @contextlib.contextmanager
-def sam2plus_backend(workdir: Path, label_studio_url: str, api_key: str):
-    """SAM2Plus under gunicorn (the contract's command line), untrained hiera-t on CPU."""
+def sam2plus_backend(workdir: Path, label_studio_url: str, api_key: str, extra_env: dict | None = None):
+    """SAM2Plus under gunicorn (the contract's command line), untrained hiera-t on CPU;
+    `extra_env` adds or overrides backend settings (IMAGE_HOSTS, ...)."""
     env = {"CACHE_DIR": str(workdir / "cache"), "MODEL_DIR": str(workdir / "models"),
            "LABEL_STUDIO_URL": label_studio_url, "LABEL_STUDIO_API_KEY": api_key,
-           "IMAGE_HOSTS": "", "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": ""}
+           "IMAGE_HOSTS": "", "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": "", **(extra_env or {})}
     with gunicorn_backend(env, workers=1, threads=4, timeout=BACKEND_START_TIMEOUT) as url:
         yield url
 

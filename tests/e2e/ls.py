@@ -74,6 +74,18 @@ class LabelStudioAPI:
     def tasks(self, project: int) -> list[dict]:
         return self.ok("GET", f"/api/tasks?project={project}&page_size=100")["tasks"]
 
+    # -- cloud storage --------------------------------------------------------------------------
+    def add_s3_storage(self, project: int, **fields) -> dict:
+        """An S3 import storage (source storage) of the project; `fields` as Label Studio's form
+        has them: bucket, prefix, use_blob_urls, presign, s3_endpoint, aws_access_key_id, ..."""
+        return self.ok("POST", "/api/storages/s3/", json={"project": project, "title": "e2e S3", **fields})
+
+    def sync_s3_storage(self, storage: int) -> dict:
+        """Scan the bucket and create a task per object (synchronous without Redis)."""
+        answer = self.ok("POST", f"/api/storages/s3/{storage}/sync")
+        assert answer["status"] == "completed", answer
+        return answer
+
     # -- ML backends ----------------------------------------------------------------------------
     def add_ml_backend(self, project: int, url: str, extra_params=None, *, is_interactive: bool = True,
                        title: str = "SAM2Plus") -> requests.Response:

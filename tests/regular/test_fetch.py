@@ -1,8 +1,10 @@
-"""sam2plus.fetch: image URLs -> local files, against real HTTP servers on 127.0.0.1.
+"""sam2plus.fetch: task image values -> local files, against real HTTP servers on 127.0.0.1.
 
 The servers here are small stand-ins started by the tests (http.server in a thread). The one
-answering /api/token/refresh/ plays Label Studio's token endpoint for personal access tokens;
-the real endpoint is exercised by the end-to-end tests in tests/e2e.
+answering /api/token/refresh/ plays Label Studio's token endpoint for personal access tokens,
+the one answering /tasks/<id>/presign/ plays its presign redirect to an object store; the real
+Label Studio and a real S3 server are exercised by the end-to-end tests in tests/e2e. A
+"capture" server stands for an attacker's host: it must see no connection at all.
 """
 
 from __future__ import annotations
@@ -10,21 +12,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import multiprocessing
 import os
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
+from sam2plus.downloads import EVICTION_LOCK
 from sam2plus.errors import RequestError
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
 
 FIELD = "data.image"
 KEY = "0123456789abcdef0123456789abcdef01234567"
 PNG = b"\x89PNG\r\n\x1a\n" + b"pretend image bytes " * 50
+LOOPBACK = ("127.0.0.1",)  # IMAGE_HOSTS naming the test servers' address (any port)
 
 
 def sha1(data: bytes) -> str:
@@ -36,11 +42,14 @@ def sha1(data: bytes) -> str:
 
 class Server:
     """http.server on 127.0.0.1 in a thread. `routes` maps a path (query included) to
-    handler(request) -> (status, headers, body); every request is recorded."""
+    handler(request) -> (status, headers, body), `fallback` serves other paths; every
+    connection is counted and every request recorded."""
 
     def __init__(self):
         self.routes = {}
+        self.fallback = None
         self.requests = []
+        self.connections = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,7 +58,7 @@ class Server:
                 body = self.rfile.read(length) if length else b""
                 request = {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
                 outer.requests.append(request)
-                route = outer.routes.get(self.path) or outer.routes.get(self.path.split("?")[0])
+                route = outer.routes.get(self.path) or outer.routes.get(self.path.split("?")[0]) or outer.fallback
                 status, headers, payload = route(request) if route else (404, {}, b"not found")
                 self.send_response(status)
                 if "Content-Length" not in headers and headers.get("X-No-Length") is None:
@@ -69,7 +78,13 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Counting(ThreadingHTTPServer):
+            def get_request(self):
+                accepted = super().get_request()
+                outer.connections += 1
+                return accepted
+
+        self.httpd = Counting(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.netloc = f"127.0.0.1:{self.port}"
@@ -122,7 +137,7 @@ def requires_token(body, key=KEY):
 
 def downloads(cache_dir: Path):
     folder = cache_dir / "downloads"
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return sorted(p.name for p in folder.iterdir() if p.name != EVICTION_LOCK) if folder.exists() else []
 
 
 def refused(call, status):
@@ -158,6 +173,11 @@ def test_cache_dir_digest_follows_content(cache_dir):
     assert fetcher.fetch("a.png", FIELD).digest == sha1(PNG + b"changed") != first
 
 
+def test_unusable_local_names_are_refused_not_crashed_on(cache_dir):
+    for url in ("a" * 5000 + ".png", "tasks/" + "b" * 300 + "/x.png", "nul\x00.png", "tab\t.png"):
+        refused(lambda: ImageFetcher(cache_dir).fetch(url, FIELD), 400)
+
+
 def test_paths_outside_cache_dir_refused(tmp_path, cache_dir):
     outside = tmp_path / "outside.png"
     outside.write_bytes(PNG)
@@ -172,13 +192,14 @@ def test_paths_outside_cache_dir_refused(tmp_path, cache_dir):
 
 
 def test_absolute_path_with_label_studio_is_not_read_from_disk(make_server, cache_dir):
-    """With Label Studio configured, an absolute path outside CACHE_DIR goes to Label Studio
-    (which answers 404 here), never to the local disk."""
+    """With Label Studio configured, an absolute path outside CACHE_DIR is a Label Studio path:
+    never read from the local disk, and not requested either unless it is one of Label Studio's
+    file paths."""
     ls = make_server()
     fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY))
-    message = refused(lambda: fetcher.fetch("/etc/passwd", FIELD), 422)
-    assert "404" in message
-    assert [r["path"] for r in ls.requests] == ["/etc/passwd"]
+    message = refused(lambda: fetcher.fetch("/etc/passwd", FIELD), 400)
+    assert "/etc/passwd" in message and "file paths" in message
+    assert ls.connections == 0
 
 
 @pytest.mark.parametrize("url", ["", "   ", None, 42, ["a.png"]])
@@ -186,8 +207,8 @@ def test_not_a_url(cache_dir, url):
     refused(lambda: ImageFetcher(cache_dir).fetch(url, FIELD), 400)
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/image.png", "gs://bucket/image.png", "ftp://127.0.0.1/image.png",
-                                 "data:image/png;base64,iVBORw0KGgo=", "//127.0.0.1/image.png"])
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/image.png", "//127.0.0.1/image.png", "file://127.0.0.1/etc/passwd",
+                                 "gopher://127.0.0.1:70/x", "javascript:alert(1)"])
 def test_unsupported_scheme(cache_dir, url):
     message = refused(lambda: ImageFetcher(cache_dir, image_hosts=("*",)).fetch(url, FIELD), 400)
     assert "scheme" in message
@@ -263,7 +284,7 @@ def test_label_studio_presign_redirect_does_not_leak_the_token(make_server, cach
         return 303, {"Location": store.url + "/bucket/object.png"}, b""
 
     ls.routes[path] = presign
-    local = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY)).fetch(path, FIELD)
+    local = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY), image_hosts=(store.netloc,)).fetch(path, FIELD)
     assert local.digest == sha1(PNG)
     assert ls.requests[0]["path"] == path  # the query string reaches Label Studio
     assert "Authorization" not in store.requests[0]["headers"]
@@ -275,7 +296,7 @@ def test_label_studio_unreachable_is_a_request_error(cache_dir):
         port = probe.getsockname()[1]
     fetcher = ImageFetcher(cache_dir, LabelStudioAuth(f"http://127.0.0.1:{port}", KEY), timeout=2)
     message = refused(lambda: fetcher.fetch("/data/upload/1/image.png", FIELD), 422)
-    assert "ConnectionError" in message
+    assert "connection failed" in message
 
 
 # ---------------------------------------------------------------- Label Studio, personal access token
@@ -414,7 +435,7 @@ def test_image_hosts(make_server, cache_dir):
     assert images.requests == []  # nothing was requested from a refused host
 
     for hosts in ((images.netloc,), ("127.0.0.1",), ("*",), ("example.org", images.netloc)):
-        fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY), image_hosts=hosts)
+        fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY), image_hosts=hosts, block_private=False)
         assert fetcher.fetch(url, FIELD).digest == sha1(PNG), hosts
     assert len(images.requests) == 4
     # Label Studio's key is for Label Studio only
@@ -434,7 +455,7 @@ def test_image_host_case_insensitive(make_server, cache_dir):
 def test_changed_content_without_validators_gives_new_digest(make_server, cache_dir):
     server = make_server()
     server.routes["/img.png"] = static(PNG)
-    fetcher = ImageFetcher(cache_dir, image_hosts=("*",))
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK)
     first = fetcher.fetch(server.url + "/img.png", FIELD)
     server.routes["/img.png"] = static(PNG + b"v2")
     second = fetcher.fetch(server.url + "/img.png", FIELD)
@@ -443,7 +464,7 @@ def test_changed_content_without_validators_gives_new_digest(make_server, cache_
     assert first.path.read_bytes() == PNG, "a file handed to a request never changes under it"
     assert len(server.gets("/img.png")) == 2
     # another fetcher on the same CACHE_DIR (another worker) sees the same
-    assert ImageFetcher(cache_dir, image_hosts=("*",)).fetch(server.url + "/img.png", FIELD).digest == second.digest
+    assert ImageFetcher(cache_dir, image_hosts=LOOPBACK).fetch(server.url + "/img.png", FIELD).digest == second.digest
 
 
 class Versioned:
@@ -473,14 +494,14 @@ def test_revalidation_304_keeps_cached_file(make_server, cache_dir, use_etag):
     server = make_server()
     resource = Versioned(PNG, '"v1"', use_etag)
     server.routes["/img.png"] = resource
-    fetcher = ImageFetcher(cache_dir, image_hosts=("*",))
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK)
     url = server.url + "/img.png"
 
     first = fetcher.fetch(url, FIELD)
     stat = first.path.stat()
     second = fetcher.fetch(url, FIELD)
     assert (second.path, second.digest) == (first.path, first.digest) == (first.path, sha1(PNG))
-    assert (second.path.stat().st_ino, second.path.stat().st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    assert second.path.stat().st_ino == stat.st_ino, "the cached file was not written again"
     requests_made = server.gets("/img.png")
     assert len(requests_made) == 2 and resource.bodies_sent == 1
     conditional = requests_made[1]["headers"]
@@ -498,7 +519,7 @@ def test_revalidation_304_keeps_cached_file(make_server, cache_dir, use_etag):
 def test_revalidation_when_cached_file_was_deleted(make_server, cache_dir):
     server = make_server()
     server.routes["/img.png"] = Versioned(PNG, '"v1"')
-    fetcher = ImageFetcher(cache_dir, image_hosts=("*",))
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK)
     first = fetcher.fetch(server.url + "/img.png", FIELD)
     first.path.unlink()
     again = fetcher.fetch(server.url + "/img.png", FIELD)
@@ -513,7 +534,7 @@ def test_revalidation_when_cached_file_was_deleted(make_server, cache_dir):
 def test_http_error_is_422_naming_status(make_server, cache_dir, status):
     server = make_server()
     server.routes["/img.png"] = static(b"nope", status=status)
-    message = refused(lambda: ImageFetcher(cache_dir, image_hosts=("*",)).fetch(server.url + "/img.png", FIELD), 422)
+    message = refused(lambda: ImageFetcher(cache_dir, image_hosts=LOOPBACK).fetch(server.url + "/img.png", FIELD), 422)
     assert f"HTTP {status}" in message
     assert downloads(cache_dir) == []
 
@@ -526,9 +547,9 @@ def test_server_timeout_is_422(make_server, cache_dir):
         return 200, {}, PNG
 
     server.routes["/slow.png"] = slow
-    fetcher = ImageFetcher(cache_dir, image_hosts=("*",), timeout=0.3)
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, timeout=0.3)
     message = refused(lambda: fetcher.fetch(server.url + "/slow.png", FIELD), 422)
-    assert "Timeout" in message
+    assert "timed out" in message
 
 
 @pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "until-close"])
@@ -538,7 +559,7 @@ def test_body_larger_than_max_bytes(make_server, cache_dir, with_length):
     headers = {} if with_length else {"X-No-Length": "1"}
     server.routes["/big.png"] = static(big, headers)
     server.routes["/fits.png"] = static(big[:4096])
-    fetcher = ImageFetcher(cache_dir, image_hosts=("*",), max_bytes=4096)
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, max_bytes=4096)
 
     message = refused(lambda: fetcher.fetch(server.url + "/big.png", FIELD), 413)
     assert "4096" in message
@@ -552,7 +573,7 @@ def test_downloads_are_atomic_under_concurrency(make_server, cache_dir):
     server = make_server()
     body = os.urandom(2 * (1 << 20))
     server.routes["/img.png"] = static(body)
-    fetcher = ImageFetcher(cache_dir, image_hosts=("*",))
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK)
     results, errors = [], []
 
     def worker():
@@ -570,3 +591,445 @@ def test_downloads_are_atomic_under_concurrency(make_server, cache_dir):
     assert errors == []
     assert results == [(sha1(body), sha1(body))] * 6
     assert not [n for n in downloads(cache_dir) if n.startswith(".")]
+
+
+# ---------------------------------------------------------------- issue 11: the key never leaves Label Studio's host
+
+
+def capture_all(server: Server) -> Server:
+    """An attacker's host: answers everything, so any request that reaches it is visible."""
+    server.fallback = static(PNG)
+    return server
+
+
+@pytest.mark.parametrize("key", [KEY, PAT], ids=["legacy-token", "personal-access-token"])
+def test_finding_1_an_absolute_url_behind_a_slash_is_not_joined_onto_label_studio(make_server, cache_dir, key):
+    """"/http://HOST/steal.png" was joined by urljoin into http://HOST/steal.png, with the key."""
+    ls, capture = make_server(), capture_all(make_server())
+    TokenStandIn(ls)
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, key), image_hosts=(capture.netloc,))
+    for value in (f"/{capture.url}/steal.png", f"/{capture.netloc}/steal.png", f"//{capture.netloc}/steal.png",
+                  f"/data/upload/x/..//{capture.netloc}/steal.png"):
+        refused(lambda: fetcher.fetch(value, FIELD), 400)
+    assert capture.connections == 0 and ls.requests == []
+
+
+@pytest.mark.parametrize("key", [KEY, PAT], ids=["legacy-token", "personal-access-token"])
+def test_finding_2_a_backslash_cannot_split_the_host_check_from_the_request(make_server, cache_dir, key):
+    """urlsplit saw Label Studio's (or an allowed) host in http://ATTACKER\\@host/, urllib3 connected to ATTACKER."""
+    ls, capture = make_server(), capture_all(make_server())
+    TokenStandIn(ls)
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, key), image_hosts=("allowed.example",))
+    for value in (f"http://{capture.netloc}\\@{ls.netloc}/data/upload/1/x.png",
+                  f"http://{capture.netloc}\\@allowed.example/x.png",
+                  f"http://{capture.netloc}%5C@{ls.netloc}/data/upload/1/x.png",
+                  f"http://allowed.example@{capture.netloc}/x.png",
+                  f"http://user:pw@{ls.netloc}/data/upload/1/x.png",
+                  f"{ls.url}/data/upload/1/x.png\\..\\..\\api\\projects"):
+        message = refused(lambda: fetcher.fetch(value, FIELD), 400)
+        assert value[:20] in message or "is not" in message, message
+    assert capture.connections == 0 and ls.requests == []
+
+
+def test_finding_12_label_studio_paths_stay_under_its_file_paths(make_server, cache_dir):
+    """/data/upload/../../api/projects/ was normalised into an authenticated GET /api/projects/."""
+    ls = make_server()
+    ls.fallback = requires_token(b'[{"id": 1, "title": "secret project"}]')
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY))
+    for value in ("/data/upload/../../api/projects/", "/data/upload/%2e%2e/%2E%2E/api/projects/",
+                  "/data/upload/..%2f..%2fapi/projects/", "/data/local-files/../../api/projects/",
+                  "/api/projects/", "/api/projects/1/export?exportType=JSON", "/tasks/1/presign/../../api/users/",
+                  "/tasks/1/annotations/", "/data/upload/", "/storage-data/../api/projects/",
+                  f"{ls.url}/api/projects/", f"{ls.url}/data/upload/%2e%2e/%2e%2e/api/projects/"):
+        message = refused(lambda: fetcher.fetch(value, FIELD), 400)
+        assert "Label Studio" in message, message
+    assert ls.requests == []
+
+
+def test_label_studio_file_paths_are_requested_as_given(make_server, cache_dir):
+    """Uploads, local files, uploads in cloud storage and presign: with the key, query intact."""
+    ls = make_server()
+    paths = ["/data/upload/3/5f1e-my image ü.png", "/data/local-files/?d=images/sub%20dir/photo%20%C3%BC.png",
+             "/storage-data/uploaded/?filepath=upload/3/5f1e-scan.png", "/tasks/9/resolve/?fileuri=czM6Ly9iL2sucG5n"]
+    for number, path in enumerate(paths):
+        ls.routes[path.replace(" ", "%20").replace("ü", "%C3%BC")] = requires_token(PNG + bytes([number]))
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY))
+    for number, path in enumerate(paths):
+        local = fetcher.fetch(path, FIELD)
+        assert local.digest == sha1(PNG + bytes([number])), path
+        assert local.path.suffix == (".png" if "fileuri" not in path else "")
+    assert [r["path"] for r in ls.requests] == [
+        "/data/upload/3/5f1e-my%20image%20%C3%BC.png", "/data/local-files/?d=images/sub%20dir/photo%20%C3%BC.png",
+        "/storage-data/uploaded/?filepath=upload/3/5f1e-scan.png", "/tasks/9/resolve/?fileuri=czM6Ly9iL2sucG5n"]
+    assert all(r["headers"]["Authorization"] == f"Token {KEY}" for r in ls.requests)
+
+
+# ---------------------------------------------------------------- issue 8: cloud storage URIs through presign
+
+
+class PresignStandIn:
+    """Label Studio's /tasks/<id>/presign/ (TaskResolveStorageUri): with the key, a 303 to a
+    freshly signed object-store URL; the store accepts only the latest signature of a key."""
+
+    def __init__(self, ls: Server, store: Server, key: str = KEY):
+        self.ls, self.store, self.key = ls, store, key
+        self.objects: dict[str, bytes] = {}
+        self.signatures: dict[str, int] = {}
+        self.asked: list[tuple[int, str]] = []
+        ls.fallback = self.presign
+        store.fallback = self.serve
+
+    def presign(self, request):
+        parts = urlsplit(request["path"])
+        segments = parts.path.strip("/").split("/")
+        if len(segments) != 3 or segments[0] != "tasks" or segments[2] not in ("presign", "resolve"):
+            return 404, {}, b""
+        if request["headers"].get("Authorization") != f"Token {self.key}":
+            return 401, {}, b""
+        uri = base64.urlsafe_b64decode(parse_qs(parts.query)["fileuri"][0]).decode()
+        self.asked.append((int(segments[1]), uri))
+        scheme, _, rest = uri.partition("://")
+        if uri not in self.objects:
+            return 404, {}, b""
+        self.signatures[uri] = self.signatures.get(uri, 0) + 1
+        location = f"{self.store.url}/{scheme}/{quote(rest)}?X-Amz-Signature=sig{self.signatures[uri]}"
+        return 303, {"Location": location, "Cache-Control": "no-store, max-age=60"}, b""
+
+    def serve(self, request):
+        parts = urlsplit(request["path"])
+        scheme, _, rest = parts.path.lstrip("/").partition("/")
+        from urllib.parse import unquote
+        uri = f"{scheme}://{unquote(rest)}"
+        if uri not in self.objects or parse_qs(parts.query).get("X-Amz-Signature") != [f"sig{self.signatures[uri]}"]:
+            return 403, {}, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+        return 200, {"ETag": f'"{sha1(self.objects[uri])}"'}, self.objects[uri]
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/images/cat.png", "gs://bucket/a folder/ü ñ 猫.png",
+                                 "azure-blob://container/deep/path/scan 01.png"])
+def test_cloud_storage_uri_through_presign_without_the_key_at_the_store(make_server, cache_dir, uri):
+    ls, store = make_server(), make_server()
+    presign = PresignStandIn(ls, store)
+    presign.objects[uri] = PNG + uri.encode()
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY), image_hosts=(store.netloc,))
+
+    local = fetcher.fetch(uri, FIELD, task_id=42)
+    assert local.digest == sha1(PNG + uri.encode()) and local.path.read_bytes() == PNG + uri.encode()
+    assert local.path.suffix == ".png"
+    assert presign.asked == [(42, uri)]
+    assert all("Authorization" not in r["headers"] for r in store.requests)
+    assert all(r["headers"]["Authorization"] == f"Token {KEY}" for r in ls.requests)
+
+    # the first presigned URL has expired (the store refuses it): Label Studio is simply asked again,
+    # and the store's ETag makes the second download a 304 on the cached file
+    again = fetcher.fetch(uri, FIELD, task_id="42")
+    assert again.path == local.path and presign.asked == [(42, uri)] * 2
+    assert store.requests[-1]["headers"].get("If-None-Match") == f'"{sha1(PNG + uri.encode())}"'
+
+
+def test_cloud_storage_uri_needs_a_task_id_and_label_studio(make_server, cache_dir):
+    ls = make_server()
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY))
+    for task_id in (None, "", "abc", -1, 0, True, 1.5, [3]):
+        message = refused(lambda: fetcher.fetch("s3://bucket/a.png", FIELD, task_id=task_id), 400)
+        assert "task has no id" in message
+    message = refused(lambda: ImageFetcher(cache_dir).fetch("gs://bucket/a.png", FIELD, task_id=3), 400)
+    assert "LABEL_STUDIO_URL is not set" in message
+    assert ls.requests == []
+
+
+def test_cloud_storage_uri_unknown_to_label_studio_is_422(make_server, cache_dir):
+    ls, store = make_server(), make_server()
+    PresignStandIn(ls, store)
+    message = refused(lambda: ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY)).fetch(
+        "s3://nowhere/a.png", FIELD, task_id=1), 422)
+    assert "HTTP 404" in message and "s3://nowhere/a.png" in message
+
+
+def test_pipeline_passes_the_task_id_to_the_fetcher(make_server, tmp_path):
+    """Pipeline.run resolves a cloud task through /tasks/<the task's id>/presign/."""
+    import cv2
+    import numpy as np
+
+    from sam2plus.framestore import FrameStore
+    from sam2plus.params import ExtraParams
+    from sam2plus.pipeline import Pipeline
+    from tests.support.geometry_segmenter import ColorRegionSegmenter
+    from tests.support.scenes import DiscScene, label_config, rect_context
+
+    scene = DiscScene(320, 240, 160, 120, 50)
+    jpeg = scene.write(tmp_path / "scene.jpg").read_bytes()
+    ls, store = make_server(), make_server()
+    presign = PresignStandIn(ls, store)
+    presign.objects["s3://bucket/scene.jpg"] = jpeg
+    fetcher = ImageFetcher(tmp_path / "cache", LabelStudioAuth(ls.url, KEY), image_hosts=(store.netloc,))
+    pipeline = Pipeline(ColorRegionSegmenter(), fetcher, FrameStore(tmp_path / "frames", 1 << 26), 10 ** 8,
+                        tmp_path / "cache")
+    task = {"id": 17, "data": {"image": "s3://bucket/scene.jpg"}}
+    prediction = pipeline.run(task, rect_context(scene.box(), 320, 240), label_config(), ExtraParams())
+    assert presign.asked == [(17, "s3://bucket/scene.jpg")]
+    assert prediction.regions and prediction.frame_map.image_size == (320, 240)
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+
+
+# ---------------------------------------------------------------- redirects
+
+
+def redirect(location, status=302):
+    return lambda request: (status, {"Location": location}, b"")
+
+
+def test_image_host_redirects_only_to_image_hosts(make_server, cache_dir):
+    images, other = make_server(), capture_all(make_server())
+    images.routes["/ok.png"] = redirect("/real.png")
+    images.routes["/real.png"] = static(PNG)
+    images.routes["/away.png"] = redirect(f"{other.url}/x.png", 301)
+    fetcher = ImageFetcher(cache_dir, image_hosts=(images.netloc,))
+
+    assert fetcher.fetch(images.url + "/ok.png", FIELD).digest == sha1(PNG)  # a relative Location
+    message = refused(lambda: fetcher.fetch(images.url + "/away.png", FIELD), 400)
+    assert f"{images.url}/away.png" in message and f"127.0.0.1:{other.port}" in message and "IMAGE_HOSTS" in message
+    assert other.connections == 0
+    both = ImageFetcher(cache_dir, image_hosts=(images.netloc, other.netloc))
+    assert both.fetch(images.url + "/away.png", FIELD).digest == sha1(PNG)
+
+
+def test_label_studio_redirects_follow_anywhere_without_the_key(make_server, cache_dir):
+    ls, elsewhere = make_server(), make_server()
+    elsewhere.fallback = static(PNG)
+    ls.routes["/data/local-files/"] = redirect(f"{elsewhere.url}/object.png?sig=1", 307)
+    ls.routes["/data/upload/1/moved.png"] = redirect("/storage-data/uploaded/?filepath=upload/1/moved.png")
+    ls.routes["/storage-data/uploaded/"] = requires_token(PNG + b"moved")
+    ls.routes["/data/upload/1/sneaky.png"] = redirect("/api/projects/")
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY), image_hosts=(elsewhere.netloc,))
+
+    assert fetcher.fetch("/data/local-files/?d=a.png", FIELD).digest == sha1(PNG)
+    assert "Authorization" not in elsewhere.requests[0]["headers"]
+    # back onto Label Studio's own file paths: the key goes along
+    assert fetcher.fetch("/data/upload/1/moved.png", FIELD).digest == sha1(PNG + b"moved")
+    # but not to the rest of its API
+    message = refused(lambda: fetcher.fetch("/data/upload/1/sneaky.png", FIELD), 400)
+    assert "/api/projects/" in message
+    assert not [r for r in ls.requests if r["path"].startswith("/api/")]
+
+
+def test_redirect_loops_stop_after_a_few_hops(make_server, cache_dir):
+    images = make_server()
+    images.routes["/loop.png"] = redirect("/loop.png")
+    message = refused(lambda: ImageFetcher(cache_dir, image_hosts=LOOPBACK).fetch(images.url + "/loop.png", FIELD),
+                      422)
+    assert "redirects" in message
+    assert 2 <= len(images.requests) <= 10
+
+
+@pytest.mark.parametrize("location", ["http://a\\@127.0.0.1/x", "http://127.0.0.1\r\nX-Injected: 1/x",
+                                      "ftp://127.0.0.1/x.png", "http://user:pw@127.0.0.1/x.png"])
+def test_malformed_redirects_are_refused(make_server, cache_dir, location):
+    images = make_server()
+    images.routes["/x.png"] = lambda request: (302, {"Location": location.replace("\r\n", "%0D%0A")}, b"")
+    if "\r\n" in location:  # http.server refuses to send raw CR/LF: smuggle a tab instead
+        images.routes["/x.png"] = lambda request: (302, {"Location": "http://127.0.0.1/\tx"}, b"")
+    fetcher = ImageFetcher(cache_dir, image_hosts=("*",), block_private=False)
+    refused(lambda: fetcher.fetch(images.url + "/x.png", FIELD), 400)
+    assert len(images.requests) == 1
+
+
+# ---------------------------------------------------------------- private addresses
+
+
+def test_private_addresses_blocked_on_the_resolved_address(make_server, cache_dir):
+    """`localhost` is not 127.0.0.1 by name, but resolves to it: refused unless named."""
+    images = capture_all(make_server())
+    url = f"http://localhost:{images.port}/a.png"
+    for hosts in (("*",), ("127.0.0.1:1",)):
+        fetcher = ImageFetcher(cache_dir, image_hosts=hosts + ("*",))
+        message = refused(lambda: fetcher.fetch(url, FIELD), 400)
+        assert "localhost" in message and "not a public address" in message and "IMAGE_HOSTS" in message
+    message = refused(lambda: ImageFetcher(cache_dir, image_hosts=("*",)).fetch(images.url + "/a.png", FIELD), 400)
+    assert "127.0.0.1" in message
+    assert images.connections == 0, "the check comes before connecting"
+
+    for hosts, block in (((f"localhost:{images.port}",), True), (("localhost",), True), (("*",), False)):
+        fetcher = ImageFetcher(cache_dir, image_hosts=hosts, block_private=block)
+        assert fetcher.fetch(url, FIELD).digest == sha1(PNG), hosts
+    assert images.connections >= 3
+
+
+def test_label_studio_redirect_to_a_private_address_is_refused_unless_named(make_server, cache_dir):
+    """Presigned URLs may go anywhere, but not to loopback/private addresses nobody named."""
+    ls, store = make_server(), make_server()
+    presign = PresignStandIn(ls, store)
+    presign.objects["s3://bucket/a.png"] = PNG
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY))  # Label Studio itself is named
+    message = refused(lambda: fetcher.fetch("s3://bucket/a.png", FIELD, task_id=1), 400)
+    assert "127.0.0.1" in message and "not a public address" in message
+    assert store.connections == 0
+    # another port of Label Studio's host is not Label Studio
+    assert ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY), image_hosts=(store.netloc,)).fetch(
+        "s3://bucket/a.png", FIELD, task_id=1).digest == sha1(PNG)
+
+
+def test_public_addresses_are_connected_to(monkeypatch, make_server, cache_dir):
+    """The check lets public addresses through: a name made to resolve to a public address
+    (here 203.0.113.7, which this machine cannot reach) fails to connect, it is not refused."""
+    import socket as sockets
+
+    real = sockets.getaddrinfo
+
+    def fake(host, *args, **kwargs):
+        if host == "images.example":
+            return [(sockets.AF_INET, sockets.SOCK_STREAM, 6, "", ("8.8.8.8", 80))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(sockets, "getaddrinfo", fake)
+    from sam2plus import transport
+    connected = []
+    monkeypatch.setattr(transport, "create_connection",
+                        lambda address, *args, **kwargs: connected.append(address) or (_ for _ in ()).throw(
+                            ConnectionRefusedError("not here")))
+    fetcher = ImageFetcher(cache_dir, image_hosts=("*",))
+    message = refused(lambda: fetcher.fetch("http://images.example/a.png", FIELD), 422)
+    assert "connection failed" in message
+    assert connected == [("8.8.8.8", 80)], "it connects to the checked address, not to a new resolution"
+
+
+# ---------------------------------------------------------------- data: URLs
+
+
+def data_url(body: bytes, media_type="image/png") -> str:
+    return f"data:{media_type};base64,{base64.b64encode(body).decode()}"
+
+
+def test_data_url_is_stored_by_content(cache_dir):
+    fetcher = ImageFetcher(cache_dir)
+    local = fetcher.fetch(data_url(PNG), FIELD)
+    assert local.digest == sha1(PNG) and local.path.read_bytes() == PNG
+    assert local.path.parent == cache_dir / "downloads" and local.path.suffix == ".png"
+    wrapped = "data:image/png;base64," + "\n".join(base64.encodebytes(PNG).decode().split())
+    again = fetcher.fetch(wrapped, FIELD)
+    assert again.path == local.path and again.path.stat().st_ino == local.path.stat().st_ino
+    assert fetcher.fetch(data_url(PNG, "image/jpeg"), FIELD).path.suffix in (".jpg", ".jpeg")
+
+
+@pytest.mark.parametrize("value, status, words", [
+    ("data:image/png;base64,!!!!", 400, "base64"),
+    ("data:image/png;base64,iVBORw0KGgo", 400, "base64"),
+    ("data:text/html;base64,PGgxPmhpPC9oMT4=", 400, "data:image"),
+    ("data:image/png,rawbytes", 400, "data:image"),
+    ("data:image/png;base64", 400, "data:image"),
+    ("data:image/png;base64,", 400, "empty"),
+])
+def test_bad_data_urls(cache_dir, value, status, words):
+    message = refused(lambda: ImageFetcher(cache_dir).fetch(value, FIELD), status)
+    assert words in message
+    assert downloads(cache_dir) == []
+
+
+def test_data_url_bounded_by_max_image_bytes(cache_dir):
+    fetcher = ImageFetcher(cache_dir, max_bytes=len(PNG))
+    assert fetcher.fetch(data_url(PNG), FIELD).digest == sha1(PNG)  # exactly the limit
+    message = refused(lambda: fetcher.fetch(data_url(PNG + b"!"), FIELD), 413)
+    assert f"MAX_IMAGE_BYTES={len(PNG)}" in message
+
+
+def test_data_url_image_bounded_by_the_pixel_limit(tmp_path):
+    """Through the pipeline: the decoded image's header is checked against MAX_IMAGE_PIXELS."""
+    from sam2plus.framestore import FrameStore
+    from sam2plus.params import ExtraParams
+    from sam2plus.pipeline import Pipeline
+    from tests.support.geometry_segmenter import ColorRegionSegmenter
+    from tests.support.scenes import DiscScene, label_config, rect_context
+
+    scene = DiscScene(400, 300, 200, 150, 60)
+    image = data_url(scene.write(tmp_path / "scene.jpg").read_bytes(), "image/jpeg")
+    task = {"id": 1, "data": {"image": image}}
+
+    def run(max_pixels):
+        pipeline = Pipeline(ColorRegionSegmenter(), ImageFetcher(tmp_path / "cache"),
+                            FrameStore(tmp_path / "frames", 1 << 26), max_pixels, tmp_path / "cache")
+        return pipeline.run(task, rect_context(scene.box(), 400, 300), label_config(), ExtraParams())
+
+    assert run(400 * 300).regions
+    with pytest.raises(RequestError) as caught:
+        run(400 * 300 - 1)
+    assert caught.value.status == 413 and caught.value.field == "tasks[0].data.image"
+    assert "MAX_IMAGE_PIXELS" in str(caught.value)
+
+
+# ---------------------------------------------------------------- the download cache bound
+
+
+def serve_files(server: Server, count: int, size: int) -> list[bytes]:
+    bodies = [bytes([n]) * size for n in range(count)]
+    for n, body in enumerate(bodies):
+        server.routes[f"/{n}.png"] = static(body)
+    return bodies
+
+
+def content_files(cache_dir: Path) -> list[str]:
+    return [name for name in downloads(cache_dir) if name.endswith(".png")]
+
+
+def test_download_cache_keeps_within_its_bound_least_recently_used_first(make_server, cache_dir):
+    server = make_server()
+    size = 64 << 10
+    bodies = serve_files(server, 5, size)
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, cache_bytes=3 * size + 4096)
+    for n in range(3):
+        fetcher.fetch(f"{server.url}/{n}.png", FIELD).release()
+        time.sleep(0.01)
+    fetcher.fetch(f"{server.url}/0.png", FIELD).release()  # 0 is used again: 1 is now the oldest
+    fetcher.fetch(f"{server.url}/3.png", FIELD).release()
+    assert sorted(content_files(cache_dir)) == sorted(f"{sha1(bodies[n])}.png" for n in (0, 2, 3))
+    assert fetcher.downloads.size() <= 3 * size + 4096
+
+
+def test_a_file_in_use_is_never_evicted(make_server, cache_dir):
+    server = make_server()
+    size = 64 << 10
+    bodies = serve_files(server, 4, size)
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, cache_bytes=size + 1024)
+    with fetcher.fetch(f"{server.url}/0.png", FIELD) as held:
+        for n in (1, 2, 3):
+            fetcher.fetch(f"{server.url}/{n}.png", FIELD).release()
+            assert held.path.read_bytes() == bodies[0], "the file a request holds is still there"
+    fetcher.fetch(f"{server.url}/1.png", FIELD).release()
+    assert not held.path.exists(), "released, it is evicted like any other"
+
+
+def hold_download(cache_dir: str, url: str, cache_bytes: int, ready, release, result) -> None:
+    """Another worker: fetch `url`, report its path, keep using it until told, then report
+    whether it was still whole."""
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, cache_bytes=cache_bytes)
+    local = fetcher.fetch(url, FIELD)
+    ready.put(str(local.path))
+    release.wait(60)
+    result.put(sha1(local.path.read_bytes()) == local.digest)
+
+
+def test_eviction_across_two_processes_skips_what_the_other_holds(make_server, cache_dir):
+    server = make_server()
+    size = 64 << 10
+    bodies = serve_files(server, 6, size)
+    bound = 2 * size + 4096
+    context = multiprocessing.get_context("spawn")
+    ready, result, release = context.Queue(), context.Queue(), context.Event()
+    other = context.Process(target=hold_download,
+                            args=(str(cache_dir), f"{server.url}/0.png", bound, ready, release, result))
+    other.start()
+    try:
+        held = Path(ready.get(timeout=60))
+        fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, cache_bytes=bound)
+        for n in (1, 2, 3, 4):
+            fetcher.fetch(f"{server.url}/{n}.png", FIELD).release()
+            assert held.exists(), f"evicted while the other process held it (after file {n})"
+        release.set()
+        assert result.get(timeout=60) is True
+    finally:
+        release.set()
+        other.join(60)
+    assert other.exitcode == 0
+    fetcher.fetch(f"{server.url}/5.png", FIELD).release()
+    assert not held.exists(), "once the other process let go, the oldest file went"
+    assert f"{sha1(bodies[5])}.png" in content_files(cache_dir)
+    assert fetcher.downloads.size() <= bound

@@ -1,0 +1,89 @@
+"""The HTTP client of every fetch: urllib3 pools that request one `urls.Target` at a time.
+
+No redirect is followed here and no environment is read (proxies, .netrc, cookies): the caller
+asks `urls.UrlPolicy` about each hop. A Target with `public_only` goes through pools whose
+connections resolve the host once, refuse it when any of its addresses is loopback, private,
+link-local or otherwise not public, and connect to exactly the addresses checked, so a name
+that resolves (or re-resolves) to 127.0.0.1 is caught on the address actually connected to.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import certifi
+from urllib3 import HTTPConnectionPool, HTTPResponse, HTTPSConnectionPool, PoolManager, Timeout
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family, create_connection
+
+from .urls import Target, is_public_address
+
+__all__ = ["HttpClient", "PrivateAddressError"]
+
+
+class PrivateAddressError(Exception):
+    """A host outside LABEL_STUDIO_URL and IMAGE_HOSTS resolved to a non-public address."""
+
+    def __init__(self, host: str, address: str):
+        super().__init__(f"{host} resolves to {address}")
+        self.host = host
+        self.address = address
+
+
+def _connect_public(conn: HTTPConnection) -> socket.socket:
+    """urllib3's HTTPConnection._new_conn, connecting only to checked public addresses."""
+    host = conn._dns_host.strip("[]")
+    try:
+        records = socket.getaddrinfo(host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    addresses = list(dict.fromkeys(record[4][0] for record in records))
+    for address in addresses:  # a name with several records is refused if any is not public
+        if not is_public_address(address):
+            raise PrivateAddressError(conn.host, address)
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return create_connection((address, conn.port), conn.timeout, source_address=conn.source_address,
+                                     socket_options=conn.socket_options)
+        except socket.timeout as exc:
+            raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out") from exc
+        except OSError as exc:
+            error = exc
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
+
+
+class _PublicHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _connect_public(self)
+
+
+class _PublicHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _connect_public(self)
+
+
+class _PublicHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _PublicHTTPConnection
+
+
+class _PublicHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _PublicHTTPSConnection
+
+
+class HttpClient:
+    """GET and POST of single Targets; thread-safe (urllib3 pools), shared by a process's threads."""
+
+    def __init__(self, timeout: float = 60.0):
+        self.timeout = Timeout(connect=timeout, read=timeout)
+        self._named = PoolManager(num_pools=8, maxsize=8, ca_certs=certifi.where())
+        self._public = PoolManager(num_pools=16, maxsize=8, ca_certs=certifi.where())
+        self._public.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
+
+    def request(self, method: str, target: Target, headers: dict[str, str], body: bytes | None = None) -> HTTPResponse:
+        """One request, streamed (read it with `.stream()`, then `.release_conn()`); urllib3 and
+        PrivateAddressError exceptions propagate."""
+        pools = self._public if target.public_only else self._named
+        return pools.urlopen(method, target.url, body=body, headers={"Accept-Encoding": "identity", **headers},
+                             redirect=False, retries=False, preload_content=False, timeout=self.timeout)
