@@ -34,10 +34,17 @@ def regions(mask: Mask, frame_map: FrameMap, fmt: ReturnFormat, control: OutputC
 
 
 def polygons(mask: Mask, fmt: ReturnFormat) -> list[np.ndarray]:
-    """One simplified outer ring per blob, as (N, 2) continuous patch coordinates."""
-    contours, _ = cv2.findContours(mask.bits.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    """One simplified outer ring per 8-connected blob, largest blob first, as (N, 2) continuous patch coordinates."""
+    bits = mask.bits.astype(np.uint8)
+    contours, _ = cv2.findContours(bits, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    labels, stats = _blobs(bits)
+
+    def area(contour: np.ndarray) -> int:  # the pixel area of the blob this outer contour bounds
+        x, y = contour[0, 0]
+        return int(stats[labels[y, x], cv2.CC_STAT_AREA])
+
     rings = []
-    for contour in contours:
+    for contour in sorted(contours, key=area, reverse=True):
         ring = simplify(contour, fmt.epsilon, fmt.max_points)
         if len(ring) >= 3:
             rings.append(ring.reshape(-1, 2).astype(np.float64) + (mask.x + 0.5, mask.y + 0.5))
@@ -65,10 +72,16 @@ def simplify(contour: np.ndarray, epsilon: float, max_points: int) -> np.ndarray
 
 def component_boxes(mask: Mask) -> list[tuple[int, int, int, int]]:
     """The (x0, y0, x1, y1) patch-pixel box of each 8-connected blob, largest first."""
-    _, _, stats, _ = cv2.connectedComponentsWithStats(mask.bits.astype(np.uint8), connectivity=8)
-    order = np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1
+    _, stats = _blobs(mask.bits.astype(np.uint8))
+    order = np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable") + 1
     return [(mask.x + int(stats[i, 0]), mask.y + int(stats[i, 1]),
              mask.x + int(stats[i, 0] + stats[i, 2]), mask.y + int(stats[i, 1] + stats[i, 3])) for i in order]
+
+
+def _blobs(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8-connected blobs of a 0/1 image: the label of every pixel, and each label's stats (0: background)."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(bits, connectivity=8)
+    return labels, stats
 
 
 def _percent(frame_map: FrameMap, patch_xy: np.ndarray) -> np.ndarray:

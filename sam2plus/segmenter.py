@@ -18,7 +18,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -83,12 +82,44 @@ def resolve_device(device: str) -> str:
     return device
 
 
+INPUT_BAND_BYTES = 16 << 20  # how much of the patch to_model_input copies at a time
+
+
 def to_model_input(patch: np.ndarray, size: int) -> np.ndarray:
-    """The patch resized to SAM2's square input, as SAM2's own transform would (area for shrinking)."""
-    if patch.shape[:2] == (size, size):
+    """The patch (H x W x 3 uint8) resized to SAM2's square `size` x `size` input (uint8), the way SAM2 resizes.
+
+    SAM2's own `SAM2Transforms` runs torchvision's `Resize` (bilinear, antialiased, half-pixel
+    centres) on the patch as a float tensor. This is the same torch resampling run on uint8, so
+    the input SAM2 sees differs from its own transform's only by rounding: at most 1.5 grey levels
+    (tests/regular/test_segmenter.py compares the two), and SAM2's transform then finds the size
+    already right. It is done here, not by SAM2, so that a big patch (a 100-megapixel frame when
+    the whole frame is segmented) never becomes a float tensor (1.2 GB): the width is resized in
+    bands of rows, copying at most INPUT_BAND_BYTES of the patch at a time, then the height.
+    Resizing in bands gives the same result as one torch call: torch resizes the width, then the height.
+    """
+    height, width = patch.shape[:2]
+    if (height, width) == (size, size):
         return np.ascontiguousarray(patch)
-    shrinking = patch.shape[0] * patch.shape[1] > size * size
-    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    rows = patch
+    if width != size:
+        rows = np.empty((height, size, 3), np.uint8)
+        band = max(1, INPUT_BAND_BYTES // (width * 3))
+        for top in range(0, height, band):
+            part = np.array(patch[top:top + band])  # contiguous and writable, as torch wants it
+            rows[top:top + len(part)] = _resize_uint8(part, len(part), size)
+    elif not patch.flags.c_contiguous or not patch.flags.writeable:
+        rows = np.array(patch)  # already `size` wide: a copy of at most size x H pixels
+    if height != size:
+        rows = _resize_uint8(rows, size, size)
+    return np.ascontiguousarray(rows)
+
+
+def _resize_uint8(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """torch's antialiased bilinear resize (what torchvision's Resize runs) of a contiguous H x W x 3 uint8 image."""
+    source = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
+    resized = torch.nn.functional.interpolate(source, size=(height, width), mode="bilinear", align_corners=False,
+                                              antialias=True)
+    return resized[0].permute(1, 2, 0).numpy()
 
 
 class EmbeddingCache:

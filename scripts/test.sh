@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
 # Install everything (scripts/install.sh) and run the whole test suite, slow end-to-end tests
 # included. Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/regular`.
+# Tests write only into their temporary folders: a file of the repository created or changed
+# while they ran (ignored paths such as vols/ or probe_out/ included, Python's own caches
+# excepted) fails the run, even when pytest passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 bash scripts/install-chromium.sh || echo "test.sh: no Chromium, so tests/browser will fail (README: Browser tests)" >&2
 if [ "$#" -eq 0 ]; then set -- tests; fi
-exec .venv/bin/python -m pytest "$@"
+started=$(mktemp)
+trap 'rm -f "$started"' EXIT
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+written=$(find . \( -path ./.git -o -path ./.venv -o -name __pycache__ -o -name .pytest_cache -o -name '*.egg-info' \) \
+  -prune -o ! -type d -newer "$started" -print)
+if [ -n "$written" ]; then
+  echo "scripts/test.sh: the tests wrote into the repository (only their temporary folders are theirs):" >&2
+  echo "$written" >&2
+  status=1
+fi
+exit "$status"

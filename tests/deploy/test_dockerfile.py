@@ -6,7 +6,6 @@ are run as the image would run them, against a stand-in `_wsgi:app`.
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import dockerfile
 import pytest
+
+from tests.support.servers import stop
 
 REPO = Path(__file__).resolve().parents[2]
 INSTRUCTIONS = dockerfile.parse_file(str(REPO / "Dockerfile"))
@@ -159,15 +160,18 @@ def test_start_command_serves_the_app_and_the_healthcheck_follows_it(tmp_path, f
     environment = {"PATH": f"{bindir}:{os.environ['PATH']}", "HOME": str(tmp_path),
                    "PORT": str(free_port), "WORKERS": "2", "THREADS": "3"}
     server = subprocess.Popen(list(instruction("CMD").value), cwd=tmp_path, env=environment,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while healthcheck(environment) != 0:
             assert server.poll() is None, "gunicorn exited"
             assert time.monotonic() < deadline, "never healthy"
             time.sleep(0.2)
-        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-        assert len(children) == 2  # WORKERS
+        # gunicorn serves once its first worker is up; the second may still be on its way.
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+        while len(children.read_text().split()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(children.read_text().split()) == 2  # WORKERS
         connection = HTTPConnection("127.0.0.1", free_port, timeout=5)
         connection.request("GET", "/info")
         assert json.loads(connection.getresponse().read()) == {"multithread": True}  # THREADS > 1
@@ -175,7 +179,6 @@ def test_start_command_serves_the_app_and_the_healthcheck_follows_it(tmp_path, f
         (tmp_path / "unhealthy").touch()
         assert healthcheck(environment) != 0
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)  # SIGTERM to gunicorn and its workers, SIGKILL if they linger
     (tmp_path / "unhealthy").unlink()
     assert healthcheck(environment) != 0  # nothing listens any more

@@ -226,11 +226,16 @@ def test_cli_stopped_mid_transfer_leaves_no_partial_file(tmp_path, mirror):
     mirror.announced["sam2.1_hiera_tiny.pt"] = size
     mirror.modes["sam2.1_hiera_tiny.pt"] = "stall"
     proc = run_cli(tmp_path, "sam2.1_hiera_tiny.pt", base_url=mirror.url, background=True)
-    part = tmp_path / "sam2.1_hiera_tiny.pt.part"
-    deadline = time.monotonic() + 20
-    while not part.exists() and time.monotonic() < deadline:  # created once the headers arrived
-        time.sleep(0.05)
-    assert part.exists(), "the download never started"
-    proc.send_signal(signal.SIGTERM)  # what `docker stop` sends
-    assert proc.wait(timeout=20) == 143
+    try:
+        part = tmp_path / "sam2.1_hiera_tiny.pt.part"
+        deadline = time.monotonic() + 20
+        while not part.exists() and time.monotonic() < deadline:  # created once the headers arrived
+            time.sleep(0.05)
+        assert part.exists(), "the download never started"
+        proc.send_signal(signal.SIGTERM)  # what `docker stop` sends
+        assert proc.wait(timeout=20) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert leftovers(tmp_path) == []

@@ -27,6 +27,7 @@ from label_studio_sdk.converter.brush import decode_rle
 from tests.e2e.conftest import IMAGE_SIZE, free_port, sam2plus_backend
 from tests.e2e.ls import (HTTP_ERROR, STANDARD_REASONS, LabelStudioAPI, context, keypoint_region,
                           label_config, rectangle_region)
+from tests.support.regions import require_some
 
 pytestmark = pytest.mark.slow
 
@@ -68,11 +69,6 @@ def regions_of(answer: dict) -> list[dict]:
     data = answer["data"]
     assert isinstance(data, dict) and isinstance(data.get("result"), list), answer
     return data["result"]
-
-
-def require_some(per_prompt: list[list[dict]]) -> None:
-    assert any(per_prompt), ("every prompt came back with zero regions; with untrained weights a single empty "
-                             "answer is possible, all of them is not plausible")
 
 
 def check_common(region: dict, kind: str) -> dict:

@@ -3,7 +3,9 @@
 The fast tests run the probe in-process around the `ColorRegionSegmenter` test double (through
 the backend's own app, as --local does). The slow ones start gunicorn with untrained hiera-t on
 CPU and run the installed `sam2plus-probe` command: they check the protocol, the files and the
-messages, never the quality of a mask.
+messages, never the quality of a mask. Where they check returned regions they also send further
+prompts and require that some prompt got regions (tests/support/regions.py): a backend that
+answers nothing fails.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sam2plus.params import parse_extra_params
 from sam2plus.prompts import parse_prompt as backend_parse_prompt
 from sam2plus.segmenter import SegmentOutput
 from tests.support.geometry_segmenter import ColorRegionSegmenter
+from tests.support.regions import require_some
 from tests.support.scenes import DiscScene, brush_mask
 from tests.support.servers import ROOT, gunicorn_backend
 
@@ -407,8 +410,8 @@ def test_a_refusal_of_the_backend_is_reported_with_its_message(tmp_path):
     assert (tmp_path / "rec" / "request.json").is_file(), "the refused request is still recorded"
 
 
-def test_the_cli_reports_usage_errors_on_stderr_with_exit_code_2(capsys):
-    assert cli.main(["--prompt", '{"type": "KeyPoint", "geometry": [1, 2, 3, 4]}']) == USAGE
+def test_the_cli_reports_usage_errors_on_stderr_with_exit_code_2(tmp_path, capsys):
+    assert cli.main(["--prompt", '{"type": "KeyPoint", "geometry": [1, 2, 3, 4]}', "--cache-dir", str(tmp_path)]) == USAGE
     captured = capsys.readouterr()
     assert captured.out == "" and "sam2plus-probe: prompt.geometry: must be [x, y]" in captured.err
 
@@ -424,7 +427,7 @@ def test_the_cli_says_when_the_backend_cannot_be_reached(tmp_path, capsys):
 def backend(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe-backend")
     env = {"CACHE_DIR": str(root / "cache"), "MODEL_DIR": str(root / "models"), "ARTIFACTS": "request"}
-    with gunicorn_backend(env, workers=1, threads=2) as url:
+    with gunicorn_backend(env, workers=1, threads=2, log_dir=root) as url:
         yield url, root / "cache"
 
 
@@ -442,6 +445,17 @@ def answer_of(done: subprocess.CompletedProcess) -> dict:
     return answer
 
 
+# Further prompts in relative geometry (any image): a rectangle and a click away from the configs' prompts.
+MORE_PROMPTS = [{"type": "RectangleLabel", "label": "tooth", "geometry": [0.3, 0.6, 0.1, 0.12]},
+                {"type": "KeyPointLabel", "label": "tooth", "geometry": [0.62, 0.55]}]
+
+
+def more_answers(url, cache, image, extra_params) -> list[list[dict]]:
+    """The regions answered to MORE_PROMPTS on `image` with the `extra_params` file, one list per prompt."""
+    return [answer_of(probe(image, "--prompt", json.dumps(prompt), "--extra-params", extra_params, "--url", url,
+                            "--cache-dir", cache))["results"][0]["result"] for prompt in MORE_PROMPTS]
+
+
 @pytest.mark.slow
 def test_cli_rectangle_with_polygon_extra_params_fills_every_folder(backend, tmp_path):
     url, cache = backend
@@ -451,9 +465,14 @@ def test_cli_rectangle_with_polygon_extra_params_fills_every_folder(backend, tmp
                       "request_record: rec/${name}\nintermediates: mid/${name}\noutput: out/${name}\n"
                       "output_imgs: out/${name}\n")
     answer = answer_of(probe("--config", config, "--url", url, "--cache-dir", cache))
-    for region in answer["results"][0]["result"]:
+    per_prompt = [answer["results"][0]["result"],
+                  *more_answers(url, cache, EXAMPLE_IMAGE, EXAMPLES / "02-extra_params" / "basic-polygon.json")]
+    require_some(per_prompt)
+    for region in (region for regions in per_prompt for region in regions):
         assert region["type"] == "polygonlabels" and region["value"]["polygonlabels"] == ["tooth"]
         assert (region["original_width"], region["original_height"]) == (3000, 2000)
+        points = np.array(region["value"]["points"])
+        assert 3 <= len(points) <= 100 and ((points >= 0) & (points <= 100)).all()
     assert not list(tmp_path.rglob("*${name}*")), "${name} is expanded"
     record, middle, out = tmp_path / "rec" / "teeth-polygon", tmp_path / "mid" / "teeth-polygon", tmp_path / "out" / "teeth-polygon"
     assert {"input.jpg", "request.json"} <= {p.name for p in record.iterdir()}
@@ -478,10 +497,13 @@ def test_cli_keypoints_with_brush_extra_params(backend, tmp_path):
                              f"--request-record={tmp_path}/rec/${{name}}", f"--intermediates={tmp_path}/mid",
                              "-o", tmp_path / "out", f"--output-imgs={tmp_path}/imgs",
                              "--probe-fullframe-artifact-resize", "0.1"))
-    regions = answer["results"][0]["result"]
-    assert len(regions) <= 1
-    for region in regions:
-        assert region["type"] == "brushlabels" and brush_mask(region).shape == (2000, 3000)
+    per_prompt = [answer["results"][0]["result"],
+                  *more_answers(url, cache, EXAMPLE_IMAGE, EXAMPLES / "02-extra_params" / "basic-rle.json")]
+    require_some(per_prompt)
+    for regions in per_prompt:
+        assert len(regions) <= 1, "one brush region carries every blob"
+        for region in regions:
+            assert region["type"] == "brushlabels" and brush_mask(region).shape == (2000, 3000)
     sent = json.loads((tmp_path / "rec" / "kp" / "request.json").read_text())
     context = sent["predict"]["params"]["context"]["result"]
     assert [r["is_positive"] for r in context] == [True, True, False] and sent["predict"]["project"] == "sam2plus-probe-kp"
@@ -494,12 +516,18 @@ def test_cli_keypoints_with_brush_extra_params(backend, tmp_path):
 @pytest.mark.parametrize("name", ["ichthyo-rle", "ichthyo-polygon", "ichthyo-keypoint-rle"])
 def test_cli_runs_each_bundled_config(backend, tmp_path, name):
     url, cache = backend
-    answer = answer_of(probe("--config", EXAMPLES / "00-probe_configs" / f"{name}.yaml", "--url", url,
+    config = EXAMPLES / "00-probe_configs" / f"{name}.yaml"
+    answer = answer_of(probe("--config", config, "--url", url,
                              "--cache-dir", cache, f"--request-record={tmp_path}/${{name}}",
                              f"--intermediates={tmp_path}/${{name}}", f"--output={tmp_path}/${{name}}",
                              f"--output-imgs={tmp_path}/${{name}}"))
+    options = load_options(["--config", str(config)])
+    per_prompt = [answer["results"][0]["result"], *more_answers(url, cache, options.image, options.extra_params_source)]
+    require_some(per_prompt)
     expected = "polygonlabels" if "polygon" in name else "brushlabels"
-    assert all(region["type"] == expected for region in answer["results"][0]["result"])
+    for region in (region for regions in per_prompt for region in regions):
+        assert region["type"] == expected and region["value"][expected] in (["ichthyolith"], ["tooth"])
+        assert (region["original_width"], region["original_height"]) == (3000, 2000)
     assert {"input.jpg", "prediction.json", "fullframe_prediction.jpg", "patch.jpg"} <= {
         p.name for p in (tmp_path / name).iterdir()}
 

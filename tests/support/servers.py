@@ -50,8 +50,10 @@ def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float, wha
 
 
 def stop(process: subprocess.Popen) -> None:
-    """Stop a process started in its own session, with its children."""
+    """Stop a process started in its own session, with its children (also when the leader is gone)."""
     if process.poll() is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # workers a dead gunicorn master left behind
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
@@ -71,23 +73,31 @@ def start_logged(command: list[str], env: dict, log: Path) -> subprocess.Popen:
 
 
 @contextlib.contextmanager
-def gunicorn_backend(env: dict, workers: int = 1, threads: int = 8, timeout: float = 240):
+def gunicorn_backend(env: dict, workers: int = 1, threads: int = 8, timeout: float = 240,
+                     log_dir: Path | None = None):
     """Start `gunicorn _wsgi:app` (untrained hiera-t on CPU unless `env` says otherwise); yields its URL.
 
-    `env` overrides this process's environment; an empty value unsets a backend setting.
+    `env` overrides this process's environment; an empty value unsets a backend setting. The log
+    goes to `log_dir/gunicorn-<port>.log`: pass a pytest tmp folder to keep it for a look after a
+    failure (pytest prunes old ones); without `log_dir` it goes to a temporary folder removed on exit.
+    The server is stopped, with its workers, however the block ends.
     """
     port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="sam2plus-gunicorn-")) / "gunicorn.log"
-    process = start_logged(
-        [GUNICORN, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-         "--timeout", "300", "_wsgi:app"],
-        {**os.environ, **TEST_MODEL, "LOG_LEVEL": "INFO", **env}, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{url}/health", process, log, timeout, "SAM2Plus (gunicorn)")
-        yield url
-    finally:
-        stop(process)
+    with contextlib.ExitStack() as cleanup:
+        folder = Path(log_dir) if log_dir else Path(cleanup.enter_context(
+            tempfile.TemporaryDirectory(prefix="sam2plus-gunicorn-")))
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / f"gunicorn-{port}.log"
+        process = start_logged(
+            [GUNICORN, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+             "--timeout", "300", "_wsgi:app"],
+            {**os.environ, **TEST_MODEL, "LOG_LEVEL": "INFO", **env}, log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(f"{url}/health", process, log, timeout, "SAM2Plus (gunicorn)")
+            yield url
+        finally:
+            stop(process)
 
 
 @contextlib.contextmanager
