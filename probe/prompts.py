@@ -105,7 +105,8 @@ def _parse_one(raw: Any, path: str, size: tuple[int, int]) -> list[Box | Point]:
     kind = raw.get("type")
     name = kind.lower() if isinstance(kind, str) else None
     if name not in BOX_TYPES and name not in POINT_TYPES:
-        raise ProbeError(f"{path}.type: must be RectangleLabel, Rectangle, KeyPointLabel or KeyPoint, got {describe(kind)}")
+        raise ProbeError(f"{path}.type: must be RectangleLabel, Rectangle, KeyPointLabel or KeyPoint, "
+                         f"got {describe(kind)}")
     labelled = BOX_TYPES.get(name, POINT_TYPES.get(name))
     label = raw.get("label", DEFAULT_LABEL if labelled else None)
     if not labelled and label is not None:
@@ -124,7 +125,8 @@ def _parse_one(raw: Any, path: str, size: tuple[int, int]) -> list[Box | Point]:
         return [_point(raw["geometry"], f"{path}.geometry", size, label)]
     points = raw["points"]
     if not isinstance(points, list) or not points:
-        raise ProbeError(f"{path}.points: must be a non-empty list of [x, y] or [x, y, positive], got {describe(points)}")
+        raise ProbeError(f"{path}.points: must be a non-empty list of [x, y] or [x, y, positive], "
+                         f"got {describe(points)}")
     return [_point(p, f"{path}.points[{i}]", size, label) for i, p in enumerate(points)]
 
 
@@ -156,7 +158,8 @@ def _point(geometry: Any, path: str, size: tuple[int, int], label: str | None) -
     if isinstance(geometry, list) and len(geometry) == 3:
         positive = geometry[2]
         if not isinstance(positive, bool):
-            raise ProbeError(f"{path}[2]: the flag must be true (positive) or false (negative), got {describe(positive)}")
+            raise ProbeError(f"{path}[2]: the flag must be true (positive) or false (negative), "
+                             f"got {describe(positive)}")
         geometry = geometry[:2]
     (x, y), pixels = _numbers(geometry, 2, path, "[x, y] or [x, y, positive]")
     width, height = size

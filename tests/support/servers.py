@@ -101,6 +101,23 @@ def gunicorn_backend(env: dict, workers: int = 1, threads: int = 8, timeout: flo
 
 
 @contextlib.contextmanager
+def wsgi_server(app):
+    """Serve a WSGI app (the backend's own, around a test double) on 127.0.0.1 with werkzeug's
+    threaded server; yields its URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@contextlib.contextmanager
 def static_server(directory: Path):
     """Serve `directory` over HTTP on 127.0.0.1; yields "127.0.0.1:port"."""
     handler = functools.partial(_QuietHandler, directory=str(directory))
