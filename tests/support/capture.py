@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import threading
+
+from tests.support.servers import serving
 
 
 @contextlib.contextmanager
@@ -38,12 +39,5 @@ def capture_backend(answers: dict[str, tuple[int, object]] | None = None):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as port:
+        yield f"http://127.0.0.1:{port}", seen

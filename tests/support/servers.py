@@ -101,16 +101,13 @@ def gunicorn_backend(env: dict, workers: int = 1, threads: int = 8, timeout: flo
 
 
 @contextlib.contextmanager
-def wsgi_server(app):
-    """Serve a WSGI app (the backend's own, around a test double) on 127.0.0.1 with werkzeug's
-    threaded server; yields its URL."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def serving(server):
+    """Run a socketserver-style server (bound to 127.0.0.1) in a thread; yields its port, and shuts
+    it down however the block ends."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
@@ -118,17 +115,21 @@ def wsgi_server(app):
 
 
 @contextlib.contextmanager
+def wsgi_server(app):
+    """Serve a WSGI app (the backend's own, around a test double) on 127.0.0.1 with werkzeug's
+    threaded server; yields its URL."""
+    from werkzeug.serving import make_server
+
+    with serving(make_server("127.0.0.1", 0, app, threaded=True)) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
 def static_server(directory: Path):
     """Serve `directory` over HTTP on 127.0.0.1; yields "127.0.0.1:port"."""
     handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as port:
+        yield f"127.0.0.1:{port}"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
