@@ -25,6 +25,8 @@ from sam2plus.errors import describe
 
 from .errors import ProbeError
 
+__all__ = ["Box", "Point", "parse_prompt", "to_context"]
+
 DEFAULT_LABEL = "probe"
 BOX_TYPES = {"rectanglelabel": True, "rectanglelabels": True, "rectangle": False}
 POINT_TYPES = {"keypointlabel": True, "keypointlabels": True, "keypoint": False}
