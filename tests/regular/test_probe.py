@@ -526,6 +526,15 @@ def test_a_polygon_run_with_keypoints_and_a_downscaled_frame(tmp_path):
     assert "output" not in run.written and not (tmp_path / "imgs" / "prediction.json").exists()
 
 
+def test_without_a_shared_folder_an_in_process_run_gets_the_artifacts_through_the_app(tmp_path):
+    run = run_probe(scene_options(tmp_path, intermediates="mid"), local_transport(tmp_path))
+    assert not run.sent.shared and run.sent.value.startswith("data:image/jpeg;base64,")
+    backend_folder = tmp_path / "cache" / run.response["artifacts"]
+    copied = sorted((tmp_path / "mid").iterdir())
+    assert [p.name for p in copied] == sorted(p.name for p in backend_folder.iterdir())
+    assert all(p.read_bytes() == (backend_folder / p.name).read_bytes() for p in copied)
+
+
 def test_an_empty_mask_still_succeeds_and_leaves_no_stale_crops(tmp_path):
     folders = {"output": "out", "output_imgs": "out"}
     run_probe(scene_options(tmp_path, **folders), local_transport(tmp_path), tmp_path / "cache")
