@@ -80,10 +80,10 @@ def copy_intermediates(folder: Path, response: dict, cache_dir: Path) -> list[Pa
 def fetch_intermediates(folder: Path, response: dict, shared_cache: Path | None, transport) -> list[Path]:
     """The backend's artifacts of this request: copied from the shared cache folder when they are
     there, else downloaded through `transport` (GET /artifacts/<id>)."""
-    named = named_artifacts(response)
-    if shared_cache is not None and (shared_cache / "artifacts" / artifact_id(named)).exists():
+    ident = artifact_id(named_artifacts(response))
+    if shared_cache is not None and (shared_cache / "artifacts" / ident).exists():
         return copy_intermediates(folder, response, shared_cache)
-    return download_intermediates(folder, artifact_id(named), transport)
+    return download_intermediates(folder, ident, transport)
 
 
 def download_intermediates(folder: Path, ident: str, transport) -> list[Path]:
