@@ -44,6 +44,29 @@ def _comparable(answer: dict) -> list:
     return [{k: v for k, v in region.items() if k != "id"} for region in answer["results"][0]["result"]]
 
 
+def _post(url: str, body: dict) -> dict:
+    answer = requests.post(f"{url}/predict", json=body, timeout=300)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _all_at_once(url: str, bodies: list[dict]) -> list[dict]:
+    """Each body posted by a client of its own, all released at the same moment."""
+    answers: list = [None] * len(bodies)
+    start = threading.Barrier(len(bodies))
+
+    def client(i: int) -> None:
+        start.wait()
+        answers[i] = _post(url, bodies[i])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
 @pytest.mark.parametrize("workers, frame_cache_mb", [(1, 1), (2, 4096)], ids=["nothing-cached", "two-workers-shared-frames"])
 def test_simultaneous_clients_on_distinct_images_get_their_own_answers(tmp_path, workers, frame_cache_mb):
     cache = tmp_path / "cache"
@@ -58,20 +81,8 @@ def test_simultaneous_clients_on_distinct_images_get_their_own_answers(tmp_path,
             setup = {"project": f"{i}.1795599678", "extra_params": {"subpatching": {"patch_size": 512 + 64 * i},
                                                                     "return_format": {"type": fmt}}}
             assert requests.post(f"{url}/setup", json=setup, timeout=3).status_code == 200
-        alone = [requests.post(f"{url}/predict", json=_request(i), timeout=120).json() for i in range(CLIENTS)]
-
-        together: list = [None] * CLIENTS
-        start = threading.Barrier(CLIENTS)
-
-        def client(i: int) -> None:
-            start.wait()
-            together[i] = requests.post(f"{url}/predict", json=_request(i), timeout=300).json()
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        alone = [_post(url, _request(i)) for i in range(CLIENTS)]
+        together = _all_at_once(url, [_request(i) for i in range(CLIENTS)])
         metrics = requests.get(f"{url}/metrics?format=json", timeout=5).json()
 
     if workers == 1:  # /metrics speaks for the worker that answers it
@@ -107,15 +118,8 @@ def _mixed_backend(tmp_path, name: str):
     cache.mkdir(parents=True)
     for i in range(IMAGES):
         _scene(i).write(cache / f"scene-{i}.jpg")
-    backend = gunicorn_backend({"CACHE_DIR": str(cache), "MODEL_DIR": str(tmp_path / name / "models")},
-                               workers=1, threads=CLIENTS)
-    return backend
-
-
-def _post(url: str, body: dict) -> dict:
-    answer = requests.post(f"{url}/predict", json=body, timeout=300)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
+    return gunicorn_backend({"CACHE_DIR": str(cache), "MODEL_DIR": str(tmp_path / name / "models")},
+                            workers=1, threads=CLIENTS)
 
 
 def test_clicks_on_cached_embeddings_and_encoder_runs_mixed_each_get_their_serial_answer(tmp_path):
@@ -130,18 +134,7 @@ def test_clicks_on_cached_embeddings_and_encoder_runs_mixed_each_get_their_seria
         assert requests.post(f"{url}/setup", json=setup, timeout=3).status_code == 200
         for k in (0, 1):  # images 0 and 1 are encoded before: their clicks run only the decoder
             assert _comparable(_post(url, _mixed_request(k))) == _comparable(serial[k])
-        together: list = [None] * CLIENTS
-        start = threading.Barrier(CLIENTS)
-
-        def client(k: int) -> None:
-            start.wait()
-            together[k] = _post(url, _mixed_request(k))
-
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(CLIENTS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        together = _all_at_once(url, [_mixed_request(k) for k in range(CLIENTS)])
         metrics = requests.get(f"{url}/metrics?format=json", timeout=5).json()
 
     assert metrics["encoder_runs"] == IMAGES, "two clients wanting one window at once encode it once"
