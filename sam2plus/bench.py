@@ -245,7 +245,7 @@ def _timed(fn) -> float:
 def session_figures(model, task: list, scene: Scene, repeats: int, cold) -> dict:
     """One annotator on the big image, `repeats` times from cold caches: open the task (the warm-up
     runs while the annotator looks), object 1 in 4 accumulating clicks, object 2 one click 150 px
-    away, object 3 a rectangle far away; then the first click alone without the warm-up."""
+    away, object 3 a rectangle far away; each time followed by the first click without the warm-up."""
     segmenter, project = model.pipeline.segmenter, "BrushLabels"
     object_1 = scene.object_points(0.4, 0.62, OBJECT_1)
     object_2 = scene.object_points(0.4, 0.62, [(*OBJECT_2, True)])
@@ -254,7 +254,7 @@ def session_figures(model, task: list, scene: Scene, repeats: int, cold) -> dict
     def click(ctx):
         return model.predict(task, ctx, project, LABEL_CONFIG)
 
-    opens, warm_ups, firsts, refines, objects, runs = [], [], [], [], [], []
+    opens, warm_ups, firsts, colds, refines, objects, runs = [], [], [], [], [], [], []
     for _ in range(repeats):
         cold()
         before = segmenter.encoder_runs
@@ -267,9 +267,7 @@ def session_figures(model, task: list, scene: Scene, repeats: int, cold) -> dict
         refines += clicks[1:] + [second]
         objects.append(clicks + [second, third])
         runs.append(segmenter.encoder_runs - before)
-    colds = []
-    for _ in range(repeats):
-        cold()
+        cold()  # the same first click without the warm-up, right after (a drifting CPU weighs on both)
         colds.append(_timed(lambda: click(scene.clicks(object_1[:1]))))
     return {"session_encoder_runs": max(runs), "session_open_ms": statistics.median(opens),
             "session_warm_up_ms": statistics.median(warm_ups), "warm_first_ms": statistics.median(firsts),
