@@ -43,8 +43,12 @@ from PIL import Image
 
 from .config import ServerConfig
 from .contexts import context, keypoint_region, rectangle_region
+from .frames import extract_patch, plan_frame
 from .images import read_info
+from .labelconfig import find_output_control
 from .masks import mask_in_image
+from .pipeline import padding_fill
+from .prompts import parse_prompt
 from .rle import encode_brush_rle
 from .segmenter import UNTRAINED, to_model_input
 
@@ -96,6 +100,7 @@ OBJECT_2 = (120, -90)  # one click 150 px from object 1's first
 ANNOTATOR = [(0, 0, True), (70, 40, True), (-90, -60, False), (40, -100, True), (-60, 110, True),
              (130, -20, False), (-120, 30, True)]
 ANNOTATORS, MULTI_SIZE, THINK_S, STAGGER_S = 4, (3000, 2000), 0.3, 1.0
+LOOK_S = 1.0  # how long the annotator looks at a task before the first click
 
 
 def make_image(path, width: int, height: int, seed: int = 0) -> Path:
@@ -229,7 +234,7 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
         "first_over_decode_plus_encoder": figures["first_ms"] / (figures["decode_ms"] + figures["encoder_ms"]),
         "stock_first_over_first": figures["stock_first_ms"] / figures["first_ms"],
         "refine_over_decoder": figures["refine_ms"] / figures["decoder_ms"],
-        "warm_first_over_encoder": figures["warm_first_ms"] / figures["encoder_ms"],
+        "warm_first_over_encoder": figures["warm_first_ms"] / figures["session_encoder_ms"],
         "warm_first_over_cold_first": figures["warm_first_ms"] / figures["cold_first_ms"],
         "multi_p95_over_alone": figures["multi_refine_p95_ms"] / figures["multi_alone_refine_p95_ms"],
     }
@@ -245,7 +250,9 @@ def _timed(fn) -> float:
 def session_figures(model, task: list, scene: Scene, repeats: int, cold) -> dict:
     """One annotator on the big image, `repeats` times from cold caches: open the task (the warm-up
     runs while the annotator looks), object 1 in 4 accumulating clicks, object 2 one click 150 px
-    away, object 3 a rectangle far away; each time followed by the first click without the warm-up."""
+    away, object 3 a rectangle far away; each time followed by the first click without the warm-up.
+    The annotator looks at the task for LOOK_S before the first click, warmed up or not; the bare
+    encoder is timed on the first click's own window right after it (`session_encoder_ms`)."""
     segmenter, project = model.pipeline.segmenter, "BrushLabels"
     object_1 = scene.object_points(0.4, 0.62, OBJECT_1)
     object_2 = scene.object_points(0.4, 0.62, [(*OBJECT_2, True)])
@@ -254,13 +261,15 @@ def session_figures(model, task: list, scene: Scene, repeats: int, cold) -> dict
     def click(ctx):
         return model.predict(task, ctx, project, LABEL_CONFIG)
 
-    opens, warm_ups, firsts, colds, refines, objects, runs = [], [], [], [], [], [], []
+    opens, warm_ups, firsts, colds, encoders, refines, objects, runs = [], [], [], [], [], [], [], []
     for _ in range(repeats):
         cold()
         before = segmenter.encoder_runs
         opens.append(_timed(lambda: model.predict(task, None, project, LABEL_CONFIG)))
         warm_ups.append(_timed(model.warmup.wait) + opens[-1])
+        time.sleep(LOOK_S)
         clicks = [_timed(lambda n=n: click(scene.clicks(object_1[:n]))) for n in range(1, len(object_1) + 1)]
+        encoders.append(encode_ms(segmenter, first_patch(model, task, scene.clicks(object_1[:1]), project)))
         second = _timed(lambda: click(scene.clicks(object_2)))
         third = _timed(lambda: click(scene.context(far)))
         firsts.append(clicks[0])
@@ -268,11 +277,28 @@ def session_figures(model, task: list, scene: Scene, repeats: int, cold) -> dict
         objects.append(clicks + [second, third])
         runs.append(segmenter.encoder_runs - before)
         cold()  # the same first click without the warm-up, right after (a drifting CPU weighs on both)
+        time.sleep(LOOK_S)
         colds.append(_timed(lambda: click(scene.clicks(object_1[:1]))))
     return {"session_encoder_runs": max(runs), "session_open_ms": statistics.median(opens),
             "session_warm_up_ms": statistics.median(warm_ups), "warm_first_ms": statistics.median(firsts),
+            "session_encoder_ms": statistics.median(encoders),
             "cold_first_ms": statistics.median(colds), "refine_ms": statistics.median(refines),
             "session_clicks_ms": [statistics.median(column) for column in zip(*objects)]}
+
+
+def first_patch(model, task: list, ctx: dict, project: str) -> np.ndarray:
+    """The patch of a first click (a window centred on its prompt), as the request path cuts it."""
+    pipeline, params = model.pipeline, model.settings.load(project)
+    local, info, field = pipeline.image(task[0], find_output_control(LABEL_CONFIG, params.return_format.type))
+    frame_map = plan_frame(info.size, parse_prompt(ctx), params)
+    frame = pipeline.frame(local, info, frame_map.frame_size, field)
+    return np.ascontiguousarray(extract_patch(frame, frame_map, padding_fill(params)))
+
+
+def encode_ms(segmenter, patch: np.ndarray) -> float:
+    """One bare run of SAM2's image encoder on `patch`, as the segmenter runs it."""
+    with segmenter._autocast():
+        return _timed(lambda: segmenter.predictor.set_image(to_model_input(patch, segmenter.input_size)))
 
 
 def multi_figures(model, workdir: Path, cold) -> dict:
@@ -335,6 +361,7 @@ def print_table(figures: dict) -> None:
           f"{width}x{height} JPEG ({figures['image_bytes'] / 1e6:.1f} MB)")
     rows += [("session: task open answered", "session_open_ms"), ("session: open until warmed up", "session_warm_up_ms"),
              ("session: first click after warm-up", "warm_first_ms"), ("session: same first click, cold", "cold_first_ms"),
+             ("session: encoder alone, first window", "session_encoder_ms"),
              ("session: refinement click (median)", "refine_ms"),
              ("4 annotators: refinement p50", "multi_refine_p50_ms"), ("4 annotators: refinement p95", "multi_refine_p95_ms"),
              ("same clicks alone: p50", "multi_alone_refine_p50_ms"), ("same clicks alone: p95", "multi_alone_refine_p95_ms"),

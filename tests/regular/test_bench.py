@@ -13,7 +13,7 @@ from tests.support.servers import ROOT
 KEYS = {"stock_first_ms", "stock_repeat_ms", "first_ms", "repeat_ms", "other_window_ms", "polygon_repeat_ms",
         "rle_sdk_ms", "rle_ms", "decoder_ms", "peak_rss_mb", "config", "device", "image_px",
         # the annotation session and the 4 annotators
-        "session_encoder_runs", "session_open_ms", "session_warm_up_ms", "warm_first_ms", "cold_first_ms", "refine_ms",
+        "session_encoder_runs", "session_encoder_ms", "session_open_ms", "session_warm_up_ms", "warm_first_ms", "cold_first_ms", "refine_ms",
         "multi_refine_p50_ms", "multi_refine_p95_ms", "multi_alone_refine_p50_ms", "multi_alone_refine_p95_ms",
         "multi_first_max_ms"}
 RATIOS = {"stock_repeat_over_repeat", "repeat_over_decoder", "rle_sdk_over_rle", "refine_over_decoder",
