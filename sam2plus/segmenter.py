@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
 UNTRAINED_SEED = 0
+LOW_RES = 256  # SAM2's mask logits are 256x256 for its 1024x1024 input
 CHECKPOINT_HINT = "download it with `python scripts/download-checkpoints.py CHECKPOINT_DIR NAME` (or set MODEL_CHECKPOINT=untrained for a plumbing check)"
 
 
@@ -212,19 +213,22 @@ class Segmenter:
     def predict(self, patch: np.ndarray, key: tuple, prompt: PatchPrompt) -> SegmentOutput:
         """Segment `prompt` on `patch` (H x W x 3 uint8); `key` names the patch's content."""
         height, width = patch.shape[:2]
-        scale = np.array([self.input_size / width, self.input_size / height])
-        # SAM2 takes pixel-index coordinates (it adds 0.5 itself); ours are continuous.
-        points = prompt.points * scale - 0.5 if len(prompt.points) else None
-        box = (prompt.box.reshape(2, 2) * scale - 0.5).reshape(4) if prompt.box is not None else None
+        # SAM2 takes pixel-index coordinates of its input (it adds 0.5 itself); ours are continuous
+        # patch coordinates. They are handed over as fractions of the input, so that SAM2 needs no
+        # image size: with one of LOW_RES it upsamples its masks to nothing (we use the low-res
+        # logits), where the input size would cost a 1024x1024 upsampling per candidate and click.
+        scale = np.array([1 / width, 1 / height])
+        points = (prompt.points * scale - 0.5 / self.input_size) if len(prompt.points) else None
+        box = (prompt.box.reshape(2, 2) * scale - 0.5 / self.input_size).reshape(4) if prompt.box is not None else None
         features, encoded = self._features(patch, key)
         predictor = self._predictor()
         predictor._features = features
-        predictor._orig_hw = [(self.input_size, self.input_size)]
+        predictor._orig_hw = [(LOW_RES, LOW_RES)]
         predictor._is_image_set = True
         with torch.inference_mode(), self._autocast():
             _, scores, low_res = predictor.predict(
                 point_coords=points, point_labels=prompt.labels if points is not None else None,
-                box=box, multimask_output=multimask(prompt), return_logits=True)
+                box=box, multimask_output=multimask(prompt), return_logits=True, normalize_coords=False)
         best = int(np.argmax(scores))
         return SegmentOutput(np.asarray(low_res[best], dtype=np.float32), float(scores[best]), encoded)
 

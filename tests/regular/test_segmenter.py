@@ -280,3 +280,25 @@ def test_a_cached_click_never_waits_for_another_requests_encoder_run(tiny, monke
     assert answers["g"].encoded and answers["h"].encoded
     monkeypatch.undo()
     assert np.array_equal(answers["g"].low_res_logits, Segmenter.predict(tiny, _scene(7), ("g",), BOX).low_res_logits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", [POINT, BOX, TWO_POINTS], ids=["point", "box", "two-points"])
+def test_prompts_reach_sam2_where_its_own_predictor_puts_them(tiny, prompt):
+    """Our fractions of the input give the logits SAM2's predictor gives for pixel-index coordinates
+    of the 1024x1024 input on an image of that size (its documented use), on a non-square patch
+    (a prompt may reach past the patch: only the mapping is compared)."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    patch = cv2.resize(_scene(9), (700, 500), interpolation=cv2.INTER_AREA)
+    ours = tiny.predict(patch, ("i",), prompt)
+    reference = SAM2ImagePredictor(tiny.predictor.model)
+    reference.set_image(to_model_input(patch, 1024))
+    to_input = np.array([1024 / 700, 1024 / 500])
+    points = prompt.points * to_input - 0.5 if len(prompt.points) else None
+    box = (prompt.box.reshape(2, 2) * to_input - 0.5).reshape(4) if prompt.box is not None else None
+    with torch.inference_mode():
+        _, scores, logits = reference.predict(point_coords=points, point_labels=prompt.labels if len(prompt.points) else None,
+                                              box=box, multimask_output=multimask(prompt), return_logits=True)
+    best = int(np.argmax(scores))
+    assert np.allclose(ours.low_res_logits, logits[best], atol=1e-4) and ours.score == pytest.approx(float(scores[best]))
