@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from sam2plus.contexts import context, keypoint_region, rectangle_region
 from sam2plus.errors import describe
 
 from .errors import ProbeError
@@ -31,7 +32,7 @@ DEFAULT_LABEL = "probe"
 BOX_TYPES = {"rectanglelabel": True, "rectanglelabels": True, "rectangle": False}
 POINT_TYPES = {"keypointlabel": True, "keypointlabels": True, "keypoint": False}
 KEYS = ("type", "label", "geometry", "points")
-BOX_CONTROL, POINT_CONTROL = "prompt", "keypoint"  # control tag names in the label config
+BOX_CONTROL, POINT_CONTROL = "prompt", "point"  # control tag names in the label config
 
 
 @dataclass(frozen=True)
@@ -76,26 +77,18 @@ def parse_prompt(raw: Any, size: tuple[int, int]) -> list[Box | Point]:
 
 
 def to_context(items: list[Box | Point], size: tuple[int, int]) -> dict:
-    """The `context` Label Studio sends with an interactive click: regions in percent of the image."""
+    """The `context` Label Studio's editor sends with an interactive click (sam2plus.contexts)."""
     width, height = size
-    result = []
+    regions = []
     for item in items:
-        region = {"original_width": width, "original_height": height, "image_rotation": 0, "to_name": "image"}
+        labels = None if item.label is None else [item.label]
         if isinstance(item, Box):
-            kind = "rectanglelabels" if item.label is not None else "rectangle"
-            value = {"x": item.x0 / width * 100, "y": item.y0 / height * 100,
-                     "width": (item.x1 - item.x0) / width * 100, "height": (item.y1 - item.y0) / height * 100,
-                     "rotation": 0}
-            region.update(type=kind, from_name=BOX_CONTROL)
+            regions.append(rectangle_region((item.x0, item.y0, item.x1, item.y1), width, height,
+                                            from_name=BOX_CONTROL, labels=labels))
         else:
-            kind = "keypointlabels" if item.label is not None else "keypoint"
-            value = {"x": item.x / width * 100, "y": item.y / height * 100, "width": 0.5}
-            region.update(type=kind, from_name=POINT_CONTROL, is_positive=item.positive)
-        if item.label is not None:
-            value[kind] = [item.label]
-        region["value"] = value
-        result.append(region)
-    return {"result": result}
+            regions.append(keypoint_region(item.x, item.y, width, height, positive=item.positive,
+                                           from_name=POINT_CONTROL, labels=labels))
+    return context(*regions)
 
 
 def _parse_one(raw: Any, path: str, size: tuple[int, int]) -> list[Box | Point]:
