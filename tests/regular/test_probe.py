@@ -50,10 +50,10 @@ from tests.support.capture import capture_backend
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 from tests.support.regions import require_some
 from tests.support.scenes import DiscScene, box_iou, brush_mask, iou, polygon_mask, rectangle_box
-from tests.support.servers import ROOT, gunicorn_backend, wsgi_server
+from tests.support.servers import REPO, gunicorn_backend, wsgi_server
 
 PROBE = str(Path(sys.executable).with_name("sam2plus-probe"))
-EXAMPLES = ROOT / "examples"
+EXAMPLES = REPO / "examples"
 SCENE = DiscScene(1600, 1200, 700, 500, 120)
 SIZE = (1000, 500)
 ALL_FOLDERS = {key: "\0default" for key in OUTPUT_DIRS}  # every folder flag given without a value

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # the repository's root folder
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 TEST_MODEL = {"MODEL_CONFIG": "configs/sam2.1/sam2.1_hiera_t.yaml", "MODEL_CHECKPOINT": "untrained", "DEVICE": "cpu"}
 
@@ -68,7 +68,7 @@ def stop(process: subprocess.Popen) -> None:
 def start_logged(command: list[str], env: dict, log: Path) -> subprocess.Popen:
     """Start `command` from the repository root in its own session, output into `log`."""
     with open(log, "wb") as handle:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
