@@ -4,12 +4,12 @@ The stages, each a module of its own:
 
     options    CLI flags + YAML config -> ProbeOptions (defaults, ${name} expansion)
     prompts    the probe's prompt syntax -> prompt items in pixels -> Label Studio context
-    staging    the image -> a copy inside the backend's CACHE_DIR, and its oriented size
+    staging    how the image reaches the backend: by name in a shared cache folder, or as a data: URL
     request    the /setup and /predict bodies (label config, task, context)
-    transport  how the bodies reach a backend: HTTP now, in-process (--local)
-    render     drawing: prompt, prediction overlay and crops on downscaled frames
+    transport  how the bodies reach a backend: HTTP, or in-process (--local)
+    render     pictures: the image as the backend decodes it, prompt, prediction overlay and crops
     outputs    the folders the probe writes (request record, intermediates, outputs)
-    runner     one probe run, transport-agnostic
+    runner     prepare (every input checked, no work) and one run, transport-agnostic
     cli        argument parsing, exit codes, stdout
 """
 

@@ -1,7 +1,8 @@
 """CLI flags and a YAML config -> the ProbeOptions of one run.
 
-A config holds the same option names as the flags (dashes or underscores); a flag given on
-the command line wins over the config, the config over the defaults. Relative paths in a
+A config holds the same option names as the flags (dashes or underscores, as
+`sam2plus.keys` reads them); a flag given on the command line wins over the config, the
+config over the defaults. Relative paths in a
 config are read from the config file's folder, so a config works from any working
 directory; relative paths on the command line are read from the working directory.
 
@@ -22,14 +23,18 @@ from typing import Any
 
 import yaml
 
+from sam2plus.keys import underscore_keys
+
 from .errors import ProbeError
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_IMAGE = ROOT / "examples" / "01-data" / "ichthyoliths.jpg"
+__all__ = ["EXAMPLE_IMAGE", "EXAMPLE_PROMPT", "OUTPUT_DIRS", "ProbeOptions", "build_parser", "load_options",
+           "read_config", "resolve_options"]
+
+EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "examples" / "01-data" / "ichthyoliths.jpg"
 # A rectangle around the biggest tooth of the bundled example (examples/01-data/make_example.py).
 EXAMPLE_PROMPT = {"type": "RectangleLabel", "label": "probe", "geometry": [1370, 950, 340, 160]}
 DEFAULT_URL = "http://localhost:22201"
-DEFAULT_CACHE_DIR = "vols/localhost/cache"
+LOCAL_CACHE_DIR = "vols/localhost/cache"  # --local's CACHE_DIR when no --cache-dir is given
 DEFAULT_TIMEOUT = 600.0
 OUTPUT_DIRS = {  # option -> default folder
     "request_record": "probe_out/03-requests/${name}",
@@ -46,12 +51,12 @@ _DEFAULT_DIR = "\0default"  # what a folder flag given without a value holds
 @dataclass(frozen=True)
 class ProbeOptions:
     image: Path
-    prompt: Any  # the prompt as given (object, list or JSON text); probe.prompts reads it
+    prompt: Any  # the prompt as given (object, list or JSON text), None if missing; probe.prompts reads it
     extra_params: Any  # None: stock behaviour
     extra_params_source: str | None  # the file it came from, for messages and the request record
     url: str
     name: str
-    cache_dir: Path
+    cache_dir: Path | None  # the backend's CACHE_DIR as seen here (None: not given, no folder is shared)
     project: str
     request_record: Path | None
     intermediates: Path | None
@@ -77,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="YAML", help="YAML file with the same option names")
     parser.add_argument("--name", help="request name, ${name} in folders (default: config or image file name)")
     parser.add_argument("--cache-dir", metavar="DIR",
-                        help=f"the backend's CACHE_DIR as seen from here (default {DEFAULT_CACHE_DIR})")
+                        help="the backend's CACHE_DIR as seen from here: the image is copied there and sent by "
+                             "name (default: none, the image travels in the request as a data: URL; "
+                             f"with --local: {LOCAL_CACHE_DIR})")
     parser.add_argument("--project", metavar="ID", help="project id for /setup and /predict "
                                                         "(default sam2plus-probe-<name>)")
     for flag, key, what in (("--request-record", "request_record", "input image with the prompt + request JSON"),
@@ -118,16 +125,14 @@ def read_config(path: Path) -> dict:
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ProbeError(f"config: {path} must hold a mapping of options, got {type(raw).__name__}")
-    config = {}
-    for key, value in raw.items():
-        name = str(key).replace("-", "_")
+    config, clashes = underscore_keys({str(key): value for key, value in raw.items()})
+    if clashes:
+        raise ProbeError(f"config: {path}: option {clashes[0].key!r} is given twice (dash and underscore forms)")
+    for name, value in config.items():
         if name not in CONFIG_KEYS:
-            raise ProbeError(f"config: {path}: unknown option {key!r}; known: {', '.join(CONFIG_KEYS)}")
-        if name in config:
-            raise ProbeError(f"config: {path}: option {name!r} is given twice (dash and underscore forms)")
+            raise ProbeError(f"config: {path}: unknown option {name!r}; known: {', '.join(CONFIG_KEYS)}")
         if isinstance(value, str) and (name in PATH_KEYS or name == "extra_params"):
-            value = os.path.normpath(path.parent / value)  # an absolute value stays absolute
-        config[name] = value
+            config[name] = os.path.normpath(path.parent / value)  # an absolute value stays absolute
     return config
 
 
@@ -142,11 +147,8 @@ def resolve_options(args: dict, config: dict, config_path: Path | None = None) -
         raise ProbeError(f"image: must be a file path, got {image_given!r}")
     image = Path(image_given) if image_given is not None else EXAMPLE_IMAGE
     prompt = pick("prompt")
-    if prompt is None:
-        if image_given is not None and image.resolve() != EXAMPLE_IMAGE:
-            raise ProbeError("prompt: missing; the default prompt belongs to the bundled example image, "
-                             "give --prompt (or prompt: in the config) for this one")
-        prompt = EXAMPLE_PROMPT
+    if prompt is None and image_given is None:
+        prompt = EXAMPLE_PROMPT  # another image needs its own: probe.runner.prepare says so, after checking the image
 
     name = pick("name") or (config_path.stem if config_path else image.stem)
     if not isinstance(name, str) or "/" in name or "\\" in name or name in (".", ".."):
@@ -167,9 +169,12 @@ def resolve_options(args: dict, config: dict, config_path: Path | None = None) -
     if not isinstance(local, bool):
         raise ProbeError(f"local: must be true or false, got {local!r}")
     project = pick("project") or f"sam2plus-probe-{name}"
+    cache_dir = pick("cache_dir")
+    if not isinstance(cache_dir, (str, type(None))):
+        raise ProbeError(f"cache-dir: must be a folder, got {cache_dir!r}")
     return ProbeOptions(
         image=image, prompt=prompt, extra_params=extra_params, extra_params_source=extra_source,
-        url=str(pick("url") or DEFAULT_URL), name=name, cache_dir=Path(str(pick("cache_dir") or DEFAULT_CACHE_DIR)),
+        url=str(pick("url") or DEFAULT_URL), name=name, cache_dir=Path(cache_dir) if cache_dir else None,
         project=str(project), fullframe_scale=None if scale is None else float(scale), local=local,
         timeout=float(timeout), **folders)
 

@@ -21,15 +21,18 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from sam2plus.contexts import context, keypoint_region, rectangle_region
 from sam2plus.errors import describe
 
 from .errors import ProbeError
+
+__all__ = ["Box", "Point", "parse_prompt", "to_context"]
 
 DEFAULT_LABEL = "probe"
 BOX_TYPES = {"rectanglelabel": True, "rectanglelabels": True, "rectangle": False}
 POINT_TYPES = {"keypointlabel": True, "keypointlabels": True, "keypoint": False}
 KEYS = ("type", "label", "geometry", "points")
-BOX_CONTROL, POINT_CONTROL = "prompt", "keypoint"  # control tag names in the label config
+BOX_CONTROL, POINT_CONTROL = "prompt", "point"  # control tag names in the label config
 
 
 @dataclass(frozen=True)
@@ -74,26 +77,18 @@ def parse_prompt(raw: Any, size: tuple[int, int]) -> list[Box | Point]:
 
 
 def to_context(items: list[Box | Point], size: tuple[int, int]) -> dict:
-    """The `context` Label Studio sends with an interactive click: regions in percent of the image."""
+    """The `context` Label Studio's editor sends with an interactive click (sam2plus.contexts)."""
     width, height = size
-    result = []
+    regions = []
     for item in items:
-        region = {"original_width": width, "original_height": height, "image_rotation": 0, "to_name": "image"}
+        labels = None if item.label is None else [item.label]
         if isinstance(item, Box):
-            kind = "rectanglelabels" if item.label is not None else "rectangle"
-            value = {"x": item.x0 / width * 100, "y": item.y0 / height * 100,
-                     "width": (item.x1 - item.x0) / width * 100, "height": (item.y1 - item.y0) / height * 100,
-                     "rotation": 0}
-            region.update(type=kind, from_name=BOX_CONTROL)
+            regions.append(rectangle_region((item.x0, item.y0, item.x1, item.y1), width, height,
+                                            from_name=BOX_CONTROL, labels=labels))
         else:
-            kind = "keypointlabels" if item.label is not None else "keypoint"
-            value = {"x": item.x / width * 100, "y": item.y / height * 100, "width": 0.5}
-            region.update(type=kind, from_name=POINT_CONTROL, is_positive=item.positive)
-        if item.label is not None:
-            value[kind] = [item.label]
-        region["value"] = value
-        result.append(region)
-    return {"result": result}
+            regions.append(keypoint_region(item.x, item.y, width, height, positive=item.positive,
+                                           from_name=POINT_CONTROL, labels=labels))
+    return context(*regions)
 
 
 def _parse_one(raw: Any, path: str, size: tuple[int, int]) -> list[Box | Point]:
@@ -105,7 +100,8 @@ def _parse_one(raw: Any, path: str, size: tuple[int, int]) -> list[Box | Point]:
     kind = raw.get("type")
     name = kind.lower() if isinstance(kind, str) else None
     if name not in BOX_TYPES and name not in POINT_TYPES:
-        raise ProbeError(f"{path}.type: must be RectangleLabel, Rectangle, KeyPointLabel or KeyPoint, got {describe(kind)}")
+        raise ProbeError(f"{path}.type: must be RectangleLabel, Rectangle, KeyPointLabel or KeyPoint, "
+                         f"got {describe(kind)}")
     labelled = BOX_TYPES.get(name, POINT_TYPES.get(name))
     label = raw.get("label", DEFAULT_LABEL if labelled else None)
     if not labelled and label is not None:
@@ -124,7 +120,8 @@ def _parse_one(raw: Any, path: str, size: tuple[int, int]) -> list[Box | Point]:
         return [_point(raw["geometry"], f"{path}.geometry", size, label)]
     points = raw["points"]
     if not isinstance(points, list) or not points:
-        raise ProbeError(f"{path}.points: must be a non-empty list of [x, y] or [x, y, positive], got {describe(points)}")
+        raise ProbeError(f"{path}.points: must be a non-empty list of [x, y] or [x, y, positive], "
+                         f"got {describe(points)}")
     return [_point(p, f"{path}.points[{i}]", size, label) for i, p in enumerate(points)]
 
 
@@ -156,7 +153,8 @@ def _point(geometry: Any, path: str, size: tuple[int, int], label: str | None) -
     if isinstance(geometry, list) and len(geometry) == 3:
         positive = geometry[2]
         if not isinstance(positive, bool):
-            raise ProbeError(f"{path}[2]: the flag must be true (positive) or false (negative), got {describe(positive)}")
+            raise ProbeError(f"{path}[2]: the flag must be true (positive) or false (negative), "
+                             f"got {describe(positive)}")
         geometry = geometry[:2]
     (x, y), pixels = _numbers(geometry, 2, path, "[x, y] or [x, y, positive]")
     width, height = size

@@ -1,29 +1,34 @@
 """Pictures of a probe run: the prompt and the returned regions drawn over the image.
 
-Full-frame pictures are drawn on a downscaled frame (JPEGs are decoded straight at a reduced
-size); region crops come from the full-resolution image but cover only the region. A brush
-region is decoded from its RLE once (label-studio-sdk's decoder) and immediately cut down to
-the region's bounding box, so no other full-resolution mask is ever built.
+The image is decoded, oriented and converted to RGB by the backend's own code
+(`sam2plus.images`), and previews and prompts are drawn by `sam2plus.pictures`, so the probe's
+picture of an image is the backend's (16-bit, alpha, EXIF and all). Full-frame pictures are
+drawn on a downscaled frame (JPEGs are decoded straight at a reduced size); region crops come
+from the full-resolution image but cover only the region. A brush region is decoded from its
+RLE once (label-studio-sdk's decoder) and immediately cut down to the region's bounding box, so
+no other full-resolution mask is ever built.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+
+from sam2plus.errors import RequestError
+from sam2plus.images import ImageInfo, decode_frame, read_info
+from sam2plus.pictures import draw_prompt, preview_scale, resize, save_picture, scaled_size
 
 from .errors import FAILED, ProbeError
 from .prompts import Box, Point
 
-Image.MAX_IMAGE_PIXELS = None
-PREVIEW_MAX_SIDE = 2048  # full-frame pictures fit into this unless a scale is given
+__all__ = ["Shape", "SourceImage", "crop_picture", "draw_items", "draw_shapes", "region_shapes", "save_rgb"]
+
 CROP_MAX_SIDE, CROP_MIN_SIDE = 1024, 256
-RED = (255, 0, 0)
-WHITE = (255, 255, 255)
 PALETTE = [(0, 220, 255), (60, 255, 60), (255, 80, 255), (255, 200, 0), (120, 120, 255), (0, 255, 170)]
 
 
@@ -39,34 +44,53 @@ class Shape:
 
 
 class SourceImage:
-    """The probe's image as the browser shows it (EXIF-oriented RGB), decoded only as far as needed."""
+    """The probe's image as the backend sees it (EXIF-oriented 8-bit RGB), decoded only as far as needed."""
 
-    def __init__(self, path: Path, size: tuple[int, int]):
+    def __init__(self, path: Path, info: ImageInfo):
         self.path = path
-        self.size = size
+        self.info = info
+        self._previews: dict[tuple[int, int], np.ndarray] = {}
         self._full: np.ndarray | None = None
 
+    @classmethod
+    def open(cls, path: Path) -> SourceImage:
+        """Read the image's header; ProbeError (exit code 2) when it is missing or not an image."""
+        if not path.exists():
+            raise ProbeError(f"image: {path} does not exist")
+        if not path.is_file():
+            raise ProbeError(f"image: {path} is not a file")
+        try:
+            return cls(path, read_info(path, sys.maxsize, "image"))  # the backend applies MAX_IMAGE_PIXELS
+        except RequestError as exc:
+            raise ProbeError(f"image: {path} {exc.problem}") from None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) after EXIF orientation, as the browser shows the image."""
+        return self.info.size
+
     def scale_for(self, requested: float | None) -> float:
-        return requested if requested else min(1.0, PREVIEW_MAX_SIDE / max(self.size))
+        return requested if requested else preview_scale(self.size)
 
     def preview(self, scale: float) -> np.ndarray:
-        """The whole image at `scale` (a JPEG is decoded at 1/2, 1/4 or 1/8 when that suffices)."""
-        target = (max(1, round(self.size[0] * scale)), max(1, round(self.size[1] * scale)))
-        if self._full is not None:
-            return _resize(self._full, target)
-        with Image.open(self.path) as image:
-            if image.format == "JPEG" and scale < 1:
-                swapped = image.size != self.size
-                image.draft(None, target[::-1] if swapped else target)
-            rgb = _rgb(image)
-        return _resize(rgb, target)
+        """A drawable copy of the whole image at `scale` (a JPEG is decoded at 1/2, 1/4 or 1/8 when
+        that suffices); ProbeError (exit code 2) when the image does not decode."""
+        target = scaled_size(self.size, scale)
+        if target not in self._previews:
+            self._previews[target] = resize(self._full, target) if self._full is not None else self._decode(target)
+        return self._previews[target].copy()
 
     def crop(self, box: tuple[int, int, int, int]) -> np.ndarray:
         if self._full is None:
-            with Image.open(self.path) as image:
-                self._full = _rgb(image)
+            self._full = self._decode(self.size)
         x0, y0, x1, y1 = box
         return self._full[y0:y1, x0:x1].copy()
+
+    def _decode(self, size: tuple[int, int]) -> np.ndarray:
+        try:
+            return decode_frame(self.path, self.info, size, "image")
+        except RequestError as exc:
+            raise ProbeError(f"image: {self.path} {exc.problem}") from None
 
 
 def region_shapes(regions: list[dict], size: tuple[int, int]) -> list[Shape]:
@@ -98,23 +122,13 @@ def region_shapes(regions: list[dict], size: tuple[int, int]) -> list[Shape]:
     return shapes
 
 
-def draw_prompt(canvas: np.ndarray, items: list[Box | Point], scale: float, origin=(0.0, 0.0)) -> np.ndarray:
-    """The prompt in red: the box outlined, positive points filled, negative points crossed."""
-    thickness = 2
-    for item in items:
-        if isinstance(item, Box):
-            cv2.rectangle(canvas, _pt((item.x0, item.y0), scale, origin), _pt((item.x1, item.y1), scale, origin),
-                          RED, thickness)
-    for item in items:
-        if isinstance(item, Point):
-            center = _pt((item.x, item.y), scale, origin)
-            if item.positive:
-                cv2.circle(canvas, center, 7, WHITE, -1)
-                cv2.circle(canvas, center, 5, RED, -1)
-            else:
-                cv2.circle(canvas, center, 7, RED, thickness)
-                cv2.drawMarker(canvas, center, RED, cv2.MARKER_TILTED_CROSS, 10, thickness)
-    return canvas
+def draw_items(canvas: np.ndarray, items: list[Box | Point], scale: float, origin=(0.0, 0.0)) -> np.ndarray:
+    """The prompt over a canvas whose pixel = (image pixel - origin) * scale, drawn as the backend's
+    artifacts draw it (sam2plus.pictures.draw_prompt)."""
+    box = next(((item.x0, item.y0, item.x1, item.y1) for item in items if isinstance(item, Box)), None)
+    points = [item for item in items if isinstance(item, Point)]
+    return draw_prompt(canvas, box, [(p.x, p.y) for p in points], [p.positive for p in points],
+                       (-origin[0], -origin[1]), scale)
 
 
 def draw_shapes(canvas: np.ndarray, shapes: list[Shape], scale: float, origin=(0.0, 0.0)) -> np.ndarray:
@@ -144,16 +158,18 @@ def crop_picture(source: SourceImage, shape: Shape, items: list[Box | Point]) ->
     side = max(picture.shape[:2])
     scale = CROP_MAX_SIDE / side if side > CROP_MAX_SIDE else max(1, CROP_MIN_SIDE // side)
     if scale != 1:  # big crops shrink; tiny ones grow by whole pixels so that they can be seen
-        picture = _resize(picture, (round(picture.shape[1] * scale), round(picture.shape[0] * scale)))
+        picture = resize(picture, (round(picture.shape[1] * scale), round(picture.shape[0] * scale)))
     origin = (float(box[0]), float(box[1]))
     draw_shapes(picture, [shape], scale, origin)
-    return draw_prompt(picture, items, scale, origin)
+    return draw_items(picture, items, scale, origin)
 
 
-def save_rgb(path: Path, rgb: np.ndarray, quality: int = 90) -> Path:
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]):
-        raise ProbeError(f"cannot write {path}", FAILED)
-    return path
+def save_rgb(path: Path, rgb: np.ndarray) -> Path:
+    """Write a picture (sam2plus.pictures.save_picture); ProbeError (exit code 1) when it cannot."""
+    try:
+        return save_picture(path, rgb)
+    except OSError as exc:
+        raise ProbeError(f"cannot write {path} ({exc.strerror or exc})", FAILED) from None
 
 
 def _mask_shape(rle, width: int, height: int, index: int) -> Shape | None:
@@ -197,22 +213,5 @@ def _draw_mask(canvas: np.ndarray, shape: Shape, scale: float, origin, color) ->
 def _bbox(points: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
     x0, y0 = np.floor(points.min(axis=0)).astype(int)
     x1, y1 = np.ceil(points.max(axis=0)).astype(int)
-    return max(0, int(x0)), max(0, int(y0)), min(width, max(int(x1), int(x0) + 1)), min(height, max(int(y1), int(y0) + 1))
-
-
-def _rgb(image: Image.Image) -> np.ndarray:
-    image = ImageOps.exif_transpose(image)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image).copy()
-
-
-def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if (rgb.shape[1], rgb.shape[0]) == size:
-        return rgb.copy()
-    shrink = size[0] <= rgb.shape[1] and size[1] <= rgb.shape[0]
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST)
-
-
-def _pt(xy, scale: float, origin) -> tuple[int, int]:
-    return int(round((xy[0] - origin[0]) * scale)), int(round((xy[1] - origin[1]) * scale))
+    return (max(0, int(x0)), max(0, int(y0)),
+            min(width, max(int(x1), int(x0) + 1)), min(height, max(int(y1), int(y0) + 1)))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
-from sam2plus.params import RETURN_TYPES
+from sam2plus import contexts
+from sam2plus.contexts import IMAGE, control
+from sam2plus.params import ExtraParams
 
-from .prompts import BOX_CONTROL, POINT_CONTROL, Box, Point
+from .prompts import BOX_CONTROL, POINT_CONTROL, Box, Point, to_context
 
-IMAGE_NAME, IMAGE_KEY, OUTPUT_NAME = "image", "image", "output"
-DEFAULT_RETURN_TYPE = "BrushLabels"
+__all__ = ["ProbeRequest", "build_request", "label_config"]
+
+OUTPUT_NAME = "output"
 
 
 @dataclass(frozen=True)
@@ -28,45 +30,28 @@ class ProbeRequest:
     predict: dict
 
 
-def return_type(extra_params: Any) -> str:
-    """The output tag the backend will need: return_format.type (either key spelling, any case).
-
-    Whatever is malformed is passed through untouched: the backend's /setup names the error.
-    """
-    if not isinstance(extra_params, dict):
-        return DEFAULT_RETURN_TYPE
-    section = extra_params.get("return_format", extra_params.get("return-format"))
-    kind = section.get("type") if isinstance(section, dict) else None
-    if not isinstance(kind, str):
-        return DEFAULT_RETURN_TYPE
-    return next((known for known in RETURN_TYPES if known.lower() == kind.lower()), kind)
-
-
 def label_config(items: list[Box | Point], output_type: str) -> str:
     """A minimal labeling config: the image, smart prompt controls and the output control."""
     labels = sorted({item.label for item in items if item.label is not None}) or ["probe"]
-    options = "".join(f"<Label value={quoteattr(label)}/>" for label in labels)
-    tags = [f'<Image name="{IMAGE_NAME}" value="${IMAGE_KEY}"/>']
+    controls = []
     for kind, name, labelled_tag, bare_tag in ((Box, BOX_CONTROL, "RectangleLabels", "Rectangle"),
                                               (Point, POINT_CONTROL, "KeyPointLabels", "KeyPoint")):
         used = [item for item in items if isinstance(item, kind)]
-        if not used:
-            continue
-        tag = labelled_tag if used[0].label is not None else bare_tag
-        inner = options if used[0].label is not None else ""
-        tags.append(f'<{tag} name="{name}" toName="{IMAGE_NAME}" smart="true">{inner}</{tag}>')
-    inner = options if output_type.endswith("Labels") else ""
-    tags.append(f'<{output_type} name="{OUTPUT_NAME}" toName="{IMAGE_NAME}">{inner}</{output_type}>')
-    return "<View>" + "".join(tags) + "</View>"
+        if used:
+            controls.append(control(labelled_tag if used[0].label is not None else bare_tag, name, smart=True,
+                                    labels=labels))
+    controls.append(control(output_type, OUTPUT_NAME, labels=labels))
+    return contexts.label_config(*controls)
 
 
-def build_request(project: str, image_name: str, items: list[Box | Point], context: dict,
+def build_request(project: str, image: str, items: list[Box | Point], size: tuple[int, int], params: ExtraParams,
                   extra_params: Any, artifacts: bool) -> ProbeRequest:
-    """The /setup body (extra_params, {} for stock behaviour) and the /predict body."""
-    config = label_config(items, return_type(extra_params))
+    """The /setup body (`extra_params` as given, {} for stock behaviour) and the /predict body for
+    the task image value `image` of `size`; the output tag follows the validated `params`."""
+    config = label_config(items, params.return_format.type)
     setup = {"project": project, "schema": config, "extra_params": {} if extra_params is None else extra_params}
-    predict = {"tasks": [{"id": 1, "data": {IMAGE_KEY: image_name}}], "project": project, "label_config": config,
-               "params": {"login": None, "password": None, "context": context}}
+    predict = {"tasks": [{"id": 1, "data": {IMAGE: image}}], "project": project, "label_config": config,
+               "params": {"login": None, "password": None, "context": to_context(items, size)}}
     if artifacts:
         predict["artifacts"] = True
     return ProbeRequest(project, config, setup, predict)

@@ -1,56 +1,60 @@
-"""The probe's image -> a copy inside the backend's CACHE_DIR, and the size Label Studio would show.
+"""How the probe's image reaches the backend: by name in a shared cache folder, or inside the task.
 
-The backend resolves a task image given as a path relative to its CACHE_DIR without any
-network. The probe copies the file byte for byte (the backend decodes it exactly as it
-would the original) to CACHE_DIR/probe/<content hash>-<name>, so the name it sends works
-wherever that folder is mounted: /cache in the container, --cache-dir on this machine.
+- A folder shared with the backend (`--cache-dir`, given and existing, or `--local`): the file is
+  copied byte for byte to CACHE_DIR/probe/<content hash>-<name>, and the task names that copy
+  relative to CACHE_DIR, so the backend reads it from disk with no network access. The name
+  works wherever the folder is mounted: /cache in the container, --cache-dir here.
+- No shared folder: the task carries the file's bytes as a `data:` URL (base64). The backend
+  stores it in CACHE_DIR/downloads by content like any download, bounded by MAX_IMAGE_BYTES
+  (and the request by MAX_REQUEST_BYTES); it needs no path from the backend back to the probe.
+
+Either way the backend decodes exactly the bytes of the file.
 """
 
 from __future__ import annotations
 
-import os
+import base64
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from sam2plus.fetch import sha1_of_file
-from sam2plus.images import exif_orientation
+from sam2plus.files import copy_atomically, sha1_of_file
+from sam2plus.images import ImageInfo
 
 from .errors import ProbeError
 
-Image.MAX_IMAGE_PIXELS = None  # the backend applies its own MAX_IMAGE_PIXELS
+__all__ = ["SentImage", "data_url", "send_image", "stage_image"]
+
 STAGE_FOLDER = "probe"
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
-class StagedImage:
-    source: Path  # the file the user named
-    local: Path  # its copy inside the local cache dir
-    name: str  # that copy's path relative to CACHE_DIR: what the task sends
-    size: tuple[int, int]  # (width, height) after EXIF orientation, as the browser shows it
+class SentImage:
+    """The task's image value and how it travels."""
+
+    value: str  # a path relative to the backend's CACHE_DIR, or a data: URL
+    shared: bool  # True: the value names a copy in the shared cache folder
+    nbytes: int  # the image file's size
+
+    def described(self) -> str:
+        """The value for records and messages: the path, or the data: URL's header and size."""
+        if self.shared:
+            return self.value
+        return f"{self.value.partition(',')[0]},... ({self.nbytes} bytes of the image, base64)"
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """The displayed (EXIF-oriented) size, read from the header."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = exif_orientation(image)
-    except FileNotFoundError:
-        raise ProbeError(f"image: {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ProbeError(f"image: {path} is not a readable image ({type(exc).__name__})") from None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+def send_image(source: Path, info: ImageInfo, shared_cache: Path | None) -> SentImage:
+    """The image as a name in `shared_cache` when there is one, else as a data: URL."""
+    nbytes = source.stat().st_size
+    if shared_cache is not None:
+        return SentImage(stage_image(source, shared_cache), True, nbytes)
+    return SentImage(data_url(source, info), False, nbytes)
 
 
-def stage_image(source: Path, cache_dir: Path) -> StagedImage:
-    """Copy `source` into `cache_dir`/probe (once per content) and name the copy relative to it."""
-    size = image_size(source)
+def stage_image(source: Path, cache_dir: Path) -> str:
+    """Copy `source` into `cache_dir`/probe (once per content); returns the copy's name relative to it."""
     digest = sha1_of_file(source)[:16]
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", source.stem)[:60] or "image"
     name = f"{STAGE_FOLDER}/{digest}-{stem}{source.suffix.lower()}"
@@ -58,14 +62,13 @@ def stage_image(source: Path, cache_dir: Path) -> StagedImage:
     if not local.is_file():
         try:
             local.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=".part-")
+            copy_atomically(source, local)
         except OSError as exc:
-            raise ProbeError(f"cache-dir: cannot write into {local.parent} ({exc})") from None
-        try:
-            with os.fdopen(fd, "wb") as target, open(source, "rb") as handle:
-                shutil.copyfileobj(handle, target, CHUNK)
-            os.replace(tmp, local)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return StagedImage(source, local, name, size)
+            raise ProbeError(f"cache-dir: cannot write into {local.parent} ({exc.strerror or exc})") from None
+    return name
+
+
+def data_url(source: Path, info: ImageInfo) -> str:
+    """`data:<media type>;base64,<the file's bytes>`; the media type follows the decoded format."""
+    media_type = Image.MIME.get(info.format.upper(), f"image/{info.format.lower() or 'unknown'}")
+    return f"data:{media_type};base64,{base64.b64encode(source.read_bytes()).decode('ascii')}"

@@ -1,7 +1,9 @@
-"""How the probe's bodies reach a backend. A transport answers two calls:
+"""How the probe's bodies reach a backend. A transport answers these calls:
 
-    setup(body) -> dict       POST /setup
-    predict(body) -> dict     POST /predict
+    setup(body) -> dict                        POST /setup
+    predict(body) -> dict                      POST /predict
+    artifact_names(ident) -> list[str]         GET /artifacts/<ident>: the files of a review artifact folder
+    artifact_chunks(ident, name) -> chunks     GET /artifacts/<ident>/<name>: one of them
 
 and raises ProbeError with the backend's own error message when it refuses. Everything
 else in the probe (prompt, request, outputs) is the same whichever transport runs.
@@ -14,13 +16,18 @@ socket, so local and remote runs differ only in where the model lives.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 
+from sam2plus.files import CHUNK
+
 from .errors import FAILED, ProbeError
+
+__all__ = ["HttpTransport", "LocalTransport", "Transport", "split_credentials"]
 
 
 class Transport(Protocol):
@@ -30,9 +37,13 @@ class Transport(Protocol):
 
     def predict(self, body: dict) -> dict: ...
 
+    def artifact_names(self, ident: str) -> list[str]: ...
 
-class _RoutePoster:
-    """setup() and predict() as POSTs to the backend's routes; subclasses say how to POST."""
+    def artifact_chunks(self, ident: str, name: str) -> Iterator[bytes]: ...
+
+
+class _Routes:
+    """The backend's routes over a way to POST and GET (subclasses say how)."""
 
     def setup(self, body: dict) -> dict:
         return self._post("setup", body)
@@ -40,11 +51,27 @@ class _RoutePoster:
     def predict(self, body: dict) -> dict:
         return self._post("predict", body)
 
+    def artifact_names(self, ident: str) -> list[str]:
+        route = f"artifacts/{quote(ident, safe='')}"
+        files = self._get_json(route).get("files")
+        if not isinstance(files, list):
+            raise ProbeError(f"/{route}: the backend's answer lists no files", FAILED)
+        return files
+
+    def artifact_chunks(self, ident: str, name: str) -> Iterator[bytes]:
+        return self._get_chunks(f"artifacts/{quote(ident, safe='')}/{quote(name, safe='')}")
+
     def _post(self, route: str, body: dict) -> dict:
         raise NotImplementedError
 
+    def _get_json(self, route: str) -> dict:
+        raise NotImplementedError
 
-class HttpTransport(_RoutePoster):
+    def _get_chunks(self, route: str) -> Iterator[bytes]:
+        raise NotImplementedError
+
+
+class HttpTransport(_Routes):
     """A backend at `url` (basic auth may be given in it: http://user:pass@host:port). The
     credentials go only into the session's Authorization header, never into messages or records."""
 
@@ -56,15 +83,32 @@ class HttpTransport(_RoutePoster):
         self.description = self.url
 
     def _post(self, route: str, body: dict) -> dict:
+        response = self._call("POST", route, json=body)
+        return _answer(route, response.status_code, _json(response), response.text)
+
+    def _get_json(self, route: str) -> dict:
+        response = self._call("GET", route)
+        return _answer(route, response.status_code, _json(response), response.text)
+
+    def _get_chunks(self, route: str) -> Iterator[bytes]:
+        response = self._call("GET", route, stream=True)
+        with response:
+            if response.status_code != 200:
+                _answer(route, response.status_code, _json(response), response.text)
+            try:
+                yield from response.iter_content(CHUNK)
+            except requests.RequestException as exc:
+                raise ProbeError(f"/{route}: the download broke off ({type(exc).__name__})", FAILED) from None
+
+    def _call(self, method: str, route: str, **kwargs) -> requests.Response:
         try:
-            response = self.session.post(f"{self.url}/{route}", json=body, timeout=self.timeout)
+            return self.session.request(method, f"{self.url}/{route}", timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
             raise ProbeError(f"/{route}: cannot reach the backend at {self.url} ({type(exc).__name__}); "
                              f"is it running? (--url)", FAILED) from None
-        return _answer(route, response.status_code, _json(response), response.text)
 
 
-class LocalTransport(_RoutePoster):
+class LocalTransport(_Routes):
     """The backend's own WSGI app around `model` (a model.SAM2Plus), called in this process."""
 
     def __init__(self, model):
@@ -75,7 +119,7 @@ class LocalTransport(_RoutePoster):
         self.description = f"in-process {model.model_version}"
 
     @classmethod
-    def from_env(cls, cache_dir: Path) -> "LocalTransport":
+    def from_env(cls, cache_dir: Path) -> LocalTransport:
         """Build the model as the backend would from its environment variables, with CACHE_DIR =
         `cache_dir`; CHECKPOINT_DIR defaults to ./vols/model-store, MODEL_DIR to a folder inside
         the cache dir (the container's /sam2 and /data do not exist here), and ARTIFACTS to
@@ -93,6 +137,16 @@ class LocalTransport(_RoutePoster):
     def _post(self, route: str, body: dict) -> dict:
         response = self.client.post(f"/{route}", json=body)
         return _answer(route, response.status_code, response.get_json(silent=True), response.get_data(as_text=True))
+
+    def _get_json(self, route: str) -> dict:
+        response = self.client.get(f"/{route}")
+        return _answer(route, response.status_code, response.get_json(silent=True), response.get_data(as_text=True))
+
+    def _get_chunks(self, route: str) -> Iterator[bytes]:
+        response = self.client.get(f"/{route}")
+        if response.status_code != 200:
+            _answer(route, response.status_code, response.get_json(silent=True), response.get_data(as_text=True))
+        yield response.get_data()
 
 
 def split_credentials(url: str) -> tuple[str, tuple[bytes, bytes] | None]:

@@ -3,6 +3,8 @@
 They show what SAM2 saw and produced: the patch, the patch with the prompt, the frame with
 the prompt and the patch window (downscaled to at most 2048 px), the mask and an overlay.
 They never touch a cached source image. `prune` keeps their total size bounded (ARTIFACTS_MB).
+A folder is named by its time and 128 random bits; `request_files` and `open_request_file`
+read one back for `GET /artifacts/<id>` and nothing else (no links, no other folder).
 """
 
 from __future__ import annotations
@@ -11,25 +13,78 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
 
+from .errors import RequestError, describe
+from .files import write_atomically
 from .frames import FrameMap
 from .masks import Mask
+from .pictures import BLUE, GREEN, LINE, YELLOW, draw_prompt, preview, save_picture, to_canvas
 from .segmenter import PatchPrompt
 
-PREVIEW_MAX_SIDE = 2048
-RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 128, 255), (255, 255, 0)
+__all__ = ["ARTIFACTS_FOLDER", "new_request_dir", "open_request_file", "prune", "request_files", "write_artifacts"]
+
+ARTIFACTS_FOLDER = "artifacts"  # inside CACHE_DIR
 
 
 def new_request_dir(cache_dir: str | Path) -> Path:
-    folder = Path(cache_dir) / "artifacts" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    folder = Path(cache_dir) / ARTIFACTS_FOLDER / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex}"
     folder.mkdir(parents=True)
     return folder
+
+
+def request_files(cache_dir: str | Path, ident: str) -> list[str]:
+    """The names of the regular files in the request folder `ident` of CACHE_DIR/artifacts (no
+    links, folders or partial files); a RequestError (404) for anything that is not such a folder."""
+    with _request_folder(cache_dir, ident) as folder, os.scandir(folder) as entries:
+        return sorted(entry.name for entry in entries
+                      if _is_plain(entry.name) and entry.is_file(follow_symlinks=False))
+
+
+def open_request_file(cache_dir: str | Path, ident: str, name: str) -> BinaryIO:
+    """One regular file of the request folder `ident`, opened for reading without following any
+    link; a RequestError (404) for anything else."""
+    with _request_folder(cache_dir, ident) as folder:
+        missing = RequestError("path", f"{describe(name)} is not a file of the review artifacts {describe(ident)}", 404)
+        if not _is_plain(name):
+            raise missing
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+        except OSError:
+            raise missing from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise missing
+        return os.fdopen(fd, "rb")
+
+
+@contextlib.contextmanager
+def _request_folder(cache_dir: str | Path, ident: str) -> Iterator[int]:
+    """A descriptor of CACHE_DIR/artifacts/<ident>, opened only when that is a folder and not a link."""
+    try:
+        if not _is_plain(ident):
+            raise FileNotFoundError(ident)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(Path(cache_dir) / ARTIFACTS_FOLDER / ident, flags)
+    except OSError:
+        raise RequestError("path", f"{describe(ident)} is not a folder of review artifacts here", 404) from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _is_plain(name: str) -> bool:
+    """One visible path segment: no separator, no NUL, not `.`/`..` and no hidden (partial) file."""
+    return bool(name) and not name.startswith(".") and not any(ch in name for ch in "/\\\0")
 
 
 def prune(root: Path, max_bytes: int, keep: Path) -> list[Path]:
@@ -68,16 +123,16 @@ def write_artifacts(folder: Path, frame: np.ndarray, frame_map: FrameMap, patch:
     written = []
 
     def save(name: str, rgb: np.ndarray) -> None:
-        path = folder / name
-        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        written.append(path)
+        written.append(save_picture(folder / name, rgb))
 
     save("patch.jpg", patch)
     save("patch.prompt.jpg", _draw_prompt(patch.copy(), prompt, (0.0, 0.0), 1.0))
-    preview, factor = _preview(frame)
+    canvas, factor = preview(frame)
     w = frame_map.window
-    cv2.rectangle(preview, _pt((w.x, w.y), factor), _pt((w.x + w.width, w.y + w.height), factor), YELLOW, 2)
-    save("frame.prompt.jpg", _draw_prompt(preview, prompt, (w.x, w.y), factor))
+    if frame_map.mode == "patch":  # otherwise the window is the whole frame
+        cv2.rectangle(canvas, to_canvas((w.x, w.y), factor=factor),
+                      to_canvas((w.x + w.width, w.y + w.height), factor=factor), YELLOW, LINE)
+    save("frame.prompt.jpg", _draw_prompt(canvas, prompt, (w.x, w.y), factor))
     mask_patch = np.zeros(patch.shape[:2], np.uint8)
     if mask.area:
         h, wd = mask.bits.shape
@@ -88,28 +143,10 @@ def write_artifacts(folder: Path, frame: np.ndarray, frame_map: FrameMap, patch:
     for ring in rings:
         cv2.polylines(overlay, [np.round(ring - 0.5).astype(np.int32)], True, GREEN, 2)
     save("patch.mask_overlay.jpg", overlay)
-    (folder / "request.json").write_text(json.dumps(summary, indent=2))
-    written.append(folder / "request.json")
+    written.append(write_atomically(folder / "request.json", json.dumps(summary, indent=2).encode()))
     return written
-
-
-def _preview(frame: np.ndarray) -> tuple[np.ndarray, float]:
-    factor = min(1.0, PREVIEW_MAX_SIDE / max(frame.shape[:2]))
-    if factor == 1.0:
-        return frame.copy(), 1.0
-    size = (max(1, round(frame.shape[1] * factor)), max(1, round(frame.shape[0] * factor)))
-    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA), factor
-
-
-def _pt(xy, factor: float) -> tuple[int, int]:
-    return int(round(xy[0] * factor)), int(round(xy[1] * factor))
 
 
 def _draw_prompt(canvas: np.ndarray, prompt: PatchPrompt, origin, factor: float) -> np.ndarray:
     """Draw the patch-coordinate prompt on a canvas whose pixel = (patch + origin) * factor."""
-    to_canvas = lambda xy: _pt((xy[0] + origin[0], xy[1] + origin[1]), factor)  # noqa: E731
-    if prompt.box is not None:
-        cv2.rectangle(canvas, to_canvas(prompt.box[:2]), to_canvas(prompt.box[2:]), RED, 2)
-    for xy, positive in zip(prompt.points, prompt.labels):
-        cv2.circle(canvas, to_canvas(xy), 6, GREEN if positive else RED, -1)
-    return canvas
+    return draw_prompt(canvas, prompt.box, prompt.points, [label == 1 for label in prompt.labels], origin, factor)

@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from .config import ServerConfig
-from .contexts import context, keypoint_region, rectangle_region
+from .contexts import context, control, keypoint_region, label_config, rectangle_region
 from .frames import extract_patch, plan_frame
 from .images import read_info
 from .labelconfig import find_output_control
@@ -53,11 +53,10 @@ from .rle import encode_brush_rle
 from .segmenter import UNTRAINED, to_model_input
 
 PROMPT = 320
-LABEL_CONFIG = ('<View><Image name="image" value="$image"/>'
-                '<RectangleLabels name="prompt" toName="image" smart="true"><Label value="object"/></RectangleLabels>'
-                '<KeyPointLabels name="point" toName="image" smart="true"><Label value="object"/></KeyPointLabels>'
-                '<BrushLabels name="brush" toName="image"><Label value="object"/></BrushLabels>'
-                '<PolygonLabels name="polygon" toName="image"><Label value="object"/></PolygonLabels></View>')
+LABEL_CONFIG = label_config(control("RectangleLabels", "prompt", smart=True, labels=["object"]),
+                            control("KeyPointLabels", "point", smart=True, labels=["object"]),
+                            control("BrushLabels", "brush", labels=["object"]),
+                            control("PolygonLabels", "polygon", labels=["object"]))
 
 
 @dataclass(frozen=True)
@@ -283,7 +282,7 @@ def session_figures(model, task: list, scene: Scene, repeats: int, cold) -> dict
             "session_warm_up_ms": statistics.median(warm_ups), "warm_first_ms": statistics.median(firsts),
             "session_encoder_ms": statistics.median(encoders),
             "cold_first_ms": statistics.median(colds), "refine_ms": statistics.median(refines),
-            "session_clicks_ms": [statistics.median(column) for column in zip(*objects)]}
+            "session_clicks_ms": [statistics.median(column) for column in zip(*objects, strict=True)]}
 
 
 def first_patch(model, task: list, ctx: dict, project: str) -> np.ndarray:
@@ -316,7 +315,8 @@ def multi_figures(model, workdir: Path, cold) -> dict:
         time.sleep(delay)
         task = [{"id": 100 + i, "data": {"image": names[i]}}]
         for n in range(1, len(points) + 1):
-            times[i, n] = _timed(lambda: model.predict(task, scene.clicks(points[:n]), "stock", LABEL_CONFIG))
+            ctx = scene.clicks(points[:n])
+            times[i, n] = _timed(lambda ctx=ctx: model.predict(task, ctx, "stock", LABEL_CONFIG))
             time.sleep(think)
 
     def alone() -> dict:
@@ -352,19 +352,24 @@ def multi_figures(model, workdir: Path, cold) -> dict:
 def print_table(figures: dict) -> None:
     rows = [("stock first click", "stock_first_ms"), ("stock repeated click", "stock_repeat_ms"),
             ("SAM2Plus first click", "first_ms"), ("SAM2Plus repeated click", "repeat_ms"),
-            ("SAM2Plus click, other window", "other_window_ms"), ("SAM2Plus repeated click, polygon", "polygon_repeat_ms"),
+            ("SAM2Plus click, other window", "other_window_ms"),
+            ("SAM2Plus repeated click, polygon", "polygon_repeat_ms"),
             ("JPEG decode into the frame store", "decode_ms"), ("image encoder (1024 patch)", "encoder_ms"),
             ("mask decoder (bare predict)", "decoder_ms"), ("label-studio-sdk mask2rle", "rle_sdk_ms"),
             ("SAM2Plus brush RLE", "rle_ms")]
     width, height = figures["image_size"]
     print(f"SAM2Plus benchmark: {figures['config']} ({figures['checkpoint']}) on {figures['device']}, "
           f"{width}x{height} JPEG ({figures['image_bytes'] / 1e6:.1f} MB)")
-    rows += [("session: task open answered", "session_open_ms"), ("session: open until warmed up", "session_warm_up_ms"),
-             ("session: first click after warm-up", "warm_first_ms"), ("session: same first click, cold", "cold_first_ms"),
+    rows += [("session: task open answered", "session_open_ms"),
+             ("session: open until warmed up", "session_warm_up_ms"),
+             ("session: first click after warm-up", "warm_first_ms"),
+             ("session: same first click, cold", "cold_first_ms"),
              ("session: encoder alone, first window", "session_encoder_ms"),
              ("session: refinement click (median)", "refine_ms"),
-             ("4 annotators: refinement p50", "multi_refine_p50_ms"), ("4 annotators: refinement p95", "multi_refine_p95_ms"),
-             ("same clicks alone: p50", "multi_alone_refine_p50_ms"), ("same clicks alone: p95", "multi_alone_refine_p95_ms"),
+             ("4 annotators: refinement p50", "multi_refine_p50_ms"),
+             ("4 annotators: refinement p95", "multi_refine_p95_ms"),
+             ("same clicks alone: p50", "multi_alone_refine_p50_ms"),
+             ("same clicks alone: p95", "multi_alone_refine_p95_ms"),
              ("4 annotators: slowest first click", "multi_first_max_ms"),
              ("alone: slowest first click", "multi_alone_first_max_ms")]
     for label, key in rows:

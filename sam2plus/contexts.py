@@ -1,14 +1,22 @@
-"""Interactive contexts as Label Studio 1.23.2's editor (LSF) serialises smart regions.
+"""Interactive contexts as Label Studio 1.23.2's editor (LSF) serialises smart regions, and the
+labeling configs they come from.
 
 Percent coordinates of the image's natural size, `original_width`/`original_height`, an `id`,
 `origin`, and for key points a top-level `is_positive` (Alt-click makes a point negative). A
-refinement click resends every earlier prompt of the object with the new one. Used by the
-end-to-end tests and the benchmark, so that both send what the editor sends.
+refinement click resends every earlier prompt of the object with the new one. A config is one
+`<Image name="image" value="$image">` and control tags on it (`control`, `label_config`). Used
+by the tests, the benchmark and sam2plus-probe, so that all of them send what the editor sends.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from xml.sax.saxutils import quoteattr
+
+__all__ = ["IMAGE", "context", "control", "keypoint_region", "label_config", "rectangle_region"]
+
+IMAGE = "image"  # the Image tag's name, and the task data key it shows ($image)
 
 
 def rectangle_region(box, width: int, height: int, *, from_name: str = "prompt", labels=None) -> dict:
@@ -39,9 +47,24 @@ def keypoint_region(x: float, y: float, width: int, height: int, *, positive: bo
 
 def _region(value: dict, kind: str, width: int, height: int, from_name: str) -> dict:
     return {"original_width": width, "original_height": height, "image_rotation": 0, "value": value,
-            "id": uuid.uuid4().hex[:10], "from_name": from_name, "to_name": "image", "type": kind,
+            "id": uuid.uuid4().hex[:10], "from_name": from_name, "to_name": IMAGE, "type": kind,
             "origin": "manual"}
 
 
 def context(*regions: dict) -> dict:
     return {"result": list(regions)}
+
+
+def control(tag: str, name: str, *, smart: bool = False, labels: Sequence[str] = ()) -> str:
+    """One control tag on the image, e.g. `control("RectangleLabels", "prompt", smart=True, labels=["tooth"])`;
+    a *Labels tag carries one `<Label>` per label."""
+    attributes = f'name={quoteattr(name)} toName="{IMAGE}"' + (' smart="true"' if smart else "")
+    if tag.endswith("Labels"):
+        return f"<{tag} {attributes}>" + "".join(f"<Label value={quoteattr(label)}/>" for label in labels) + f"</{tag}>"
+    return f"<{tag} {attributes}/>"
+
+
+def label_config(*controls: str, zoom: bool = False) -> str:
+    """A labeling config: the image (`zoom`: the editor's zoom on) and the `control` tags."""
+    image = f'<Image name="{IMAGE}" value="${IMAGE}"' + (' zoom="true"' if zoom else "") + "/>"
+    return "<View>" + image + "".join(controls) + "</View>"

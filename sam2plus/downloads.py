@@ -15,17 +15,16 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
-__all__ = ["DownloadCache", "Lease", "LocalImage", "write_atomically"]
+from .files import PART_PREFIX, STALE_PART_SECONDS, PartFile, part_file, write_atomically
 
-PART_PREFIX = ".part-"
+__all__ = ["DownloadCache", "Lease", "LocalImage"]
+
 RECORD_SUFFIX = ".json"
-STALE_PART_SECONDS = 3600
 EVICTION_LOCK = ".evict.lock"
 
 
@@ -58,7 +57,7 @@ class LocalImage:
         if self.lease is not None:
             self.lease.release()
 
-    def __enter__(self) -> "LocalImage":
+    def __enter__(self) -> LocalImage:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -96,21 +95,15 @@ class DownloadCache:
         `chunks` (a size limit, a broken connection) leaves nothing behind."""
         self.directory.mkdir(parents=True, exist_ok=True)
         sha = hashlib.sha1()
-        fd, part = tempfile.mkstemp(dir=self.directory, prefix=PART_PREFIX)
-        try:
-            with open(fd, "wb", closefd=False) as handle:
+        with part_file(self.directory) as part:
+            with open(part.fd, "wb", closefd=False) as handle:
                 for chunk in chunks:
                     sha.update(chunk)
                     handle.write(chunk)
-            fcntl.flock(fd, fcntl.LOCK_SH)  # held from the moment the file has its name
+            fcntl.flock(part.fd, fcntl.LOCK_SH)  # held from the moment the file has its name
             digest = sha.hexdigest()
             path = self.path(digest, suffix)
-            lease = _publish(fd, part, path)
-        except BaseException:
-            os.close(fd)
-            raise
-        finally:
-            Path(part).unlink(missing_ok=True)
+            lease = _publish(part, path)
         _touch(path)
         self.evict()
         return LocalImage(path, digest, lease)
@@ -175,17 +168,6 @@ class DownloadCache:
         return entries
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new content, never a part."""
-    fd, part = tempfile.mkstemp(dir=path.parent, prefix=PART_PREFIX)
-    try:
-        with open(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(part, path)
-    finally:
-        Path(part).unlink(missing_ok=True)
-
-
 def _lease(path: Path) -> Lease | None:
     """A shared lock on the file now at `path`, or None if there is none (or it is being evicted)."""
     try:
@@ -203,17 +185,16 @@ def _lease(path: Path) -> Lease | None:
     return Lease(fd)
 
 
-def _publish(fd: int, part: str, path: Path) -> Lease:
-    """Give the written (and share-locked) file `fd` its content name; when the name exists
-    already, lease that file instead."""
+def _publish(part: PartFile, path: Path) -> Lease:
+    """Give the written (and share-locked) partial file its content name and lease it; when the
+    name exists already, lease that file instead."""
     for _ in range(100):
         try:
-            os.link(part, path)
-            return Lease(fd)
+            os.link(part.path, path)
+            return Lease(part.detach())
         except FileExistsError:
             existing = _lease(path)
             if existing is not None:
-                os.close(fd)
                 return existing
         # the existing file was being evicted: its name is free again in a moment
     raise OSError(f"cannot store {path}: it keeps changing")

@@ -16,8 +16,8 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from urllib3 import HTTPResponse
@@ -25,12 +25,12 @@ from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionErro
 
 from .downloads import DownloadCache, LocalImage
 from .errors import RequestError, describe
+from .files import CHUNK, sha1_of_file
 from .transport import HttpClient, PrivateAddressError
 from .urls import Target, UrlPolicy, check_characters, parse_data_url, parse_origin
 
-__all__ = ["ImageFetcher", "LabelStudioAuth", "LocalImage", "sha1_of_file"]
+__all__ = ["ImageFetcher", "LabelStudioAuth", "LocalImage"]
 
-CHUNK = 1 << 20
 MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -213,14 +213,6 @@ class ImageFetcher:
                 yield chunk
         except HTTPError as exc:
             raise RequestError(field, f"cannot fetch {describe(value)}: {_failure(exc)}", 422) from None
-
-
-def sha1_of_file(path: Path) -> str:
-    sha = hashlib.sha1()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 def _finish(response: HTTPResponse, consumed: bool = False) -> None:

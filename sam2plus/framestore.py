@@ -14,19 +14,19 @@ import contextlib
 import logging
 import mmap
 import os
-import tempfile
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+
+from .files import PART_PREFIX, part_file, remove_stale_parts
+
+__all__ = ["Decoder", "FrameStore"]
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".rgb"
-PART_PREFIX = ".part-"
-STALE_PART_SECONDS = 3600
 
 # decode(out) writes the frame into `out` (H x W x 3 uint8) and returns it; decode(None) returns a new array.
 Decoder = Callable[[np.ndarray | None], np.ndarray]
@@ -42,7 +42,7 @@ class FrameStore:
         self.hits = self.misses = 0
         self._lock = threading.Lock()
         self._loading: dict[Path, threading.Lock] = {}
-        self._remove_stale_parts()
+        remove_stale_parts(self.directory)  # left by a worker that died while decoding
 
     def path(self, digest: str, size: tuple[int, int]) -> Path:
         return self.directory / f"{digest}-{size[0]}x{size[1]}{SUFFIX}"
@@ -82,20 +82,16 @@ class FrameStore:
     def _decode_into_file(self, path: Path, size: tuple[int, int], decode: Decoder) -> np.ndarray:
         width, height = size
         nbytes = width * height * 3
-        fd, part = tempfile.mkstemp(dir=self.directory, prefix=PART_PREFIX, suffix=SUFFIX)
-        try:
+        with part_file(self.directory, SUFFIX) as part:
             try:
                 # Reserve the blocks now: writing a memory map past a full disk kills the process.
-                os.posix_fallocate(fd, 0, nbytes)
+                os.posix_fallocate(part.fd, 0, nbytes)
             except OSError as exc:
                 log.warning("cannot store a %dx%d frame in %s (%s): decoding it in memory", width, height,
                             self.directory, exc)
                 return decode(None)
-            decode(np.frombuffer(mmap.mmap(fd, nbytes), np.uint8).reshape(height, width, 3))
-            os.replace(part, path)
-        finally:
-            os.close(fd)
-            Path(part).unlink(missing_ok=True)
+            decode(np.frombuffer(mmap.mmap(part.fd, nbytes), np.uint8).reshape(height, width, 3))
+            os.replace(part.path, path)
         self._evict(keep=path)
         frame = _map(path, size)
         return frame if frame is not None else decode(None)  # another worker deleted it meanwhile
@@ -115,14 +111,6 @@ class FrameStore:
             if path != keep:
                 path.unlink(missing_ok=True)
                 total -= size
-
-    def _remove_stale_parts(self) -> None:
-        """Partial files left by a worker that died while decoding."""
-        cutoff = time.time() - STALE_PART_SECONDS
-        for path in self.directory.glob(f"{PART_PREFIX}*"):
-            with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
 
     def _count(self, hit: bool) -> None:
         with self._lock:

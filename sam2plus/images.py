@@ -19,11 +19,13 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
+from .bands import row_bands
 from .errors import RequestError
+
+__all__ = ["LARGE_DECODE_PIXELS", "ImageInfo", "decode_frame", "exif_orientation", "read_info"]
 
 Image.MAX_IMAGE_PIXELS = None  # the limit is ours (MAX_IMAGE_PIXELS), checked on the header
 
-BAND_PIXELS = 1_000_000  # pixels converted to RGB at a time: a band of rows this size
 LARGE_DECODE_PIXELS = 16_000_000  # images this large are decoded one at a time per worker process
 _LARGE_DECODE = threading.Lock()
 
@@ -62,7 +64,8 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     if width * height > max_pixels:
-        raise RequestError(field, f"image of {width}x{height} = {width * height} px exceeds MAX_IMAGE_PIXELS={max_pixels}", 413)
+        raise RequestError(field, f"image of {width}x{height} = {width * height} px exceeds "
+                                  f"MAX_IMAGE_PIXELS={max_pixels}", 413)
     return ImageInfo(width, height, mode, fmt, orientation if orientation in _ORIENT else 1)
 
 
@@ -137,9 +140,8 @@ def _decode_other(path: Path, info: ImageInfo, field: str, buffer: np.ndarray | 
             width, height = image.size
             rgb = buffer if buffer is not None else np.empty((height, width, 3), np.uint8)
             transparent = "A" in image.mode or "transparency" in image.info
-            rows = max(1, BAND_PIXELS // width)
-            for top in range(0, height, rows):
-                band = image.crop((0, top, width, min(height, top + rows)))
+            for top, bottom in row_bands(height, width):
+                band = image.crop((0, top, width, bottom))
                 rgb[top:top + band.height] = np.asarray(_flat_rgb(band, transparent))
     except (OSError, ValueError) as exc:
         raise RequestError(field, f"could not be decoded ({type(exc).__name__})", 422) from None

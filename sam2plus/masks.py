@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .bands import row_bands
 from .frames import FrameMap
 
-BAND_ROWS = 512
+__all__ = ["Mask", "mask_from_logits", "mask_in_image"]
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,14 @@ class Mask:
     y: int = 0
 
     @classmethod
-    def empty(cls) -> "Mask":
+    def empty(cls) -> Mask:
         return cls(np.zeros((0, 0), dtype=bool))
 
     @property
     def area(self) -> int:
         return int(np.count_nonzero(self.bits))
 
-    def tight(self) -> "Mask":
+    def tight(self) -> Mask:
         """The same mask cropped to its nonzero pixels."""
         rows = np.flatnonzero(self.bits.any(axis=1))
         if rows.size == 0:
@@ -99,8 +100,8 @@ def _resample(source: np.ndarray, step: tuple[float, float], start: tuple[float,
     over a whole 100-megapixel frame (400 MB) never exist at once; only the boolean result does."""
     width, height = size
     bits = np.empty((height, width), dtype=bool)
-    for top in range(0, height, BAND_ROWS):
-        rows = min(BAND_ROWS, height - top)
+    for top, bottom in row_bands(height, width):
+        rows = bottom - top
         matrix = np.array([[step[0], 0, start[0]], [0, step[1], start[1] + top * step[1]]])
         band = cv2.warpAffine(source, matrix, (width, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=border)

@@ -16,6 +16,7 @@ from typing import Any
 from PIL import ImageColor
 
 from .errors import RequestError, describe
+from .keys import underscore_keys
 
 ROOT = "extra_params"
 # Bounds on every setting that scales a click's work (README: Security, Limits).
@@ -237,16 +238,13 @@ def _normalised_object(value: Any, path: str) -> dict:
     """A dict with dash keys turned to underscores; the same key in both forms is an error."""
     if not isinstance(value, dict):
         raise RequestError(path, f"must be a JSON object, got {describe(value)}")
-    out: dict = {}
-    spelled: dict = {}
-    for key, item in value.items():
+    for key in value:
         if not isinstance(key, str):
             raise RequestError(path, f"keys must be strings, got {describe(key)}")
-        norm = key.replace("-", "_")
-        if norm in out:
-            raise RequestError(f"{path}.{norm}", f"given twice (as {describe(spelled[norm])} and {describe(key)})")
-        out[norm] = item
-        spelled[norm] = key
+    out, clashes = underscore_keys(value)
+    if clashes:
+        norm, first, second = clashes[0]
+        raise RequestError(f"{path}.{norm}", f"given twice (as {describe(first)} and {describe(second)})")
     return out
 
 

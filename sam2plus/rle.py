@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bands import row_bands
+
+__all__ = ["encode_brush_rle"]
+
 _WORD = 8
 _RLE_SIZES = (3, 4, 8, 16)
 _MAX_RUN = 1 << 16
-BAND_ROWS = 128
 
 
 def _foreground_runs(mask: np.ndarray, x0: int, y0: int, width: int, height: int):
@@ -26,9 +29,9 @@ def _foreground_runs(mask: np.ndarray, x0: int, y0: int, width: int, height: int
     m = mask[ys - y0 : ye - y0, xs - x0 : xe - x0]
     stride = m.shape[1] + 2
     starts, ends = [], []
-    # In bands of rows: the temporaries stay small (cache-sized) whatever the mask's size.
-    for top in range(0, m.shape[0], BAND_ROWS):
-        band = m[top : top + BAND_ROWS]
+    # In bands of rows: the temporaries stay small whatever the mask's size.
+    for top, bottom in row_bands(m.shape[0], stride):
+        band = m[top:bottom]
         # Each row between two background columns, all rows end to end: transitions alternate
         # start, end, start, ... and a transition at flat i sits before the pixel at i + 1.
         padded = np.zeros((band.shape[0], stride), bool)
@@ -75,7 +78,8 @@ def encode_brush_rle(
     """RLE of an image of size width x height that is zero everywhere except `mask` (2-D, bool or uint8,
     nonzero = inside) placed with its top-left pixel at (x0, y0). Parts of `mask` outside the image are clipped;
     x0/y0 may be negative. Output is identical, integer for integer, to
-    label_studio_sdk.converter.brush.mask2rle(full) where full is the uint8 full-size image holding `value` inside the mask."""
+    label_studio_sdk.converter.brush.mask2rle(full) where full is the uint8 full-size image holding `value`
+    inside the mask."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")

@@ -16,9 +16,10 @@ import threading
 import time
 import uuid
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from . import artifacts as review
 from .errors import RequestError, Stopped
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,14 @@ def create_app(model) -> Flask:
                                should_stop=client_gone)
         metrics.predicted(time.perf_counter() - started)
         return jsonify(answer)
+
+    @app.get("/artifacts/<ident>")
+    def artifact_files(ident: str):
+        return jsonify(files=review.request_files(_artifacts_of(config), ident))
+
+    @app.get("/artifacts/<ident>/<name>")
+    def artifact_file(ident: str, name: str):
+        return send_file(review.open_request_file(_artifacts_of(config), ident, name), download_name=name)
 
     @app.post("/webhook")
     def webhook():
@@ -146,6 +155,13 @@ def client_gone() -> bool:
         return True
     except (OSError, ValueError):  # ValueError: a socket that cannot peek (TLS)
         return False
+
+
+def _artifacts_of(config) -> str:
+    """The CACHE_DIR whose review artifacts GET /artifacts serves: none with ARTIFACTS=off."""
+    if config.artifacts == "off":
+        raise RequestError("path", "this backend writes no review artifacts (ARTIFACTS=off)", 404)
+    return config.cache_dir
 
 
 def _request_id() -> str:

@@ -21,9 +21,9 @@ import pytest
 import requests
 
 from tests.e2e.ls import LabelStudioAPI
-from tests.support.servers import ROOT, free_port, gunicorn_backend, start_logged, stop, wait_for
+from tests.support.servers import REPO, free_port, gunicorn_backend, start_logged, stop, wait_for
 
-LS_SCRIPT = ROOT / "scripts" / "label-studio.sh"
+LS_SCRIPT = REPO / "scripts" / "label-studio.sh"
 LS_INSTALL_TIMEOUT = 1200
 LS_START_TIMEOUT = 240
 BACKEND_START_TIMEOUT = 240

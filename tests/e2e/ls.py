@@ -15,8 +15,10 @@ from pathlib import Path
 
 import requests
 
-# The smart regions as the editor serialises them live in the backend (the benchmark sends them too).
-from sam2plus.contexts import context, keypoint_region, rectangle_region  # noqa: F401
+# The smart regions and label configs as the editor has them live in the backend (the benchmark and
+# the probe send them too).
+from sam2plus import contexts
+from sam2plus.contexts import context, control, keypoint_region, rectangle_region  # noqa: F401
 
 # str(requests.HTTPError) as Label Studio keeps it: "<status> Client Error: <reason> for url: <url>"
 HTTP_ERROR = re.compile(r"^(?P<status>\d{3}) (?:Client|Server) Error: (?P<reason>.*) for url: (?P<url>\S+)$")
@@ -118,15 +120,6 @@ class LabelStudioAPI:
 
 
 def label_config(prompt_tag: str, output_tag: str, label: str = "Obj") -> str:
-    """An image config with a smart prompt tag and an output tag; *Labels tags get one label."""
-    def tag(name: str, kind: str, smart: bool) -> str:
-        attributes = f'name="{name}" toName="image"' + (' smart="true"' if smart else "")
-        if kind.endswith("Labels"):
-            return f'<{kind} {attributes}><Label value="{label}"/></{kind}>'
-        return f"<{kind} {attributes}/>"
-
-    return ("<View>\n"
-            '  <Image name="image" value="$image" zoom="true"/>\n'
-            f"  {tag('prompt', prompt_tag, True)}\n"
-            f"  {tag('output', output_tag, False)}\n"
-            "</View>")
+    """An image config (zoom on) with a smart prompt tag and an output tag; *Labels tags get one label."""
+    return contexts.label_config(control(prompt_tag, "prompt", smart=True, labels=[label]),
+                                 control(output_tag, "output", labels=[label]), zoom=True)

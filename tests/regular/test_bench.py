@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support.servers import ROOT
+from tests.support.servers import REPO
 
 KEYS = {"stock_first_ms", "stock_repeat_ms", "first_ms", "repeat_ms", "other_window_ms", "polygon_repeat_ms",
         "rle_sdk_ms", "rle_ms", "decoder_ms", "peak_rss_mb", "config", "device", "image_px",
@@ -24,7 +24,7 @@ RATIOS = {"stock_repeat_over_repeat", "repeat_over_decoder", "rle_sdk_over_rle",
 def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run([sys.executable, "-m", "sam2plus.bench", "--size", "2400x1800", "--repeats", "1",
-                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                          "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-2000:]
     figures = json.loads(out.read_text())
     assert KEYS <= figures.keys()

@@ -353,7 +353,7 @@ def test_mask_from_logits_is_what_sam2_upsamples(patch_size, monkeypatch):
     import torch
     import torch.nn.functional as F
 
-    from sam2plus import masks
+    from sam2plus import bands
 
     rng = np.random.default_rng(3)
     logits = cv2.resize(rng.normal(0, 4, (16, 16)).astype(np.float32), (256, 256), interpolation=cv2.INTER_CUBIC)
@@ -374,7 +374,7 @@ def test_mask_from_logits_is_what_sam2_upsamples(patch_size, monkeypatch):
     steepest = max(np.abs(np.diff(logits, axis=0)).max(), np.abs(np.diff(logits, axis=1)).max())
     assert np.abs(reference[differ]).max(initial=0) <= steepest / 32
     assert np.count_nonzero(differ) < 0.001 * width * height
-    monkeypatch.setattr(masks, "BAND_ROWS", 10**6)
+    monkeypatch.setattr(bands, "BAND_PIXELS", 10**12)
     assert np.array_equal(full(mask_from_logits(logits, fm)), ours), "bands leave no seam"
 
 
@@ -445,14 +445,14 @@ def test_mask_in_image_of_an_empty_mask_is_empty():
 
 def test_mask_in_image_of_a_large_ragged_mask_is_the_same_in_bands(monkeypatch):
     """A downscaled frame's mask mapped back band after band equals one pass, and keeps its area."""
-    from sam2plus import masks
+    from sam2plus import bands
 
     fm = plan_frame((6000, 4000), _point(0.5, 0.5), _params(fullframe_resize=0.3))
     rng = np.random.default_rng(5)
     bits = cv2.resize(rng.normal(0, 1, (30, 40)).astype(np.float32), (1500, 1100)) > 0
     mask = Mask(bits, 150, 40)
     banded = mask_in_image(mask, fm)
-    monkeypatch.setattr(masks, "BAND_ROWS", 10**6)
+    monkeypatch.setattr(bands, "BAND_PIXELS", 10**12)
     whole = mask_in_image(mask, fm)
     assert (banded.x, banded.y) == (whole.x, whole.y) and np.array_equal(banded.bits, whole.bits)
     assert banded.area == pytest.approx(mask.area / 0.3 ** 2, rel=0.01)

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from sam2plus import framestore
+from sam2plus.files import STALE_PART_SECONDS
 from sam2plus.framestore import FrameStore
 from sam2plus.images import decode_frame, read_info
 
@@ -160,7 +161,7 @@ def test_stale_partial_files_are_removed_and_fresh_ones_kept(tmp_path):
     fresh = tmp_path / ".part-fresh.rgb"
     for path in (stale, fresh):
         path.write_bytes(b"x")
-    old = time.time() - 2 * framestore.STALE_PART_SECONDS
+    old = time.time() - 2 * STALE_PART_SECONDS
     os.utime(stale, (old, old))
     FrameStore(tmp_path, 1 << 20)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".part-fresh.rgb"]

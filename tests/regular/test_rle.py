@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle, encode_rle, mask2rle
 
-from sam2plus import rle
+from sam2plus import bands
 from sam2plus.rle import _encode_runs, encode_brush_rle
 
 
@@ -32,10 +32,10 @@ def _disc(radius):
     return (xx * xx + yy * yy <= radius * radius).astype(np.uint8)
 
 
-@pytest.mark.parametrize("band_rows", [None, 1, 7], ids=["default-bands", "one-row-bands", "seven-row-bands"])
-def test_random_masks_with_offsets_and_clipping(band_rows, monkeypatch):
-    if band_rows:  # masks taller than a band: runs must cross band boundaries unchanged
-        monkeypatch.setattr(rle, "BAND_ROWS", band_rows)
+@pytest.mark.parametrize("band_pixels", [None, 1, 300], ids=["default-bands", "one-row-bands", "few-row-bands"])
+def test_random_masks_with_offsets_and_clipping(band_pixels, monkeypatch):
+    if band_pixels:  # masks taller than a band: runs must cross band boundaries unchanged
+        monkeypatch.setattr(bands, "BAND_PIXELS", band_pixels)
     rng = np.random.default_rng(1234)
     for _ in range(400):
         width, height = (int(v) for v in rng.integers(1, 70, 2))

@@ -1,4 +1,5 @@
-"""Synthetic images with drawn shapes whose masks are known exactly, and helpers to score results."""
+"""Synthetic images with drawn shapes whose masks are known exactly, helpers to score results, and the
+contexts and label configs the tests send (built by sam2plus.contexts, as the benchmark and the probe do)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from label_studio_sdk.converter.brush import decode_rle
+
+from sam2plus import contexts
+from sam2plus.contexts import context, control, keypoint_region, rectangle_region
 
 BACKGROUND = (70, 70, 70)
 SHAPE = (210, 180, 40)
@@ -84,27 +88,19 @@ def box_iou(a, b) -> float:
 
 
 def rect_context(box, width: int, height: int, label: str = "object") -> dict:
-    x0, y0, x1, y1 = box
-    return {"result": [{
-        "original_width": width, "original_height": height, "image_rotation": 0,
-        "type": "rectanglelabels", "from_name": "prompt", "to_name": "image",
-        "value": {"x": x0 / width * 100, "y": y0 / height * 100, "width": (x1 - x0) / width * 100,
-                  "height": (y1 - y0) / height * 100, "rotation": 0, "rectanglelabels": [label]},
-    }]}
+    """The editor's context of one smart rectangle (x0, y0, x1, y1) labelled `label`."""
+    return context(rectangle_region(box, width, height, labels=[label]))
 
 
 def point_context(points, width: int, height: int, positive=None, label: str = "object") -> dict:
+    """The editor's context of smart key points [(x, y), ...], positive unless `positive` says otherwise."""
     positive = positive or [True] * len(points)
-    return {"result": [{
-        "original_width": width, "original_height": height, "image_rotation": 0,
-        "type": "keypointlabels", "from_name": "point", "to_name": "image", "is_positive": flag,
-        "value": {"x": x / width * 100, "y": y / height * 100, "width": 0.5, "keypointlabels": [label]},
-    } for (x, y), flag in zip(points, positive)]}
+    return context(*(keypoint_region(x, y, width, height, positive=flag, from_name="point", labels=[label])
+                     for (x, y), flag in zip(points, positive, strict=True)))
 
 
 def label_config(output_tag: str = "BrushLabels", label: str = "object") -> str:
-    inner = f'<Label value="{label}"/>' if output_tag.endswith("Labels") else ""
-    return (f'<View><Image name="image" value="$image"/>'
-            f'<RectangleLabels name="prompt" toName="image" smart="true"><Label value="{label}"/></RectangleLabels>'
-            f'<KeyPointLabels name="point" toName="image" smart="true"><Label value="{label}"/></KeyPointLabels>'
-            f'<{output_tag} name="output" toName="image">{inner}</{output_tag}></View>')
+    """Smart rectangle ("prompt") and key point ("point") controls and the output tag ("output")."""
+    return contexts.label_config(control("RectangleLabels", "prompt", smart=True, labels=[label]),
+                                 control("KeyPointLabels", "point", smart=True, labels=[label]),
+                                 control(output_tag, "output", labels=[label]))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # the repository's root folder
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 TEST_MODEL = {"MODEL_CONFIG": "configs/sam2.1/sam2.1_hiera_t.yaml", "MODEL_CHECKPOINT": "untrained", "DEVICE": "cpu"}
 
@@ -68,7 +68,7 @@ def stop(process: subprocess.Popen) -> None:
 def start_logged(command: list[str], env: dict, log: Path) -> subprocess.Popen:
     """Start `command` from the repository root in its own session, output into `log`."""
     with open(log, "wb") as handle:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -101,17 +101,35 @@ def gunicorn_backend(env: dict, workers: int = 1, threads: int = 8, timeout: flo
 
 
 @contextlib.contextmanager
-def static_server(directory: Path):
-    """Serve `directory` over HTTP on 127.0.0.1; yields "127.0.0.1:port"."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serving(server):
+    """Run a socketserver-style server (bound to 127.0.0.1) in a thread; yields its port, and shuts
+    it down however the block ends."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"127.0.0.1:{server.server_address[1]}"
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def wsgi_server(app):
+    """Serve a WSGI app (the backend's own, around a test double) on 127.0.0.1 with werkzeug's
+    threaded server; yields its URL."""
+    from werkzeug.serving import make_server
+
+    with serving(make_server("127.0.0.1", 0, app, threaded=True)) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def static_server(directory: Path):
+    """Serve `directory` over HTTP on 127.0.0.1; yields "127.0.0.1:port"."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as port:
+        yield f"127.0.0.1:{port}"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
