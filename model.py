@@ -28,15 +28,25 @@ class SAM2Plus:
         self.config = config = config or ServerConfig.from_env()
         if segmenter is None:
             checkpoint = resolve_checkpoint(config.model_checkpoint, config.checkpoint_dir)
-            segmenter = Segmenter(config.model_config, checkpoint, resolve_device(config.device),
-                                  config.embedding_cache_mb << 20)
-        auth = (LabelStudioAuth(config.label_studio_url, config.label_studio_api_key, config.fetch_timeout)
-                if config.label_studio_url else None)
+            segmenter = Segmenter(
+                config.model_config, checkpoint, resolve_device(config.device), config.embedding_cache_mb << 20
+            )
+        auth = (
+            LabelStudioAuth(config.label_studio_url, config.label_studio_api_key, config.fetch_timeout)
+            if config.label_studio_url
+            else None
+        )
         if config.label_studio_url and not config.label_studio_api_key:
             log.warning("LABEL_STUDIO_URL is set without LABEL_STUDIO_API_KEY: Label Studio will refuse its images")
-        fetcher = ImageFetcher(config.cache_dir, auth, config.image_hosts, config.max_image_bytes, config.fetch_timeout,
-                               block_private=config.image_hosts_block_private,
-                               cache_bytes=config.download_cache_mb << 20)
+        fetcher = ImageFetcher(
+            config.cache_dir,
+            auth,
+            config.image_hosts,
+            config.max_image_bytes,
+            config.fetch_timeout,
+            block_private=config.image_hosts_block_private,
+            cache_bytes=config.download_cache_mb << 20,
+        )
         frames = FrameStore(Path(config.cache_dir) / "frames", config.frame_cache_mb << 20)
         self.pipeline = Pipeline(segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir)
         self.settings = SettingsStore(config.model_dir)
@@ -59,8 +69,9 @@ class SAM2Plus:
         log.info("project %r set up: %s", project, "stock" if params.is_stock else params.source)
         return {"model_version": self.model_version}
 
-    def predict(self, tasks, context=None, project=None, label_config=None, artifacts=False, should_stop=None,
-                **_ignored) -> dict:
+    def predict(
+        self, tasks, context=None, project=None, label_config=None, artifacts=False, should_stop=None, **_ignored
+    ) -> dict:
         """Label Studio's /predict: one interactive click -> {"results": [{"result": [...], "score": ...}]}.
 
         Without a context (Label Studio opening a task, or a batch of tasks to pre-annotate) the
@@ -79,8 +90,9 @@ class SAM2Plus:
         write_artifacts = self._artifacts_wanted(artifacts)
         params = self._params(project)
         with self.warmup.click():
-            prediction = self.pipeline.run(tasks[0], context, label_config, params, artifacts=write_artifacts,
-                                           should_stop=should_stop)
+            prediction = self.pipeline.run(
+                tasks[0], context, label_config, params, artifacts=write_artifacts, should_stop=should_stop
+            )
         answer = {"result": prediction.regions, "score": prediction.score, "model_version": self.model_version}
         response = {"results": [answer], "model_version": self.model_version}
         if prediction.artifacts:
@@ -94,8 +106,11 @@ class SAM2Plus:
         ARTIFACTS=request when the client asks; a client asking an ARTIFACTS=off backend is refused."""
         mode = self.config.artifacts
         if requested and mode == "off":
-            raise RequestError("artifacts", "this backend writes no review artifacts (ARTIFACTS=off); "
-                                            "its operator can allow them with ARTIFACTS=request")
+            raise RequestError(
+                "artifacts",
+                "this backend writes no review artifacts (ARTIFACTS=off); "
+                "its operator can allow them with ARTIFACTS=request",
+            )
         return mode == "on" or (requested and mode == "request")
 
     def _params(self, project) -> ExtraParams:

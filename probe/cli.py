@@ -47,8 +47,11 @@ def shared_cache(options: ProbeOptions) -> Path | None:
     if options.cache_dir is None:
         return None
     if not options.cache_dir.is_dir():
-        print(f"sam2plus-probe: --cache-dir {options.cache_dir} does not exist here: the image is sent inside "
-              "the request", file=sys.stderr)
+        print(
+            f"sam2plus-probe: --cache-dir {options.cache_dir} does not exist here: the image is sent inside "
+            "the request",
+            file=sys.stderr,
+        )
         return None
     return options.cache_dir
 

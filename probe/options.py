@@ -27,8 +27,16 @@ from sam2plus.keys import underscore_keys
 
 from .errors import ProbeError
 
-__all__ = ["EXAMPLE_IMAGE", "EXAMPLE_PROMPT", "OUTPUT_DIRS", "ProbeOptions", "build_parser", "load_options",
-           "read_config", "resolve_options"]
+__all__ = [
+    "EXAMPLE_IMAGE",
+    "EXAMPLE_PROMPT",
+    "OUTPUT_DIRS",
+    "ProbeOptions",
+    "build_parser",
+    "load_options",
+    "read_config",
+    "resolve_options",
+]
 
 EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "examples" / "01-data" / "ichthyoliths.jpg"
 # A rectangle around the biggest tooth of the bundled example (examples/01-data/make_example.py).
@@ -43,8 +51,19 @@ OUTPUT_DIRS = {  # option -> default folder
     "output_imgs": "probe_out/05-outputs/${name}",
 }
 PATH_KEYS = ("image", "cache_dir", *OUTPUT_DIRS)
-CONFIG_KEYS = ("image", "prompt", "extra_params", "url", "name", "cache_dir", "project",
-               "probe_fullframe_artifact_resize", "local", "timeout", *OUTPUT_DIRS)
+CONFIG_KEYS = (
+    "image",
+    "prompt",
+    "extra_params",
+    "url",
+    "name",
+    "cache_dir",
+    "project",
+    "probe_fullframe_artifact_resize",
+    "local",
+    "timeout",
+    *OUTPUT_DIRS,
+)
 _DEFAULT_DIR = "\0default"  # what a folder flag given without a value holds
 
 
@@ -71,39 +90,64 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sam2plus-probe",
         description="Send one image and one prompt through a SAM2Plus backend (/setup, then /predict); "
-                    "print the prediction JSON and, on request, keep what went in and came out.",
-        epilog="Folder flags take an optional value: put IMAGE before them, or write --output=DIR.")
+        "print the prediction JSON and, on request, keep what went in and came out.",
+        epilog="Folder flags take an optional value: put IMAGE before them, or write --output=DIR.",
+    )
     parser.add_argument("image", nargs="?", help=f"the image (default: the bundled {EXAMPLE_IMAGE.name})")
-    parser.add_argument("--prompt", metavar="JSON",
-                        help='prompt object(s), e.g. {"type": "RectangleLabel", "geometry": [x, y, w, h]}; '
-                             "integers are pixels (top-left + size), decimals relative (centre + size)")
+    parser.add_argument(
+        "--prompt",
+        metavar="JSON",
+        help='prompt object(s), e.g. {"type": "RectangleLabel", "geometry": [x, y, w, h]}; '
+        "integers are pixels (top-left + size), decimals relative (centre + size)",
+    )
     parser.add_argument("--extra-params", metavar="FILE", help="JSON file of extra_params, sent to /setup")
     parser.add_argument("--url", help=f"backend base URL (default {DEFAULT_URL})")
     parser.add_argument("--config", metavar="YAML", help="YAML file with the same option names")
     parser.add_argument("--name", help="request name, ${name} in folders (default: config or image file name)")
-    parser.add_argument("--cache-dir", metavar="DIR",
-                        help="the backend's CACHE_DIR as seen from here: the image is copied there and sent by "
-                             "name (default: none, the image travels in the request as a data: URL; "
-                             f"with --local: {LOCAL_CACHE_DIR})")
-    parser.add_argument("--project", metavar="ID", help="project id for /setup and /predict "
-                                                        "(default sam2plus-probe-<name>)")
-    for flag, key, what in (("--request-record", "request_record", "input image with the prompt + request JSON"),
-                            ("--intermediates", "intermediates", "the backend's artifacts of this request"),
-                            ("--output", "output", "prediction.json"),
-                            ("--output-imgs", "output_imgs", "full-frame prediction overlay and region crops")):
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="the backend's CACHE_DIR as seen from here: the image is copied there and sent by "
+        "name (default: none, the image travels in the request as a data: URL; "
+        f"with --local: {LOCAL_CACHE_DIR})",
+    )
+    parser.add_argument(
+        "--project", metavar="ID", help="project id for /setup and /predict (default sam2plus-probe-<name>)"
+    )
+    for flag, key, what in (
+        ("--request-record", "request_record", "input image with the prompt + request JSON"),
+        ("--intermediates", "intermediates", "the backend's artifacts of this request"),
+        ("--output", "output", "prediction.json"),
+        ("--output-imgs", "output_imgs", "full-frame prediction overlay and region crops"),
+    ):
         names = (flag, "-o") if flag == "--output" else (flag,)
         default = ("the --output folder, else " if key == "output_imgs" else "") + OUTPUT_DIRS[key]
-        parser.add_argument(*names, dest=key, metavar="DIR", nargs="?", const=_DEFAULT_DIR,
-                            help=f"write {what} (default folder: {default})")
-    parser.add_argument("--probe-fullframe-artifact-resize", metavar="SCALE", type=float,
-                        dest="probe_fullframe_artifact_resize",
-                        help="scale (0 < SCALE <= 1) of full-frame artifacts (input.jpg, fullframe_prediction.jpg); "
-                             "default: fit into 2048 px")
-    parser.add_argument("--local", action="store_const", const=True,
-                        help="run the backend in this process (model from MODEL_CONFIG, MODEL_CHECKPOINT, "
-                             "CHECKPOINT_DIR, DEVICE) instead of calling --url")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help=f"HTTP timeout per call (default {DEFAULT_TIMEOUT:g})")
+        parser.add_argument(
+            *names,
+            dest=key,
+            metavar="DIR",
+            nargs="?",
+            const=_DEFAULT_DIR,
+            help=f"write {what} (default folder: {default})",
+        )
+    parser.add_argument(
+        "--probe-fullframe-artifact-resize",
+        metavar="SCALE",
+        type=float,
+        dest="probe_fullframe_artifact_resize",
+        help="scale (0 < SCALE <= 1) of full-frame artifacts (input.jpg, fullframe_prediction.jpg); "
+        "default: fit into 2048 px",
+    )
+    parser.add_argument(
+        "--local",
+        action="store_const",
+        const=True,
+        help="run the backend in this process (model from MODEL_CONFIG, MODEL_CHECKPOINT, "
+        "CHECKPOINT_DIR, DEVICE) instead of calling --url",
+    )
+    parser.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help=f"HTTP timeout per call (default {DEFAULT_TIMEOUT:g})"
+    )
     return parser
 
 
@@ -173,10 +217,19 @@ def resolve_options(args: dict, config: dict, config_path: Path | None = None) -
     if not isinstance(cache_dir, (str, type(None))):
         raise ProbeError(f"cache-dir: must be a folder, got {cache_dir!r}")
     return ProbeOptions(
-        image=image, prompt=prompt, extra_params=extra_params, extra_params_source=extra_source,
-        url=str(pick("url") or DEFAULT_URL), name=name, cache_dir=Path(cache_dir) if cache_dir else None,
-        project=str(project), fullframe_scale=None if scale is None else float(scale), local=local,
-        timeout=float(timeout), **folders)
+        image=image,
+        prompt=prompt,
+        extra_params=extra_params,
+        extra_params_source=extra_source,
+        url=str(pick("url") or DEFAULT_URL),
+        name=name,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        project=str(project),
+        fullframe_scale=None if scale is None else float(scale),
+        local=local,
+        timeout=float(timeout),
+        **folders,
+    )
 
 
 def _extra_params(flag: str | None, configured: Any) -> tuple[Any, str | None]:
@@ -193,8 +246,9 @@ def _extra_params(flag: str | None, configured: Any) -> tuple[Any, str | None]:
     try:
         return json.loads(text), source
     except json.JSONDecodeError as exc:
-        raise ProbeError(f"extra-params: {source} is not valid JSON ({exc.msg}, line {exc.lineno} "
-                         f"column {exc.colno})") from None
+        raise ProbeError(
+            f"extra-params: {source} is not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})"
+        ) from None
 
 
 def _folder(key: str, flag: str | None, configured: Any, name: str, default: Path | None = None) -> Path | None:

@@ -23,27 +23,41 @@ from .errors import FAILED, ProbeError
 from .prompts import Box, Point
 from .render import SourceImage, crop_picture, draw_items, draw_shapes, region_shapes, save_rgb
 
-__all__ = ["artifact_id", "copy_intermediates", "download_intermediates", "fetch_intermediates", "locate_artifacts",
-           "named_artifacts", "pretty_json", "write_prediction", "write_prediction_images", "write_request_record"]
+__all__ = [
+    "artifact_id",
+    "copy_intermediates",
+    "download_intermediates",
+    "fetch_intermediates",
+    "locate_artifacts",
+    "named_artifacts",
+    "pretty_json",
+    "write_prediction",
+    "write_prediction_images",
+    "write_request_record",
+]
 
 MAX_ARTIFACT_BYTES = 1 << 30  # per downloaded file: a backend's answer cannot fill the disk
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
-def write_request_record(folder: Path, source: SourceImage, items: list[Box | Point], scale: float,
-                         record: dict) -> list[Path]:
+def write_request_record(
+    folder: Path, source: SourceImage, items: list[Box | Point], scale: float, record: dict
+) -> list[Path]:
     folder = _ready(folder)
     picture = draw_items(source.preview(scale), items, scale)
-    return [save_rgb(folder / "input.jpg", picture),
-            _write(folder / "request.json", json.dumps(record, indent=2) + "\n")]
+    return [
+        save_rgb(folder / "input.jpg", picture),
+        _write(folder / "request.json", json.dumps(record, indent=2) + "\n"),
+    ]
 
 
 def write_prediction(folder: Path, response: dict) -> list[Path]:
     return [_write(_ready(folder) / "prediction.json", pretty_json(response) + "\n")]
 
 
-def write_prediction_images(folder: Path, source: SourceImage, items: list[Box | Point], response: dict,
-                            scale: float) -> list[Path]:
+def write_prediction_images(
+    folder: Path, source: SourceImage, items: list[Box | Point], response: dict, scale: float
+) -> list[Path]:
     """The full-frame overlay and one tight crop per drawable region (none for an empty mask)."""
     folder = _ready(folder)
     results = response.get("results") or [{}]
@@ -61,8 +75,11 @@ def named_artifacts(response: dict) -> str:
     """The artifact folder the backend's answer names (relative to its CACHE_DIR)."""
     named = response.get("artifacts")
     if not isinstance(named, str) or not named:
-        raise ProbeError("intermediates: the backend's answer names no artifacts folder "
-                         "(does this backend support \"artifacts\": true?)", FAILED)
+        raise ProbeError(
+            "intermediates: the backend's answer names no artifacts folder "
+            '(does this backend support "artifacts": true?)',
+            FAILED,
+        )
     return named
 
 
@@ -92,8 +109,11 @@ def download_intermediates(folder: Path, ident: str, transport) -> list[Path]:
     names = transport.artifact_names(ident)
     for name in names:
         if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
-            raise ProbeError(f"intermediates: the backend listed {name!r} in artifacts/{ident}, which is not a "
-                             "plain file name; nothing copied", FAILED)
+            raise ProbeError(
+                f"intermediates: the backend listed {name!r} in artifacts/{ident}, which is not a "
+                "plain file name; nothing copied",
+                FAILED,
+            )
     folder = _ready(folder)
     return [_write(folder / name, _bounded(transport.artifact_chunks(ident, name), name)) for name in sorted(names)]
 
@@ -106,10 +126,11 @@ def artifact_id(named: str) -> str:
     parts = pure.parts
     if "artifacts" not in parts:
         raise ProbeError(f"intermediates: the backend named {named!r}, which is not an artifacts folder", FAILED)
-    tail = parts[len(parts) - 1 - parts[::-1].index("artifacts"):]
+    tail = parts[len(parts) - 1 - parts[::-1].index("artifacts") :]
     if len(tail) != 2 or not _PLAIN_NAME.fullmatch(tail[1]):
-        raise ProbeError(f"intermediates: the backend named {named!r}, which is not one folder of "
-                         "<cache-dir>/artifacts", FAILED)
+        raise ProbeError(
+            f"intermediates: the backend named {named!r}, which is not one folder of <cache-dir>/artifacts", FAILED
+        )
     return tail[1]
 
 
@@ -122,8 +143,11 @@ def locate_artifacts(named: str, cache_dir: Path) -> Path:
     if mapped.resolve().parent != root:
         raise ProbeError(f"intermediates: {mapped} leads outside {root}; not copied", FAILED)
     if not mapped.is_dir():
-        raise ProbeError(f"intermediates: the backend wrote {named}, but {mapped} does not exist here; "
-                         f"--cache-dir must be the folder mounted as the backend's CACHE_DIR", FAILED)
+        raise ProbeError(
+            f"intermediates: the backend wrote {named}, but {mapped} does not exist here; "
+            f"--cache-dir must be the folder mounted as the backend's CACHE_DIR",
+            FAILED,
+        )
     return mapped
 
 

@@ -83,11 +83,17 @@ def to_context(items: list[Box | Point], size: tuple[int, int]) -> dict:
     for item in items:
         labels = None if item.label is None else [item.label]
         if isinstance(item, Box):
-            regions.append(rectangle_region((item.x0, item.y0, item.x1, item.y1), width, height,
-                                            from_name=BOX_CONTROL, labels=labels))
+            regions.append(
+                rectangle_region(
+                    (item.x0, item.y0, item.x1, item.y1), width, height, from_name=BOX_CONTROL, labels=labels
+                )
+            )
         else:
-            regions.append(keypoint_region(item.x, item.y, width, height, positive=item.positive,
-                                           from_name=POINT_CONTROL, labels=labels))
+            regions.append(
+                keypoint_region(
+                    item.x, item.y, width, height, positive=item.positive, from_name=POINT_CONTROL, labels=labels
+                )
+            )
     return context(*regions)
 
 
@@ -100,8 +106,9 @@ def _parse_one(raw: Any, path: str, size: tuple[int, int]) -> list[Box | Point]:
     kind = raw.get("type")
     name = kind.lower() if isinstance(kind, str) else None
     if name not in BOX_TYPES and name not in POINT_TYPES:
-        raise ProbeError(f"{path}.type: must be RectangleLabel, Rectangle, KeyPointLabel or KeyPoint, "
-                         f"got {describe(kind)}")
+        raise ProbeError(
+            f"{path}.type: must be RectangleLabel, Rectangle, KeyPointLabel or KeyPoint, got {describe(kind)}"
+        )
     labelled = BOX_TYPES.get(name, POINT_TYPES.get(name))
     label = raw.get("label", DEFAULT_LABEL if labelled else None)
     if not labelled and label is not None:
@@ -120,8 +127,9 @@ def _parse_one(raw: Any, path: str, size: tuple[int, int]) -> list[Box | Point]:
         return [_point(raw["geometry"], f"{path}.geometry", size, label)]
     points = raw["points"]
     if not isinstance(points, list) or not points:
-        raise ProbeError(f"{path}.points: must be a non-empty list of [x, y] or [x, y, positive], "
-                         f"got {describe(points)}")
+        raise ProbeError(
+            f"{path}.points: must be a non-empty list of [x, y] or [x, y, positive], got {describe(points)}"
+        )
     return [_point(p, f"{path}.points[{i}]", size, label) for i, p in enumerate(points)]
 
 
@@ -134,8 +142,10 @@ def _box(geometry: Any, path: str, size: tuple[int, int], label: str | None) -> 
         if w <= 0 or h <= 0:
             raise ProbeError(f"{path}: width and height must be > 0 pixels, got {describe(geometry)}")
         if x < 0 or y < 0 or x1 > width or y1 > height:
-            raise ProbeError(f"{path}: the box {describe(geometry)} (pixels: top-left, width, height) "
-                             f"reaches outside the {width}x{height} image")
+            raise ProbeError(
+                f"{path}: the box {describe(geometry)} (pixels: top-left, width, height) "
+                f"reaches outside the {width}x{height} image"
+            )
         return Box(x0, y0, x1, y1, label)
     cx, cy, w, h = numbers
     if w <= 0 or h <= 0:
@@ -143,8 +153,9 @@ def _box(geometry: Any, path: str, size: tuple[int, int], label: str | None) -> 
     x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
     eps = 1e-9
     if x0 < -eps or y0 < -eps or x1 > 1 + eps or y1 > 1 + eps:
-        raise ProbeError(f"{path}: the box {describe(geometry)} (relative: centre, width, height) "
-                         f"reaches outside the image (0..1)")
+        raise ProbeError(
+            f"{path}: the box {describe(geometry)} (relative: centre, width, height) reaches outside the image (0..1)"
+        )
     return Box(max(0.0, x0) * width, max(0.0, y0) * height, min(1.0, x1) * width, min(1.0, y1) * height, label)
 
 
@@ -153,8 +164,9 @@ def _point(geometry: Any, path: str, size: tuple[int, int], label: str | None) -
     if isinstance(geometry, list) and len(geometry) == 3:
         positive = geometry[2]
         if not isinstance(positive, bool):
-            raise ProbeError(f"{path}[2]: the flag must be true (positive) or false (negative), "
-                             f"got {describe(positive)}")
+            raise ProbeError(
+                f"{path}[2]: the flag must be true (positive) or false (negative), got {describe(positive)}"
+            )
         geometry = geometry[:2]
     (x, y), pixels = _numbers(geometry, 2, path, "[x, y] or [x, y, positive]")
     width, height = size
@@ -176,8 +188,8 @@ def _numbers(geometry: Any, count: int, path: str, shape: str) -> tuple[list[flo
             raise ProbeError(f"{path}: must be {shape} of numbers, got {describe(geometry)}")
     ints = [isinstance(value, int) for value in geometry]
     if any(ints) and not all(ints):
-        raise ProbeError(f"{path}: mixes integers (pixels) and decimals (relative) in {describe(geometry)}; "
-                         f"write all as integers or all as decimals, e.g. 100 or 0.5")
+        raise ProbeError(
+            f"{path}: mixes integers (pixels) and decimals (relative) in {describe(geometry)}; "
+            f"write all as integers or all as decimals, e.g. 100 or 0.5"
+        )
     return [float(value) for value in geometry], all(ints)
-
-

@@ -112,8 +112,11 @@ def region_shapes(regions: list[dict], size: tuple[int, int]) -> list[Shape]:
         elif {"x", "y", "width", "height"} <= value.keys():
             x0, y0 = value["x"] / 100 * width, value["y"] / 100 * height
             x1, y1 = x0 + value["width"] / 100 * width, y0 + value["height"] / 100 * height
-            shape = Shape("box", _bbox(np.array([[x0, y0], [x1, y1]]), width, height),
-                          rings=[np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])])
+            shape = Shape(
+                "box",
+                _bbox(np.array([[x0, y0], [x1, y1]]), width, height),
+                rings=[np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])],
+            )
         else:
             raise ProbeError(f"result[{index}]: cannot draw a region of type {kind!r}", FAILED)
         if shape is not None:
@@ -127,8 +130,9 @@ def draw_items(canvas: np.ndarray, items: list[Box | Point], scale: float, origi
     artifacts draw it (sam2plus.pictures.draw_prompt)."""
     box = next(((item.x0, item.y0, item.x1, item.y1) for item in items if isinstance(item, Box)), None)
     points = [item for item in items if isinstance(item, Point)]
-    return draw_prompt(canvas, box, [(p.x, p.y) for p in points], [p.positive for p in points],
-                       (-origin[0], -origin[1]), scale)
+    return draw_prompt(
+        canvas, box, [(p.x, p.y) for p in points], [p.positive for p in points], (-origin[0], -origin[1]), scale
+    )
 
 
 def draw_shapes(canvas: np.ndarray, shapes: list[Shape], scale: float, origin=(0.0, 0.0)) -> np.ndarray:
@@ -182,7 +186,7 @@ def _mask_shape(rle, width: int, height: int, index: int) -> Shape | None:
     rows = np.flatnonzero(alpha.any(axis=1))
     if not len(rows):
         return None  # an empty mask: nothing to draw
-    band = alpha[rows[0]:rows[-1] + 1]
+    band = alpha[rows[0] : rows[-1] + 1]
     cols = np.flatnonzero(band.any(axis=0))
     x0, x1, y0, y1 = int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
     return Shape("mask", (x0, y0, x1, y1), mask=band[:, x0:x1] > 0)
@@ -203,8 +207,8 @@ def _draw_mask(canvas: np.ndarray, shape: Shape, scale: float, origin, color) ->
     ex, ey = min(cx1, w), min(cy1, h)
     if ex <= max(cx0, 0) or ey <= max(cy0, 0):
         return
-    inside = inside[sy0:sy0 + ey - max(cy0, 0), sx0:sx0 + ex - max(cx0, 0)]
-    view = canvas[max(cy0, 0):ey, max(cx0, 0):ex]
+    inside = inside[sy0 : sy0 + ey - max(cy0, 0), sx0 : sx0 + ex - max(cx0, 0)]
+    view = canvas[max(cy0, 0) : ey, max(cx0, 0) : ex]
     view[inside] = (0.55 * view[inside] + 0.45 * np.array(color)).astype(np.uint8)
     contours, _ = cv2.findContours(inside.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(view, contours, -1, color, 2)
@@ -213,5 +217,9 @@ def _draw_mask(canvas: np.ndarray, shape: Shape, scale: float, origin, color) ->
 def _bbox(points: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
     x0, y0 = np.floor(points.min(axis=0)).astype(int)
     x1, y1 = np.ceil(points.max(axis=0)).astype(int)
-    return (max(0, int(x0)), max(0, int(y0)),
-            min(width, max(int(x1), int(x0) + 1)), min(height, max(int(y1), int(y0) + 1)))
+    return (
+        max(0, int(x0)),
+        max(0, int(y0)),
+        min(width, max(int(x1), int(x0) + 1)),
+        min(height, max(int(y1), int(y0) + 1)),
+    )

@@ -59,15 +59,21 @@ def prepare(options: ProbeOptions) -> Prepared:
     prompt = options.prompt
     if prompt is None:
         if options.image.resolve() != EXAMPLE_IMAGE:
-            raise ProbeError("prompt: missing; the default prompt belongs to the bundled example image, "
-                             "give --prompt (or prompt: in the config) for this one")
+            raise ProbeError(
+                "prompt: missing; the default prompt belongs to the bundled example image, "
+                "give --prompt (or prompt: in the config) for this one"
+            )
         prompt = EXAMPLE_PROMPT
     items = parse_prompt(prompt, source.size)
     return Prepared(options, source, prompt, items, params, scale)
 
 
-def run_probe(prepared: Prepared | ProbeOptions, transport: Transport, shared_cache: Path | None = None,
-              on_prediction: Callable[[dict], None] | None = None) -> ProbeRun:
+def run_probe(
+    prepared: Prepared | ProbeOptions,
+    transport: Transport,
+    shared_cache: Path | None = None,
+    on_prediction: Callable[[dict], None] | None = None,
+) -> ProbeRun:
     """Run the probe. The image goes by name through `shared_cache` (the backend's CACHE_DIR as
     seen here) when given, else as a data: URL; `on_prediction` sees the /predict answer before
     any output is written."""
@@ -75,25 +81,41 @@ def run_probe(prepared: Prepared | ProbeOptions, transport: Transport, shared_ca
         prepared = prepare(prepared)
     options, source, items = prepared.options, prepared.source, prepared.items
     sent = send_image(options.image, source.info, shared_cache)
-    request = build_request(options.project, sent.value, items, source.size, prepared.params,
-                            options.extra_params, artifacts=options.intermediates is not None)
+    request = build_request(
+        options.project,
+        sent.value,
+        items,
+        source.size,
+        prepared.params,
+        options.extra_params,
+        artifacts=options.intermediates is not None,
+    )
     written: dict[str, list[Path]] = {}
 
     if options.request_record is not None:  # before sending: a refused request is recorded too
-        record = {"name": options.name, "image": str(options.image), "sent_as": sent.described(),
-                  "image_size": list(source.size), "backend": transport.description,
-                  "extra_params_file": options.extra_params_source, "prompt": prepared.prompt,
-                  "setup": request.setup, "predict": _recorded(request.predict, sent)}
-        written["request_record"] = write_request_record(options.request_record, source, items, prepared.scale,
-                                                         record)
+        record = {
+            "name": options.name,
+            "image": str(options.image),
+            "sent_as": sent.described(),
+            "image_size": list(source.size),
+            "backend": transport.description,
+            "extra_params_file": options.extra_params_source,
+            "prompt": prepared.prompt,
+            "setup": request.setup,
+            "predict": _recorded(request.predict, sent),
+        }
+        written["request_record"] = write_request_record(options.request_record, source, items, prepared.scale, record)
 
     transport.setup(request.setup)
     try:
         response = transport.predict(request.predict)
     except ProbeError as exc:
         if sent.shared and CACHE_DIR_REFUSED in str(exc):
-            raise ProbeError(f"{exc}\n--cache-dir {shared_cache} is not the backend's CACHE_DIR; give the folder it "
-                             "uses, or leave --cache-dir out to send the image inside the request", FAILED) from None
+            raise ProbeError(
+                f"{exc}\n--cache-dir {shared_cache} is not the backend's CACHE_DIR; give the folder it "
+                "uses, or leave --cache-dir out to send the image inside the request",
+                FAILED,
+            ) from None
         raise
     if on_prediction:
         on_prediction(response)
@@ -101,8 +123,7 @@ def run_probe(prepared: Prepared | ProbeOptions, transport: Transport, shared_ca
     if options.output is not None:
         written["output"] = write_prediction(options.output, response)
     if options.output_imgs is not None:
-        written["output_imgs"] = write_prediction_images(options.output_imgs, source, items, response,
-                                                         prepared.scale)
+        written["output_imgs"] = write_prediction_images(options.output_imgs, source, items, response, prepared.scale)
     if options.intermediates is not None:
         written["intermediates"] = fetch_intermediates(options.intermediates, response, shared_cache, transport)
     return ProbeRun(request, sent, response, written)
@@ -119,6 +140,11 @@ def _recorded(predict: dict, sent: SentImage) -> dict:
     """The /predict body for request.json: a data: URL is shortened to its header and size."""
     if sent.shared:
         return predict
-    tasks = [{**task, "data": {key: sent.described() if value == sent.value else value
-                               for key, value in task["data"].items()}} for task in predict["tasks"]]
+    tasks = [
+        {
+            **task,
+            "data": {key: sent.described() if value == sent.value else value for key, value in task["data"].items()},
+        }
+        for task in predict["tasks"]
+    ]
     return {**predict, "tasks": tasks}

@@ -104,8 +104,10 @@ class HttpTransport(_Routes):
         try:
             return self.session.request(method, f"{self.url}/{route}", timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            raise ProbeError(f"/{route}: cannot reach the backend at {self.url} ({type(exc).__name__}); "
-                             f"is it running? (--url)", FAILED) from None
+            raise ProbeError(
+                f"/{route}: cannot reach the backend at {self.url} ({type(exc).__name__}); is it running? (--url)",
+                FAILED,
+            ) from None
 
 
 class LocalTransport(_Routes):
@@ -127,8 +129,13 @@ class LocalTransport(_Routes):
         from model import SAM2Plus
         from sam2plus.config import ConfigError, ServerConfig
 
-        env = {"CHECKPOINT_DIR": "./vols/model-store", "ARTIFACTS": "request", **os.environ,
-               "CACHE_DIR": str(cache_dir), "MODEL_DIR": os.environ.get("MODEL_DIR") or str(cache_dir / "probe-models")}
+        env = {
+            "CHECKPOINT_DIR": "./vols/model-store",
+            "ARTIFACTS": "request",
+            **os.environ,
+            "CACHE_DIR": str(cache_dir),
+            "MODEL_DIR": os.environ.get("MODEL_DIR") or str(cache_dir / "probe-models"),
+        }
         try:
             return cls(SAM2Plus(ServerConfig.from_env(env)))
         except (ConfigError, RuntimeError, FileNotFoundError) as exc:

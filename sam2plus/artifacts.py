@@ -45,8 +45,7 @@ def request_files(cache_dir: str | Path, ident: str) -> list[str]:
     """The names of the regular files in the request folder `ident` of CACHE_DIR/artifacts (no
     links, folders or partial files); a RequestError (404) for anything that is not such a folder."""
     with _request_folder(cache_dir, ident) as folder, os.scandir(folder) as entries:
-        return sorted(entry.name for entry in entries
-                      if _is_plain(entry.name) and entry.is_file(follow_symlinks=False))
+        return sorted(entry.name for entry in entries if _is_plain(entry.name) and entry.is_file(follow_symlinks=False))
 
 
 def open_request_file(cache_dir: str | Path, ident: str, name: str) -> BinaryIO:
@@ -117,8 +116,16 @@ def _size(folder: Path) -> int:
     return total
 
 
-def write_artifacts(folder: Path, frame: np.ndarray, frame_map: FrameMap, patch: np.ndarray,
-                    prompt: PatchPrompt, mask: Mask, rings: list[np.ndarray], summary: dict) -> list[Path]:
+def write_artifacts(
+    folder: Path,
+    frame: np.ndarray,
+    frame_map: FrameMap,
+    patch: np.ndarray,
+    prompt: PatchPrompt,
+    mask: Mask,
+    rings: list[np.ndarray],
+    summary: dict,
+) -> list[Path]:
     """Write the review images of one request into `folder`; returns their paths."""
     written = []
 
@@ -130,13 +137,18 @@ def write_artifacts(folder: Path, frame: np.ndarray, frame_map: FrameMap, patch:
     canvas, factor = preview(frame)
     w = frame_map.window
     if frame_map.mode == "patch":  # otherwise the window is the whole frame
-        cv2.rectangle(canvas, to_canvas((w.x, w.y), factor=factor),
-                      to_canvas((w.x + w.width, w.y + w.height), factor=factor), YELLOW, LINE)
+        cv2.rectangle(
+            canvas,
+            to_canvas((w.x, w.y), factor=factor),
+            to_canvas((w.x + w.width, w.y + w.height), factor=factor),
+            YELLOW,
+            LINE,
+        )
     save("frame.prompt.jpg", _draw_prompt(canvas, prompt, (w.x, w.y), factor))
     mask_patch = np.zeros(patch.shape[:2], np.uint8)
     if mask.area:
         h, wd = mask.bits.shape
-        mask_patch[mask.y:mask.y + h, mask.x:mask.x + wd] = mask.bits * 255
+        mask_patch[mask.y : mask.y + h, mask.x : mask.x + wd] = mask.bits * 255
     save("mask.patch.png", np.repeat(mask_patch[:, :, None], 3, axis=2))
     overlay = patch.copy()
     overlay[mask_patch > 0] = (0.5 * overlay[mask_patch > 0] + 0.5 * np.array(BLUE)).astype(np.uint8)

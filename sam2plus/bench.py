@@ -53,10 +53,12 @@ from .rle import encode_brush_rle
 from .segmenter import UNTRAINED, to_model_input
 
 PROMPT = 320
-LABEL_CONFIG = label_config(control("RectangleLabels", "prompt", smart=True, labels=["object"]),
-                            control("KeyPointLabels", "point", smart=True, labels=["object"]),
-                            control("BrushLabels", "brush", labels=["object"]),
-                            control("PolygonLabels", "polygon", labels=["object"]))
+LABEL_CONFIG = label_config(
+    control("RectangleLabels", "prompt", smart=True, labels=["object"]),
+    control("KeyPointLabels", "point", smart=True, labels=["object"]),
+    control("BrushLabels", "brush", labels=["object"]),
+    control("PolygonLabels", "polygon", labels=["object"]),
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,12 @@ class Scene:
 
     def clicks(self, points) -> dict:
         """The context of a refinement click: every point of the object so far, (x, y, positive)."""
-        return context(*(keypoint_region(x, y, self.width, self.height, positive=positive, from_name="point",
-                                         labels=["object"]) for x, y, positive in points))
+        return context(
+            *(
+                keypoint_region(x, y, self.width, self.height, positive=positive, from_name="point", labels=["object"])
+                for x, y, positive in points
+            )
+        )
 
     def object_points(self, fx: float, fy: float, offsets) -> list[tuple[float, float, bool]]:
         """Clicks on an object at (fx, fy) of the image, (dx, dy, positive) px from its centre."""
@@ -96,8 +102,15 @@ class Scene:
 OBJECT_1 = [(0, 0, True), (60, -45, True), (-110, 70, False), (30, 95, True)]
 OBJECT_2 = (120, -90)  # one click 150 px from object 1's first
 # An annotator of the multi-annotator scenario: a first click, then 6 refinement clicks.
-ANNOTATOR = [(0, 0, True), (70, 40, True), (-90, -60, False), (40, -100, True), (-60, 110, True),
-             (130, -20, False), (-120, 30, True)]
+ANNOTATOR = [
+    (0, 0, True),
+    (70, 40, True),
+    (-90, -60, False),
+    (40, -100, True),
+    (-60, 110, True),
+    (130, -20, False),
+    (-120, 30, True),
+]
 ANNOTATORS, MULTI_SIZE, THINK_S, STAGGER_S = 4, (3000, 2000), 0.3, 1.0
 LOOK_S = 1.0  # how long the annotator looks at a task before the first click
 
@@ -148,10 +161,22 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
 
     image_path = workdir / "bench.jpg"
     # Written by a child process, so that drawing the picture does not count in this one's memory.
-    subprocess.run([sys.executable, "-c", "from sam2plus.bench import make_image; "
-                    f"make_image({str(image_path)!r}, {scene.width}, {scene.height})"], check=True)
-    config = ServerConfig(device=device, model_config=config_name, model_checkpoint=checkpoint, checkpoint_dir="/",
-                          cache_dir=str(workdir), model_dir=str(workdir / "models"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from sam2plus.bench import make_image; make_image({str(image_path)!r}, {scene.width}, {scene.height})",
+        ],
+        check=True,
+    )
+    config = ServerConfig(
+        device=device,
+        model_config=config_name,
+        model_checkpoint=checkpoint,
+        checkpoint_dir="/",
+        cache_dir=str(workdir),
+        model_dir=str(workdir / "models"),
+    )
     model = SAM2Plus(config)
     pipeline, segmenter = model.pipeline, model.pipeline.segmenter
     task = [{"id": 1, "data": {"image": image_path.name}}]
@@ -167,9 +192,14 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
         segmenter.cache.clear()
         gc.collect()
 
-    figures = {"config": config_name, "checkpoint": checkpoint, "device": segmenter.device,
-               "image_px": scene.width * scene.height, "image_size": [scene.width, scene.height],
-               "image_bytes": image_path.stat().st_size}
+    figures = {
+        "config": config_name,
+        "checkpoint": checkpoint,
+        "device": segmenter.device,
+        "image_px": scene.width * scene.height,
+        "image_size": [scene.width, scene.height],
+        "image_bytes": image_path.stat().st_size,
+    }
     reset_rss_peak()
     click()  # warm-up: first-call allocations of torch and the decoders
     figures["first_ms"], _ = median_ms(click, repeats, before=cold)
@@ -186,32 +216,36 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
 
     info = read_info(image_path, 10**9, "bench")
     image = pipeline.fetcher.fetch(image_path.name, "bench")
-    figures["decode_ms"], frame = median_ms(lambda: pipeline.frame(image, info, info.size, "bench"), repeats,
-                                            before=cold)  # as a first click does: into the frame store
+    figures["decode_ms"], frame = median_ms(
+        lambda: pipeline.frame(image, info, info.size, "bench"), repeats, before=cold
+    )  # as a first click does: into the frame store
     x0, y0, x1, y1 = scene.main_box
     top, left = max(0, y0 - 352), max(0, x0 - 352)
-    patch = np.ascontiguousarray(frame[top:top + 1024, left:left + 1024])
+    patch = np.ascontiguousarray(frame[top : top + 1024, left : left + 1024])
     del frame
     predictor = segmenter.predictor
     box_in_patch = np.array([x0 - left, y0 - top, x1 - left, y1 - top], dtype=np.float32)
     with segmenter._autocast():
-        figures["encoder_ms"], _ = median_ms(lambda: predictor.set_image(to_model_input(patch, segmenter.input_size)),
-                                             repeats)
-        figures["decoder_ms"], _ = median_ms(lambda: predictor.predict(box=box_in_patch, multimask_output=True,
-                                                                        return_logits=True), repeats * 3)
+        figures["encoder_ms"], _ = median_ms(
+            lambda: predictor.set_image(to_model_input(patch, segmenter.input_size)), repeats
+        )
+        figures["decoder_ms"], _ = median_ms(
+            lambda: predictor.predict(box=box_in_patch, multimask_output=True, return_logits=True), repeats * 3
+        )
 
     # The RLE of the click's own mask (a disc at the box when untrained weights found nothing).
     prediction = pipeline.run(task[0], scene.context(scene.main_box), LABEL_CONFIG, model.settings.load("BrushLabels"))
     local = mask_in_image(prediction.mask, prediction.frame_map)
     if local.area == 0:
         yy, xx = np.mgrid[-160:160, -160:160]
-        local = type(local)(xx ** 2 + yy ** 2 <= 150 ** 2, x0, y0)
+        local = type(local)(xx**2 + yy**2 <= 150**2, x0, y0)
     figures["rle_mask_px"] = local.area
     figures["rle_ms"], ours = median_ms(
-        lambda: encode_brush_rle(local.bits, local.x, local.y, scene.width, scene.height), repeats * 3)
+        lambda: encode_brush_rle(local.bits, local.x, local.y, scene.width, scene.height), repeats * 3
+    )
     full = np.zeros((scene.height, scene.width), np.uint8)
     h, w = local.bits.shape
-    full[local.y:local.y + h, local.x:local.x + w] = local.bits
+    full[local.y : local.y + h, local.x : local.x + w] = local.bits
     figures["rle_sdk_ms"], theirs = median_ms(lambda: mask2rle(full * 255), repeats)
     figures["rle_identical"] = list(theirs) == list(ours)
     full = None  # free it before the stock part
@@ -278,11 +312,16 @@ def session_figures(model, task: list, scene: Scene, repeats: int, cold) -> dict
         cold()  # the same first click without the warm-up, right after (a drifting CPU weighs on both)
         time.sleep(LOOK_S)
         colds.append(_timed(lambda: click(scene.clicks(object_1[:1]))))
-    return {"session_encoder_runs": max(runs), "session_open_ms": statistics.median(opens),
-            "session_warm_up_ms": statistics.median(warm_ups), "warm_first_ms": statistics.median(firsts),
-            "session_encoder_ms": statistics.median(encoders),
-            "cold_first_ms": statistics.median(colds), "refine_ms": statistics.median(refines),
-            "session_clicks_ms": [statistics.median(column) for column in zip(*objects, strict=True)]}
+    return {
+        "session_encoder_runs": max(runs),
+        "session_open_ms": statistics.median(opens),
+        "session_warm_up_ms": statistics.median(warm_ups),
+        "warm_first_ms": statistics.median(firsts),
+        "session_encoder_ms": statistics.median(encoders),
+        "cold_first_ms": statistics.median(colds),
+        "refine_ms": statistics.median(refines),
+        "session_clicks_ms": [statistics.median(column) for column in zip(*objects, strict=True)],
+    }
 
 
 def first_patch(model, task: list, ctx: dict, project: str) -> np.ndarray:
@@ -304,10 +343,17 @@ def multi_figures(model, workdir: Path, cold) -> dict:
     """4 annotators on 4 images (no subpatching), alone one after another, then all at once."""
     width, height = MULTI_SIZE
     names = [f"annotator-{i}.jpg" for i in range(ANNOTATORS)]
-    subprocess.run([sys.executable, "-c", "from sam2plus.bench import make_image; "
-                    + "; ".join(f"make_image({str(workdir / name)!r}, {width}, {height}, {i + 1})"
-                               for i, name in enumerate(names))],
-                   check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from sam2plus.bench import make_image; "
+            + "; ".join(
+                f"make_image({str(workdir / name)!r}, {width}, {height}, {i + 1})" for i, name in enumerate(names)
+            ),
+        ],
+        check=True,
+    )
     scene = Scene(width, height)
     points = scene.object_points(0.5, 0.5, ANNOTATOR)
 
@@ -341,42 +387,57 @@ def multi_figures(model, workdir: Path, cold) -> dict:
     def refinements(*runs: dict) -> list[float]:
         return [ms for times in runs for (_, n), ms in times.items() if n > 1]
 
-    return {"multi_refine_p50_ms": float(np.percentile(refinements(together), 50)),
-            "multi_refine_p95_ms": float(np.percentile(refinements(together), 95)),
-            "multi_alone_refine_p50_ms": float(np.percentile(refinements(before, after), 50)),
-            "multi_alone_refine_p95_ms": float(np.percentile(refinements(before, after), 95)),
-            "multi_first_max_ms": max(ms for (_, n), ms in together.items() if n == 1),
-            "multi_alone_first_max_ms": max(ms for times in (before, after) for (_, n), ms in times.items() if n == 1)}
+    return {
+        "multi_refine_p50_ms": float(np.percentile(refinements(together), 50)),
+        "multi_refine_p95_ms": float(np.percentile(refinements(together), 95)),
+        "multi_alone_refine_p50_ms": float(np.percentile(refinements(before, after), 50)),
+        "multi_alone_refine_p95_ms": float(np.percentile(refinements(before, after), 95)),
+        "multi_first_max_ms": max(ms for (_, n), ms in together.items() if n == 1),
+        "multi_alone_first_max_ms": max(ms for times in (before, after) for (_, n), ms in times.items() if n == 1),
+    }
 
 
 def print_table(figures: dict) -> None:
-    rows = [("stock first click", "stock_first_ms"), ("stock repeated click", "stock_repeat_ms"),
-            ("SAM2Plus first click", "first_ms"), ("SAM2Plus repeated click", "repeat_ms"),
-            ("SAM2Plus click, other window", "other_window_ms"),
-            ("SAM2Plus repeated click, polygon", "polygon_repeat_ms"),
-            ("JPEG decode into the frame store", "decode_ms"), ("image encoder (1024 patch)", "encoder_ms"),
-            ("mask decoder (bare predict)", "decoder_ms"), ("label-studio-sdk mask2rle", "rle_sdk_ms"),
-            ("SAM2Plus brush RLE", "rle_ms")]
+    rows = [
+        ("stock first click", "stock_first_ms"),
+        ("stock repeated click", "stock_repeat_ms"),
+        ("SAM2Plus first click", "first_ms"),
+        ("SAM2Plus repeated click", "repeat_ms"),
+        ("SAM2Plus click, other window", "other_window_ms"),
+        ("SAM2Plus repeated click, polygon", "polygon_repeat_ms"),
+        ("JPEG decode into the frame store", "decode_ms"),
+        ("image encoder (1024 patch)", "encoder_ms"),
+        ("mask decoder (bare predict)", "decoder_ms"),
+        ("label-studio-sdk mask2rle", "rle_sdk_ms"),
+        ("SAM2Plus brush RLE", "rle_ms"),
+    ]
     width, height = figures["image_size"]
-    print(f"SAM2Plus benchmark: {figures['config']} ({figures['checkpoint']}) on {figures['device']}, "
-          f"{width}x{height} JPEG ({figures['image_bytes'] / 1e6:.1f} MB)")
-    rows += [("session: task open answered", "session_open_ms"),
-             ("session: open until warmed up", "session_warm_up_ms"),
-             ("session: first click after warm-up", "warm_first_ms"),
-             ("session: same first click, cold", "cold_first_ms"),
-             ("session: encoder alone, first window", "session_encoder_ms"),
-             ("session: refinement click (median)", "refine_ms"),
-             ("4 annotators: refinement p50", "multi_refine_p50_ms"),
-             ("4 annotators: refinement p95", "multi_refine_p95_ms"),
-             ("same clicks alone: p50", "multi_alone_refine_p50_ms"),
-             ("same clicks alone: p95", "multi_alone_refine_p95_ms"),
-             ("4 annotators: slowest first click", "multi_first_max_ms"),
-             ("alone: slowest first click", "multi_alone_first_max_ms")]
+    print(
+        f"SAM2Plus benchmark: {figures['config']} ({figures['checkpoint']}) on {figures['device']}, "
+        f"{width}x{height} JPEG ({figures['image_bytes'] / 1e6:.1f} MB)"
+    )
+    rows += [
+        ("session: task open answered", "session_open_ms"),
+        ("session: open until warmed up", "session_warm_up_ms"),
+        ("session: first click after warm-up", "warm_first_ms"),
+        ("session: same first click, cold", "cold_first_ms"),
+        ("session: encoder alone, first window", "session_encoder_ms"),
+        ("session: refinement click (median)", "refine_ms"),
+        ("4 annotators: refinement p50", "multi_refine_p50_ms"),
+        ("4 annotators: refinement p95", "multi_refine_p95_ms"),
+        ("same clicks alone: p50", "multi_alone_refine_p50_ms"),
+        ("same clicks alone: p95", "multi_alone_refine_p95_ms"),
+        ("4 annotators: slowest first click", "multi_first_max_ms"),
+        ("alone: slowest first click", "multi_alone_first_max_ms"),
+    ]
     for label, key in rows:
         print(f"  {label:38s} {figures[key]:10.1f} ms")
     print(f"  {'session: encoder runs':38s} {figures['session_encoder_runs']:10d}")
-    print("  session clicks (object 1 x4, object 2, object 3): "
-          + ", ".join(f"{ms:.0f}" for ms in figures["session_clicks_ms"]) + " ms")
+    print(
+        "  session clicks (object 1 x4, object 2, object 3): "
+        + ", ".join(f"{ms:.0f}" for ms in figures["session_clicks_ms"])
+        + " ms"
+    )
     print(f"  {'peak RSS, SAM2Plus request path':38s} {figures['peak_rss_mb']:10.0f} MB")
     print(f"  {'peak RSS, with the stock pipeline':38s} {figures['stock_peak_rss_mb']:10.0f} MB")
     print(f"  RLE identical to label-studio-sdk: {figures['rle_identical']} ({figures['rle_mask_px']} mask px)")

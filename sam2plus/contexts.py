@@ -22,8 +22,13 @@ IMAGE = "image"  # the Image tag's name, and the task data key it shows ($image)
 def rectangle_region(box, width: int, height: int, *, from_name: str = "prompt", labels=None) -> dict:
     """A smart rectangle from pixel corners (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = box
-    value = {"x": 100 * x0 / width, "y": 100 * y0 / height,
-             "width": 100 * (x1 - x0) / width, "height": 100 * (y1 - y0) / height, "rotation": 0}
+    value = {
+        "x": 100 * x0 / width,
+        "y": 100 * y0 / height,
+        "width": 100 * (x1 - x0) / width,
+        "height": 100 * (y1 - y0) / height,
+        "rotation": 0,
+    }
     kind = "rectangle"
     if labels is not None:
         value["rectanglelabels"] = list(labels)
@@ -31,8 +36,9 @@ def rectangle_region(box, width: int, height: int, *, from_name: str = "prompt",
     return _region(value, kind, width, height, from_name)
 
 
-def keypoint_region(x: float, y: float, width: int, height: int, *, positive: bool = True,
-                    from_name: str = "prompt", labels=None) -> dict:
+def keypoint_region(
+    x: float, y: float, width: int, height: int, *, positive: bool = True, from_name: str = "prompt", labels=None
+) -> dict:
     """A smart key point at pixel (x, y); Alt-click in the editor makes it negative."""
     value = {"x": 100 * x / width, "y": 100 * y / height, "width": 0.6}
     kind = "keypoint"
@@ -46,9 +52,17 @@ def keypoint_region(x: float, y: float, width: int, height: int, *, positive: bo
 
 
 def _region(value: dict, kind: str, width: int, height: int, from_name: str) -> dict:
-    return {"original_width": width, "original_height": height, "image_rotation": 0, "value": value,
-            "id": uuid.uuid4().hex[:10], "from_name": from_name, "to_name": IMAGE, "type": kind,
-            "origin": "manual"}
+    return {
+        "original_width": width,
+        "original_height": height,
+        "image_rotation": 0,
+        "value": value,
+        "id": uuid.uuid4().hex[:10],
+        "from_name": from_name,
+        "to_name": IMAGE,
+        "type": kind,
+        "origin": "manual",
+    }
 
 
 def context(*regions: dict) -> dict:

@@ -16,8 +16,17 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["CHUNK", "PART_PREFIX", "STALE_PART_SECONDS", "PartFile", "copy_atomically", "part_file",
-           "remove_stale_parts", "sha1_of_file", "write_atomically"]
+__all__ = [
+    "CHUNK",
+    "PART_PREFIX",
+    "STALE_PART_SECONDS",
+    "PartFile",
+    "copy_atomically",
+    "part_file",
+    "remove_stale_parts",
+    "sha1_of_file",
+    "write_atomically",
+]
 
 CHUNK = 1 << 20  # bytes read or written at a time when streaming a file
 PART_PREFIX = ".part-"

@@ -93,8 +93,9 @@ def full_frame(image_size: tuple[int, int], params: ExtraParams) -> FrameMap:
     return FrameMap(image_size, (frame_w, frame_h), Window(0, 0, frame_w, frame_h), "fullframe")
 
 
-def plan_frame(image_size: tuple[int, int], prompt: Prompt, params: ExtraParams,
-               encoded: Iterable[Window] = ()) -> FrameMap:
+def plan_frame(
+    image_size: tuple[int, int], prompt: Prompt, params: ExtraParams, encoded: Iterable[Window] = ()
+) -> FrameMap:
     """Decide the frame size and the patch window for this prompt on an image of this size.
 
     `encoded` are the windows already encoded for this frame (same image content, frame size and
@@ -112,9 +113,10 @@ def plan_frame(image_size: tuple[int, int], prompt: Prompt, params: ExtraParams,
     patch_w, patch_h = sub.patch_size
     if box_w > patch_w or box_h > patch_h:
         if not sub.allow_oversize:
-            raise RequestError(f"{ROOT}.subpatching.allow_oversize",
-                               f"is false and the prompt ({box_w:.0f}x{box_h:.0f} frame px) "
-                               f"exceeds patch_size {patch_w}x{patch_h}")
+            raise RequestError(
+                f"{ROOT}.subpatching.allow_oversize",
+                f"is false and the prompt ({box_w:.0f}x{box_h:.0f} frame px) exceeds patch_size {patch_w}x{patch_h}",
+            )
         # Grow both sides by one factor so that the patch keeps the configured aspect ratio.
         grow = max(box_w / patch_w, box_h / patch_h) * (1 + sub.oversize_padding)
         patch_w, patch_h = math.ceil(patch_w * grow), math.ceil(patch_h * grow)
@@ -134,8 +136,9 @@ def plan_frame(image_size: tuple[int, int], prompt: Prompt, params: ExtraParams,
     return FrameMap(image_size, full.frame_size, window, "patch")
 
 
-def _reusable(encoded: Iterable[Window], bounds: tuple[float, float, float, float], size: tuple[int, int],
-              frame: tuple[int, int]) -> Window | None:
+def _reusable(
+    encoded: Iterable[Window], bounds: tuple[float, float, float, float], size: tuple[int, int], frame: tuple[int, int]
+) -> Window | None:
     """The encoded window of this size that holds `bounds` (frame px) at least REUSE_INSET inside on
     every side not at the frame's edge, nearest the prompt's centre; None when there is none."""
     x0, y0, x1, y1 = bounds
@@ -143,14 +146,25 @@ def _reusable(encoded: Iterable[Window], bounds: tuple[float, float, float, floa
 
     def holds(w: Window) -> bool:
         right, bottom = w.x + w.width, w.y + w.height
-        return ((w.width, w.height) == size and w.x <= x0 and w.y <= y0 and x1 <= right and y1 <= bottom
-                and (x0 - w.x >= inset_x or w.x <= 0) and (right - x1 >= inset_x or right >= frame[0])
-                and (y0 - w.y >= inset_y or w.y <= 0) and (bottom - y1 >= inset_y or bottom >= frame[1]))
+        return (
+            (w.width, w.height) == size
+            and w.x <= x0
+            and w.y <= y0
+            and x1 <= right
+            and y1 <= bottom
+            and (x0 - w.x >= inset_x or w.x <= 0)
+            and (right - x1 >= inset_x or right >= frame[0])
+            and (y0 - w.y >= inset_y or w.y <= 0)
+            and (bottom - y1 >= inset_y or bottom >= frame[1])
+        )
 
     centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
     fitting = [w for w in encoded if holds(w)]
-    return min(fitting, key=lambda w: (math.hypot(w.x + w.width / 2 - centre_x, w.y + w.height / 2 - centre_y),
-                                       w.y, w.x), default=None)
+    return min(
+        fitting,
+        key=lambda w: (math.hypot(w.x + w.width / 2 - centre_x, w.y + w.height / 2 - centre_y), w.y, w.x),
+        default=None,
+    )
 
 
 def _place(centre: float, size: int, frame: int, padding: bool) -> int:
@@ -167,7 +181,7 @@ def extract_patch(frame: np.ndarray, frame_map: FrameMap, fill: tuple[int, int, 
     """The window's pixels: a view of the frame when the window lies inside it, else a padded copy."""
     w = frame_map.window
     vx0, vy0, vx1, vy1 = frame_map.valid_box()
-    inside = frame[w.y + vy0:w.y + vy1, w.x + vx0:w.x + vx1]
+    inside = frame[w.y + vy0 : w.y + vy1, w.x + vx0 : w.x + vx1]
     if (vx0, vy0, vx1, vy1) == (0, 0, w.width, w.height):
         return inside
     patch = np.empty((w.height, w.width, 3), dtype=np.uint8)

@@ -31,9 +31,13 @@ _LARGE_DECODE = threading.Lock()
 
 # EXIF orientation -> the cv2 operations that undo it, in order.
 _ORIENT = {
-    2: [("flip", 1)], 3: [("rotate", cv2.ROTATE_180)], 4: [("flip", 0)],
-    5: [("transpose", None)], 6: [("rotate", cv2.ROTATE_90_CLOCKWISE)],
-    7: [("transpose", None), ("rotate", cv2.ROTATE_180)], 8: [("rotate", cv2.ROTATE_90_COUNTERCLOCKWISE)],
+    2: [("flip", 1)],
+    3: [("rotate", cv2.ROTATE_180)],
+    4: [("flip", 0)],
+    5: [("transpose", None)],
+    6: [("rotate", cv2.ROTATE_90_CLOCKWISE)],
+    7: [("transpose", None), ("rotate", cv2.ROTATE_180)],
+    8: [("rotate", cv2.ROTATE_90_COUNTERCLOCKWISE)],
 }
 
 
@@ -64,8 +68,9 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     if width * height > max_pixels:
-        raise RequestError(field, f"image of {width}x{height} = {width * height} px exceeds "
-                                  f"MAX_IMAGE_PIXELS={max_pixels}", 413)
+        raise RequestError(
+            field, f"image of {width}x{height} = {width * height} px exceeds MAX_IMAGE_PIXELS={max_pixels}", 413
+        )
     return ImageInfo(width, height, mode, fmt, orientation if orientation in _ORIENT else 1)
 
 
@@ -81,8 +86,9 @@ def exif_orientation(image: Image.Image) -> int:
     return image.getexif().get(0x0112, 1)
 
 
-def decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str,
-                 out: np.ndarray | None = None) -> np.ndarray:
+def decode_frame(
+    path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str, out: np.ndarray | None = None
+) -> np.ndarray:
     """The oriented 8-bit RGB image resized to `frame_size` (uint8, H x W x 3), written into
     `out` when given (an image needing neither rotation nor resizing is decoded straight into it).
     Images of LARGE_DECODE_PIXELS or more wait for any other such decode of this process."""
@@ -92,8 +98,9 @@ def decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], field
         return _decode_frame(path, info, frame_size, field, out)
 
 
-def _decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str,
-                  out: np.ndarray | None) -> np.ndarray:
+def _decode_frame(
+    path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str, out: np.ndarray | None
+) -> np.ndarray:
     direct = out is not None and info.orientation == 1 and frame_size == info.size
     if info.format == "JPEG" and info.mode in ("RGB", "L"):
         rgb = _decode_jpeg(path, info, frame_size, out if direct else None)
@@ -111,15 +118,17 @@ def _decode_frame(path: Path, info: ImageInfo, frame_size: tuple[int, int], fiel
     return out
 
 
-def _decode_jpeg(path: Path, info: ImageInfo, frame_size: tuple[int, int],
-                 buffer: np.ndarray | None = None) -> np.ndarray | None:
+def _decode_jpeg(
+    path: Path, info: ImageInfo, frame_size: tuple[int, int], buffer: np.ndarray | None = None
+) -> np.ndarray | None:
     """libjpeg-turbo (simplejpeg) decodes straight into one RGB array (`buffer` when given), at the
     smallest of its reduced sizes that still covers the frame: no second full-size buffer, unlike
     OpenCV's imread."""
     want_w, want_h = frame_size if info.orientation < 5 else frame_size[::-1]
     try:
-        rgb = simplejpeg.decode_jpeg(path.read_bytes(), colorspace="RGB", min_width=want_w, min_height=want_h,
-                                     buffer=buffer)
+        rgb = simplejpeg.decode_jpeg(
+            path.read_bytes(), colorspace="RGB", min_width=want_w, min_height=want_h, buffer=buffer
+        )
     except ValueError:
         return None
     return buffer if buffer is not None else _orient(rgb, info.orientation)
@@ -142,7 +151,7 @@ def _decode_other(path: Path, info: ImageInfo, field: str, buffer: np.ndarray | 
             transparent = "A" in image.mode or "transparency" in image.info
             for top, bottom in row_bands(height, width):
                 band = image.crop((0, top, width, bottom))
-                rgb[top:top + band.height] = np.asarray(_flat_rgb(band, transparent))
+                rgb[top : top + band.height] = np.asarray(_flat_rgb(band, transparent))
     except (OSError, ValueError) as exc:
         raise RequestError(field, f"could not be decoded ({type(exc).__name__})", 422) from None
     return rgb if buffer is not None else _orient(rgb, info.orientation)

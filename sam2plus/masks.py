@@ -65,8 +65,15 @@ def mask_from_logits(low_res_logits: np.ndarray, frame_map: FrameMap) -> Mask:
     if x1 <= x0 or y1 <= y0:
         return Mask.empty()
     start = ((x0 + 0.5) / ax - 0.5, (y0 + 0.5) / ay - 0.5)
-    bits = _resample(low_res_logits.astype(np.float32), (1 / ax, 1 / ay), start, (x1 - x0, y1 - y0),
-                     cv2.BORDER_REPLICATE, np.greater, 0)
+    bits = _resample(
+        low_res_logits.astype(np.float32),
+        (1 / ax, 1 / ay),
+        start,
+        (x1 - x0, y1 - y0),
+        cv2.BORDER_REPLICATE,
+        np.greater,
+        0,
+    )
     return Mask(bits, x0, y0).tight()
 
 
@@ -88,13 +95,21 @@ def mask_in_image(mask: Mask, frame_map: FrameMap) -> Mask:
     if x1 <= x0 or y1 <= y0:
         return Mask.empty()
     start = ((x0 + 0.5) * sx - fx0 - 0.5, (y0 + 0.5) * sy - fy0 - 0.5)
-    bits = _resample(mask.bits.astype(np.float32), (sx, sy), start, (x1 - x0, y1 - y0),
-                     cv2.BORDER_CONSTANT, np.greater_equal, 0.5)
+    bits = _resample(
+        mask.bits.astype(np.float32), (sx, sy), start, (x1 - x0, y1 - y0), cv2.BORDER_CONSTANT, np.greater_equal, 0.5
+    )
     return Mask(bits, x0, y0).tight()
 
 
-def _resample(source: np.ndarray, step: tuple[float, float], start: tuple[float, float], size: tuple[int, int],
-              border: int, compare, threshold: float) -> np.ndarray:
+def _resample(
+    source: np.ndarray,
+    step: tuple[float, float],
+    start: tuple[float, float],
+    size: tuple[int, int],
+    border: int,
+    compare,
+    threshold: float,
+) -> np.ndarray:
     """compare(bilinear sample, threshold) on a grid of `size` (w, h) whose pixel (c, r) samples
     `source` at pixel coordinates start + (c, r) * step. In bands of rows, so that float samples
     over a whole 100-megapixel frame (400 MB) never exist at once; only the boolean result does."""
@@ -103,9 +118,10 @@ def _resample(source: np.ndarray, step: tuple[float, float], start: tuple[float,
     for top, bottom in row_bands(height, width):
         rows = bottom - top
         matrix = np.array([[step[0], 0, start[0]], [0, step[1], start[1] + top * step[1]]])
-        band = cv2.warpAffine(source, matrix, (width, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=border)
-        compare(band, threshold, out=bits[top:top + rows])
+        band = cv2.warpAffine(
+            source, matrix, (width, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border
+        )
+        compare(band, threshold, out=bits[top : top + rows])
     return bits
 
 

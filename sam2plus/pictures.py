@@ -15,8 +15,23 @@ import numpy as np
 
 from .files import write_atomically
 
-__all__ = ["BLUE", "GREEN", "JPEG_QUALITY", "LINE", "PREVIEW_MAX_SIDE", "RED", "WHITE", "YELLOW", "draw_prompt",
-           "preview", "preview_scale", "resize", "save_picture", "scaled_size", "to_canvas"]
+__all__ = [
+    "BLUE",
+    "GREEN",
+    "JPEG_QUALITY",
+    "LINE",
+    "PREVIEW_MAX_SIDE",
+    "RED",
+    "WHITE",
+    "YELLOW",
+    "draw_prompt",
+    "preview",
+    "preview_scale",
+    "resize",
+    "save_picture",
+    "scaled_size",
+    "to_canvas",
+]
 
 PREVIEW_MAX_SIDE = 2048  # whole-image pictures fit into this many pixels unless a scale is given
 JPEG_QUALITY = 90
@@ -55,8 +70,14 @@ def to_canvas(xy: Sequence[float], offset: Sequence[float] = (0.0, 0.0), factor:
     return int(round((xy[0] + offset[0]) * factor)), int(round((xy[1] + offset[1]) * factor))
 
 
-def draw_prompt(canvas: np.ndarray, box: Sequence[float] | None, points: Sequence[Sequence[float]],
-                positive: Sequence[bool], offset: Sequence[float] = (0.0, 0.0), factor: float = 1.0) -> np.ndarray:
+def draw_prompt(
+    canvas: np.ndarray,
+    box: Sequence[float] | None,
+    points: Sequence[Sequence[float]],
+    positive: Sequence[bool],
+    offset: Sequence[float] = (0.0, 0.0),
+    factor: float = 1.0,
+) -> np.ndarray:
     """The prompt over `canvas` (in place; returned): the box (x0, y0, x1, y1) outlined in red,
     positive clicks as green dots and negative ones as red dots, each with a white rim."""
     if box is not None:
@@ -72,8 +93,9 @@ def save_picture(path: Path, rgb: np.ndarray, quality: int = JPEG_QUALITY) -> Pa
     """Write an RGB array atomically in the format its suffix names (JPEG at `quality`); OSError on failure."""
     path = Path(path)
     try:
-        encoded, data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                                     [cv2.IMWRITE_JPEG_QUALITY, quality])
+        encoded, data = cv2.imencode(
+            path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+        )
     except cv2.error:
         encoded = False
     if not encoded:

@@ -68,11 +68,11 @@ def dilate(mask: Mask, radius: float, bounds: tuple[int, int, int, int]) -> Mask
     x0, y0 = max(bounds[0], mask.x - r), max(bounds[1], mask.y - r)
     x1, y1 = min(bounds[2], mask.x + w + r), min(bounds[3], mask.y + h + r)
     outside = np.ones((y1 - y0, x1 - x0), np.uint8)
-    outside[mask.y - y0:mask.y - y0 + h, mask.x - x0:mask.x - x0 + w] = ~mask.bits
+    outside[mask.y - y0 : mask.y - y0 + h, mask.x - x0 : mask.x - x0 + w] = ~mask.bits
     grown = np.empty(outside.shape, bool)
     for top in range(0, grown.shape[0], DILATE_BAND_ROWS):
         low, high = max(0, top - r), min(grown.shape[0], top + DILATE_BAND_ROWS + r)
         distance = cv2.distanceTransform(outside[low:high], cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         rows = min(DILATE_BAND_ROWS, grown.shape[0] - top)
-        grown[top:top + rows] = distance[top - low:top - low + rows] <= r
+        grown[top : top + rows] = distance[top - low : top - low + rows] <= r
     return Mask(grown, x0, y0)

@@ -14,8 +14,9 @@ from .params import ReturnFormat
 from .rle import encode_brush_rle
 
 
-def regions(mask: Mask, frame_map: FrameMap, fmt: ReturnFormat, control: OutputControl,
-            label: str | None, score: float) -> list[dict]:
+def regions(
+    mask: Mask, frame_map: FrameMap, fmt: ReturnFormat, control: OutputControl, label: str | None, score: float
+) -> list[dict]:
     """The Label Studio `result` list for this mask; empty when the mask is empty."""
     if mask.area == 0:
         return []
@@ -74,8 +75,15 @@ def component_boxes(mask: Mask) -> list[tuple[int, int, int, int]]:
     """The (x0, y0, x1, y1) patch-pixel box of each 8-connected blob, largest first."""
     _, stats = _blobs(mask.bits.astype(np.uint8))
     order = np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable") + 1
-    return [(mask.x + int(stats[i, 0]), mask.y + int(stats[i, 1]),
-             mask.x + int(stats[i, 0] + stats[i, 2]), mask.y + int(stats[i, 1] + stats[i, 3])) for i in order]
+    return [
+        (
+            mask.x + int(stats[i, 0]),
+            mask.y + int(stats[i, 1]),
+            mask.x + int(stats[i, 0] + stats[i, 2]),
+            mask.y + int(stats[i, 1] + stats[i, 3]),
+        )
+        for i in order
+    ]
 
 
 def _blobs(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +103,9 @@ def _rectangle_value(frame_map: FrameMap, box: tuple[int, int, int, int]) -> dic
     return {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "rotation": 0}
 
 
-def _region(value: dict, fmt: ReturnFormat, control: OutputControl, label: str | None,
-            score: float, image_size: tuple[int, int]) -> dict:
+def _region(
+    value: dict, fmt: ReturnFormat, control: OutputControl, label: str | None, score: float, image_size: tuple[int, int]
+) -> dict:
     type_ = fmt.type.lower()
     if fmt.labelled:
         value = {**value, type_: [label] if label else []}

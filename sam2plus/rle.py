@@ -72,9 +72,7 @@ def _records(lengths: np.ndarray, values: np.ndarray):
     return codes, widths
 
 
-def encode_brush_rle(
-    mask: np.ndarray, x0: int, y0: int, width: int, height: int, value: int = 255
-) -> list[int]:
+def encode_brush_rle(mask: np.ndarray, x0: int, y0: int, width: int, height: int, value: int = 255) -> list[int]:
     """RLE of an image of size width x height that is zero everywhere except `mask` (2-D, bool or uint8,
     nonzero = inside) placed with its top-left pixel at (x0, y0). Parts of `mask` outside the image are clipped;
     x0/y0 may be negative. Output is identical, integer for integer, to

@@ -45,9 +45,13 @@ def _connect_public(conn: HTTPConnection) -> socket.socket:
     error: OSError | None = None
     for address in addresses:
         try:
-            return create_connection((address, conn.port), conn.timeout, source_address=conn.source_address,
-                                     socket_options=conn.socket_options)
-        except socket.timeout as exc:
+            return create_connection(
+                (address, conn.port),
+                conn.timeout,
+                source_address=conn.source_address,
+                socket_options=conn.socket_options,
+            )
+        except TimeoutError as exc:
             raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out") from exc
         except OSError as exc:
             error = exc
@@ -85,5 +89,13 @@ class HttpClient:
         """One request, streamed (read it with `.stream()`, then `.release_conn()`); urllib3 and
         PrivateAddressError exceptions propagate."""
         pools = self._public if target.public_only else self._named
-        return pools.urlopen(method, target.url, body=body, headers={"Accept-Encoding": "identity", **headers},
-                             redirect=False, retries=False, preload_content=False, timeout=self.timeout)
+        return pools.urlopen(
+            method,
+            target.url,
+            body=body,
+            headers={"Accept-Encoding": "identity", **headers},
+            redirect=False,
+            retries=False,
+            preload_content=False,
+            timeout=self.timeout,
+        )

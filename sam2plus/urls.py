@@ -31,15 +31,28 @@ from urllib3.util import Url, parse_url
 
 from .errors import RequestError, describe
 
-__all__ = ["CLOUD_PREFIXES", "DataUrl", "HostRule", "Origin", "Target", "UrlPolicy", "check_characters",
-           "is_cloud_uri", "is_public_address", "parse_data_url", "parse_host_rule", "parse_origin"]
+__all__ = [
+    "CLOUD_PREFIXES",
+    "DataUrl",
+    "HostRule",
+    "Origin",
+    "Target",
+    "UrlPolicy",
+    "check_characters",
+    "is_cloud_uri",
+    "is_public_address",
+    "parse_data_url",
+    "parse_host_rule",
+    "parse_origin",
+]
 
 # label-studio-sdk's is_cloud_storage_uri: the schemes of Label Studio's cloud import storages.
 CLOUD_PREFIXES = ("s3:", "gs:", "azure-blob:")
 # Label Studio 1.23.2's file-serving routes (below its base path): uploads, local files, uploads
 # kept in cloud storage, and cloud URIs resolved for a task (the URI is in the query).
 LABEL_STUDIO_FILES = re.compile(
-    r"/(?:data/upload/.|data/local-files/|storage-data/uploaded/|tasks/\d+/(?:presign|resolve)/$)")
+    r"/(?:data/upload/.|data/local-files/|storage-data/uploaded/|tasks/\d+/(?:presign|resolve)/$)"
+)
 UPLOADS = "/data/upload/"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -80,8 +93,18 @@ def parse_host_rule(entry: str) -> HostRule:
         url = parse_url(f"http://{entry}")
     except LocationParseError:
         url = None
-    if (url is None or not url.host or url.auth or url.path or url.query or url.fragment
-            or "\\" in entry or "*" in entry or _CONTROL.search(entry) or url.port == 0):
+    if (
+        url is None
+        or not url.host
+        or url.auth
+        or url.path
+        or url.query
+        or url.fragment
+        or "\\" in entry
+        or "*" in entry
+        or _CONTROL.search(entry)
+        or url.port == 0
+    ):
         raise ValueError(f"{entry!r} is not host or host:port")
     return HostRule(url.host.strip("[]"), url.port)
 
@@ -103,13 +126,27 @@ def parse_origin(url: str) -> Origin:
         parsed = parse_url(url.strip())
     except LocationParseError:
         parsed = None
-    if (parsed is None or parsed.scheme not in DEFAULT_PORTS or not parsed.host or parsed.auth or parsed.query
-            or parsed.fragment or "\\" in url or _CONTROL.search(url) or parsed.port == 0):
+    if (
+        parsed is None
+        or parsed.scheme not in DEFAULT_PORTS
+        or not parsed.host
+        or parsed.auth
+        or parsed.query
+        or parsed.fragment
+        or "\\" in url
+        or _CONTROL.search(url)
+        or parsed.port == 0
+    ):
         raise ValueError(f"{url!r} is not http(s)://host[:port][/path]")
     base = (parsed.path or "").rstrip("/")
     port = parsed.port or DEFAULT_PORTS[parsed.scheme]
-    return Origin(parsed.scheme, parsed.host.strip("[]"), port, base,
-                  Url(parsed.scheme, host=parsed.host, port=parsed.port, path=base or None).url)
+    return Origin(
+        parsed.scheme,
+        parsed.host.strip("[]"),
+        port,
+        base,
+        Url(parsed.scheme, host=parsed.host, port=parsed.port, path=base or None).url,
+    )
 
 
 def is_cloud_uri(value: str) -> bool:
@@ -119,8 +156,9 @@ def is_cloud_uri(value: str) -> bool:
 class UrlPolicy:
     """Decides, for task image values and redirect hops, whether and how a URL is requested."""
 
-    def __init__(self, label_studio_url: str | None = None, image_hosts: tuple[str, ...] = (),
-                 block_private: bool = True):
+    def __init__(
+        self, label_studio_url: str | None = None, image_hosts: tuple[str, ...] = (), block_private: bool = True
+    ):
         self.label_studio = parse_origin(label_studio_url) if label_studio_url else None
         self.any_host = "*" in image_hosts
         self.rules = tuple(parse_host_rule(entry) for entry in image_hosts if entry.strip() != "*")
@@ -149,19 +187,26 @@ class UrlPolicy:
             return self._on_label_studio(url, joined, field, what) or self._elsewhere(url, via_label_studio=True)
         host, port = _host_port(url)
         if not self._allowed_image_host(host, port):
-            raise RequestError(field, f"{what}: host {_netloc(host, port)!r} is not in IMAGE_HOSTS, so the "
-                               "redirect is not followed")
+            raise RequestError(
+                field, f"{what}: host {_netloc(host, port)!r} is not in IMAGE_HOSTS, so the redirect is not followed"
+            )
         return self._elsewhere(url, via_label_studio=False)
 
     # -- Label Studio ---------------------------------------------------------------------------
     def _presign(self, uri: str, field: str, task_id) -> Target:
         if self.label_studio is None:
-            raise RequestError(field, f"{describe(uri)} is a cloud storage URI, resolved through Label Studio, "
-                               "but LABEL_STUDIO_URL is not set")
+            raise RequestError(
+                field,
+                f"{describe(uri)} is a cloud storage URI, resolved through Label Studio, "
+                "but LABEL_STUDIO_URL is not set",
+            )
         number = str(task_id) if isinstance(task_id, (int, str)) and not isinstance(task_id, bool) else ""
         if not re.fullmatch(r"[0-9]+", number) or int(number) == 0:
-            raise RequestError(field, f"{describe(uri)} is a cloud storage URI, resolved through Label Studio's "
-                               f"/tasks/<id>/presign/, but the task has no id (got {describe(task_id)})")
+            raise RequestError(
+                field,
+                f"{describe(uri)} is a cloud storage URI, resolved through Label Studio's "
+                f"/tasks/<id>/presign/, but the task has no id (got {describe(task_id)})",
+            )
         fileuri = base64.urlsafe_b64encode(uri.encode()).decode()
         return self._label_studio_path(f"/tasks/{int(number)}/presign/?fileuri={fileuri}", field)
 
@@ -186,14 +231,21 @@ class UrlPolicy:
         what = what or describe(raw)
         decoded = unquote(raw.split("?", 1)[0].split("#", 1)[0]) + "/" + unquote(path)
         if any(segment in (".", "..") for segment in decoded.split("/")) or "\\" in decoded or _CONTROL.search(decoded):
-            raise RequestError(field, f"{what}: '.' and '..' segments, backslashes and control characters, plain "
-                               "or percent-encoded, are refused in Label Studio paths")
-        if not path.startswith(ls.base_path + "/") or not LABEL_STUDIO_FILES.match(path[len(ls.base_path):]):
-            raise RequestError(field, f"{what} is not one of Label Studio's file paths (/data/upload/, "
-                               "/data/local-files/, /storage-data/uploaded/, /tasks/<id>/presign/)")
-        immutable = path[len(ls.base_path):].startswith(UPLOADS)
-        return Target(url.url, host, port, label_studio=True, via_label_studio=True, public_only=False,
-                      immutable=immutable)
+            raise RequestError(
+                field,
+                f"{what}: '.' and '..' segments, backslashes and control characters, plain "
+                "or percent-encoded, are refused in Label Studio paths",
+            )
+        if not path.startswith(ls.base_path + "/") or not LABEL_STUDIO_FILES.match(path[len(ls.base_path) :]):
+            raise RequestError(
+                field,
+                f"{what} is not one of Label Studio's file paths (/data/upload/, "
+                "/data/local-files/, /storage-data/uploaded/, /tasks/<id>/presign/)",
+            )
+        immutable = path[len(ls.base_path) :].startswith(UPLOADS)
+        return Target(
+            url.url, host, port, label_studio=True, via_label_studio=True, public_only=False, immutable=immutable
+        )
 
     # -- IMAGE_HOSTS ----------------------------------------------------------------------------
     def _image_host(self, url: Url, shown: str, field: str) -> Target:
@@ -206,8 +258,14 @@ class UrlPolicy:
     def _elsewhere(self, url: Url, via_label_studio: bool) -> Target:
         """A Target off Label Studio's file paths: no key goes along."""
         host, port = _host_port(url)
-        return Target(url.url, host, port, label_studio=False, via_label_studio=via_label_studio,
-                      public_only=self._public_only(host, port))
+        return Target(
+            url.url,
+            host,
+            port,
+            label_studio=False,
+            via_label_studio=via_label_studio,
+            public_only=self._public_only(host, port),
+        )
 
     def _allowed_image_host(self, host: str, port: int) -> bool:
         return self.any_host or any(rule.matches(host, port) for rule in self.rules)
@@ -230,8 +288,11 @@ class UrlPolicy:
         except LocationParseError:
             raise RequestError(field, f"{what} is not a valid URL") from None
         if url.scheme not in DEFAULT_PORTS:
-            raise RequestError(field, f"unsupported URL scheme {url.scheme!r} in {what}: http(s) URLs, Label "
-                               "Studio paths, cloud storage URIs, data: URLs or files inside CACHE_DIR")
+            raise RequestError(
+                field,
+                f"unsupported URL scheme {url.scheme!r} in {what}: http(s) URLs, Label "
+                "Studio paths, cloud storage URIs, data: URLs or files inside CACHE_DIR",
+            )
         if url.auth is not None:
             raise RequestError(field, f"{what}: user-info (user:password@) in URLs is refused")
         if not url.host or url.port == 0:
@@ -270,11 +331,12 @@ def parse_data_url(value: str, field: str, max_bytes: int) -> DataUrl:
     """Decode a base64 image data: URL; refuse other data: URLs and bodies over `max_bytes`
     (checked on the encoded length, before decoding)."""
     header, comma, payload = value.partition(",")
-    params = [part.strip().lower() for part in header[len("data:"):].split(";")]
+    params = [part.strip().lower() for part in header[len("data:") :].split(";")]
     media_type = params[0]
     if not comma or params[-1] != "base64" or not media_type.startswith("image/"):
-        raise RequestError(field, f"{describe(value)}: only base64 images are accepted as data: URLs "
-                           "(data:image/<type>;base64,...)")
+        raise RequestError(
+            field, f"{describe(value)}: only base64 images are accepted as data: URLs (data:image/<type>;base64,...)"
+        )
     if "%" in payload:
         payload = unquote(payload)
     payload = re.sub(r"\s+", "", payload).replace("-", "+").replace("_", "/")

@@ -12,6 +12,7 @@ One-time setup per clone (see the README's Secret redaction section):
     git config filter.envsecrets.smudge cat
     git config filter.envsecrets.required true
 """
+
 import re
 import sys
 
@@ -39,7 +40,7 @@ def redact(line: bytes) -> bytes:
     match = ASSIGNMENT.match(line)
     if not match:
         return line
-    return match.group(1) + redact_value(match.group(2)) + line[match.end():]
+    return match.group(1) + redact_value(match.group(2)) + line[match.end() :]
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ the downloads (a custom checkpoint that must be supplied by hand).
 Meta publishes no checksums: the sizes and SHA-256 below are those of the files served
 at the 092824 release URLs, as recorded independently by several public projects.
 """
+
 import argparse
 import hashlib
 import http.client
@@ -102,12 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     # docker stop sends SIGTERM: turn it into an exception so the .part file is removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        download(args.directory, args.names or list(CHECKPOINTS), os.environ.get("SAM2_CHECKPOINT_BASE_URL", DEFAULT_BASE_URL))
+        download(
+            args.directory,
+            args.names or list(CHECKPOINTS),
+            os.environ.get("SAM2_CHECKPOINT_BASE_URL", DEFAULT_BASE_URL),
+        )
     except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.if_missing and not checkpoint_present(args.directory, args.if_missing):
-        print(f"error: {args.if_missing} is not a downloadable checkpoint; put it into {args.directory} yourself", file=sys.stderr)
+        print(
+            f"error: {args.if_missing} is not a downloadable checkpoint; put it into {args.directory} yourself",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -13,6 +13,10 @@ import pytest
 from sam2plus.fetch import ImageFetcher
 from sam2plus.framestore import FrameStore
 from sam2plus.pipeline import Pipeline
+
+# One Label Studio and one SAM2Plus under gunicorn for tests/e2e and tests/browser alike: a session
+# fixture is shared only by the tests below the conftest that defines it.
+from tests.e2e.stack import backend, image_path, label_studio  # noqa: F401
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 
 
@@ -27,8 +31,13 @@ def pytest_collection_modifyitems(config, items):
 
 def make_pipeline(cache_dir, segmenter=None) -> Pipeline:
     frames = FrameStore(Path(cache_dir) / "frames", 2 << 30)
-    return Pipeline(segmenter or ColorRegionSegmenter(), ImageFetcher(cache_dir), frames,
-                    max_pixels=400_000_000, cache_dir=cache_dir)
+    return Pipeline(
+        segmenter or ColorRegionSegmenter(),
+        ImageFetcher(cache_dir),
+        frames,
+        max_pixels=400_000_000,
+        cache_dir=cache_dir,
+    )
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def background(rng: np.random.Generator) -> np.ndarray:
     mottle = cv2.resize(coarse, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC)[:, :, None]
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     r = np.hypot((xs - WIDTH / 2) / WIDTH, (ys - HEIGHT / 2) / HEIGHT)
-    vignette = (1 - 0.35 * r ** 2)[:, :, None]
+    vignette = (1 - 0.35 * r**2)[:, :, None]
     base = np.array([196, 205, 212], np.float32)  # BGR: a cool pale grey
     image = np.clip(base * vignette + 6 * mottle, 0, 255).astype(np.uint8)
     for _ in range(260):
@@ -57,11 +57,16 @@ def tooth_outline(cx, cy, length, width, angle) -> np.ndarray:
     t = np.linspace(0, 1, 60)
     half = width / 2 * (1 - t) ** 0.8
     spine = length * (t - 0.35)
-    bend = 0.18 * length * t ** 2
+    bend = 0.18 * length * t**2
     left = np.stack([spine, half + bend], 1)
     right = np.stack([spine, -half + bend], 1)[::-1]
-    base = np.stack([np.full(20, spine[0]) - width * 0.12 * np.sin(np.linspace(0, math.pi, 20)),
-                     np.linspace(-width / 2, width / 2, 20)], 1)
+    base = np.stack(
+        [
+            np.full(20, spine[0]) - width * 0.12 * np.sin(np.linspace(0, math.pi, 20)),
+            np.linspace(-width / 2, width / 2, 20),
+        ],
+        1,
+    )
     points = np.concatenate([left, right, base])
     return _place(points, cx, cy, angle)
 
@@ -90,7 +95,7 @@ def draw_specimen(image: np.ndarray, kind: str, cx, cy, length, width, angle) ->
     glow = np.clip(dist / max(1.0, dist.max()), 0, 1)[:, :, None]
     body = np.array([40, 110, 170], np.float32) + glow * np.array([50, 80, 70], np.float32)
     if kind == "denticle":  # growth ridges
-        ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+        ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
         ridges = (np.sin(np.hypot(xs - cx, ys - cy) / 7.0) * 12)[:, :, None]
         body = body + ridges
     alpha = (mask.astype(np.float32) / 255)[:, :, None]

@@ -35,8 +35,7 @@ def big_backend(tmp_path_factory):
     root = tmp_path_factory.mktemp("big")
     (root / "cache").mkdir()
     SCENE.write(root / "cache" / "big.jpg")
-    with gunicorn_backend({"CACHE_DIR": str(root / "cache"), "MODEL_DIR": str(root / "models")},
-                          log_dir=root) as url:
+    with gunicorn_backend({"CACHE_DIR": str(root / "cache"), "MODEL_DIR": str(root / "models")}, log_dir=root) as url:
         yield url
 
 
@@ -46,8 +45,12 @@ def _setup(url, project, extra_params):
 
 
 def _predict(url, project, fmt, context):
-    body = {"tasks": [{"data": {"image": "big.jpg"}}], "project": project, "label_config": label_config(fmt),
-            "params": {"context": context}}
+    body = {
+        "tasks": [{"data": {"image": "big.jpg"}}],
+        "project": project,
+        "label_config": label_config(fmt),
+        "params": {"context": context},
+    }
     answer = requests.post(f"{url}/predict", json=body, timeout=300)
     assert answer.status_code == 200, answer.text
     return answer.json()["results"][0]["result"]

@@ -17,8 +17,17 @@ import pytest
 
 from sam2plus.params import parse_extra_params
 from tests.conftest import make_pipeline
-from tests.support.scenes import (DiscScene, box_iou, brush_mask, iou, label_config, point_context,
-                                  polygon_mask, rect_context, rectangle_box)
+from tests.support.scenes import (
+    DiscScene,
+    box_iou,
+    brush_mask,
+    iou,
+    label_config,
+    point_context,
+    polygon_mask,
+    rect_context,
+    rectangle_box,
+)
 
 MIN_IOU = 0.97
 FORMATS = ("BrushLabels", "PolygonLabels", "RectangleLabels")
@@ -32,31 +41,114 @@ MAX_POINTS = 48
 # when that does not fit.
 CASES = [
     ("stock-fullframe", DiscScene(6000, 4000, 3000, 2000, 300), {}, "fullframe", (6000, 4000), MIN_IOU),
-    ("resize-fraction", DiscScene(6000, 4000, 2500, 1800, 300), {"fullframe_resize": 0.5}, "fullframe", (3000, 2000), MIN_IOU),
-    ("resize-pair", DiscScene(6000, 4000, 2500, 1800, 300), {"fullframe_resize": [2000, 1000]}, "fullframe", (2000, 1000), MIN_IOU),
-    ("resize-square", DiscScene(6000, 4000, 2500, 1800, 300), {"fullframe_resize": 1500}, "fullframe", (1500, 1500), MIN_IOU),
+    (
+        "resize-fraction",
+        DiscScene(6000, 4000, 2500, 1800, 300),
+        {"fullframe_resize": 0.5},
+        "fullframe",
+        (3000, 2000),
+        MIN_IOU,
+    ),
+    (
+        "resize-pair",
+        DiscScene(6000, 4000, 2500, 1800, 300),
+        {"fullframe_resize": [2000, 1000]},
+        "fullframe",
+        (2000, 1000),
+        MIN_IOU,
+    ),
+    (
+        "resize-square",
+        DiscScene(6000, 4000, 2500, 1800, 300),
+        {"fullframe_resize": 1500},
+        "fullframe",
+        (1500, 1500),
+        MIN_IOU,
+    ),
     ("patch-default", DiscScene(6000, 4000, 2500, 1800, 300), {"subpatching": {}}, "patch", (1024, 1024), MIN_IOU),
-    ("patch-default-at-edge", DiscScene(6000, 4000, 320, 330, 300), {"subpatching": {}}, "patch", (1024, 1024), MIN_IOU),
-    ("patch-padding-at-edge", DiscScene(6000, 4000, 320, 330, 300),
-     {"subpatching": {"mode": "padding", "padding_fill": "white"}}, "patch", (1024, 1024), MIN_IOU),
-    ("patch-oversize-growth", DiscScene(6000, 4000, 3000, 2000, 900), {"subpatching": {"patch_size": 1024}}, "patch",
-     (1985, 1985), MIN_IOU),
-    ("patch-oversize-fallback", DiscScene(6000, 4000, 3000, 2000, 1900), {"subpatching": {}}, "fallback", (6000, 4000), MIN_IOU),
+    (
+        "patch-default-at-edge",
+        DiscScene(6000, 4000, 320, 330, 300),
+        {"subpatching": {}},
+        "patch",
+        (1024, 1024),
+        MIN_IOU,
+    ),
+    (
+        "patch-padding-at-edge",
+        DiscScene(6000, 4000, 320, 330, 300),
+        {"subpatching": {"mode": "padding", "padding_fill": "white"}},
+        "patch",
+        (1024, 1024),
+        MIN_IOU,
+    ),
+    (
+        "patch-oversize-growth",
+        DiscScene(6000, 4000, 3000, 2000, 900),
+        {"subpatching": {"patch_size": 1024}},
+        "patch",
+        (1985, 1985),
+        MIN_IOU,
+    ),
+    (
+        "patch-oversize-fallback",
+        DiscScene(6000, 4000, 3000, 2000, 1900),
+        {"subpatching": {}},
+        "fallback",
+        (6000, 4000),
+        MIN_IOU,
+    ),
     # r 950 frame px: box 1995, grown 1024 * 1995 / 1024 * 1.05 = 2095 > the 2000 px high frame
-    ("resize-oversize-fallback", DiscScene(6000, 4000, 3000, 2000, 1900), {"fullframe_resize": 0.5, "subpatching": {}},
-     "fallback", (3000, 2000), MIN_IOU),
-    ("patch-frame-smaller-than-patch", DiscScene(6000, 4000, 3000, 2000, 600), {"fullframe_resize": 0.1, "subpatching": {}},
-     "patch", (1024, 1024), MIN_IOU),
-    ("resize-and-patch", DiscScene(6000, 4000, 2500, 1800, 300), {"fullframe_resize": 0.5, "subpatching": {"patch_size": [800, 600]}},
-     "patch", (800, 600), MIN_IOU),
+    (
+        "resize-oversize-fallback",
+        DiscScene(6000, 4000, 3000, 2000, 1900),
+        {"fullframe_resize": 0.5, "subpatching": {}},
+        "fallback",
+        (3000, 2000),
+        MIN_IOU,
+    ),
+    (
+        "patch-frame-smaller-than-patch",
+        DiscScene(6000, 4000, 3000, 2000, 600),
+        {"fullframe_resize": 0.1, "subpatching": {}},
+        "patch",
+        (1024, 1024),
+        MIN_IOU,
+    ),
+    (
+        "resize-and-patch",
+        DiscScene(6000, 4000, 2500, 1800, 300),
+        {"fullframe_resize": 0.5, "subpatching": {"patch_size": [800, 600]}},
+        "patch",
+        (800, 600),
+        MIN_IOU,
+    ),
     # r 450 frame px: box 945, grown 512 * 945 / 512 * 1.05 = 992.25 -> 993
-    ("resize-oversize-padding", DiscScene(6000, 4000, 3000, 2000, 900),
-     {"fullframe_resize": 0.5, "subpatching": {"patch_size": 512, "mode": "padding"}}, "patch", (993, 993), MIN_IOU),
+    (
+        "resize-oversize-padding",
+        DiscScene(6000, 4000, 3000, 2000, 900),
+        {"fullframe_resize": 0.5, "subpatching": {"patch_size": 512, "mode": "padding"}},
+        "patch",
+        (993, 993),
+        MIN_IOU,
+    ),
     # box 1050, grown 512 * 1050 / 512 * 1.05 = 1102.5 -> 1103, centred on (530, 530): starts 22 px outside the image
-    ("oversize-padding-at-edge", DiscScene(6000, 4000, 530, 530, 500),
-     {"subpatching": {"patch_size": 512, "mode": "padding", "padding_fill": "white"}}, "patch", (1103, 1103), MIN_IOU),
-    ("big-resize-padding-corner", DiscScene(10000, 10000, 400, 9600, 350),
-     {"fullframe_resize": 0.25, "subpatching": {"mode": "padding", "patch_size": 512}}, "patch", (512, 512), MIN_IOU),
+    (
+        "oversize-padding-at-edge",
+        DiscScene(6000, 4000, 530, 530, 500),
+        {"subpatching": {"patch_size": 512, "mode": "padding", "padding_fill": "white"}},
+        "patch",
+        (1103, 1103),
+        MIN_IOU,
+    ),
+    (
+        "big-resize-padding-corner",
+        DiscScene(10000, 10000, 400, 9600, 350),
+        {"fullframe_resize": 0.25, "subpatching": {"mode": "padding", "patch_size": 512}},
+        "patch",
+        (512, 512),
+        MIN_IOU,
+    ),
 ]
 
 
@@ -92,8 +184,13 @@ def _check_regions(prediction, scene, fmt, min_iou):
         assert ((points >= 0) & (points <= 100)).all()
         assert 3 <= len(points) <= MAX_POINTS, f"{len(points)} vertices, max_points is {MAX_POINTS}"
         xy = points / 100 * (scene.width, scene.height)
-        cell = max(prediction.frame_map.patch_size[0] / prediction.frame_map.scale[0],
-                   prediction.frame_map.patch_size[1] / prediction.frame_map.scale[1]) / 256
+        cell = (
+            max(
+                prediction.frame_map.patch_size[0] / prediction.frame_map.scale[0],
+                prediction.frame_map.patch_size[1] / prediction.frame_map.scale[1],
+            )
+            / 256
+        )
         distance = np.abs(np.hypot(xy[:, 0] - scene.cx, xy[:, 1] - scene.cy) - scene.radius)
         assert distance.max() <= 1.5 * cell + 2, f"a vertex lies {distance.max():.1f} px off the circle"
         return iou(polygon_mask(region, window), scene.truth(window))
@@ -126,8 +223,13 @@ def test_padding_mode_fills_outside_the_frame(scene_files, name):
     _, scene, params, _, patch_size, _ = next(case for case in CASES if case[0] == name)
     pipeline = make_pipeline(root)
     task = {"data": {"image": str(files[name])}}
-    prediction = pipeline.run(task, rect_context(scene.box(), scene.width, scene.height),
-                              label_config(), parse_extra_params(params), artifacts=True)
+    prediction = pipeline.run(
+        task,
+        rect_context(scene.box(), scene.width, scene.height),
+        label_config(),
+        parse_extra_params(params),
+        artifacts=True,
+    )
     window = prediction.frame_map.window
     assert window.x < 0 and window.y < 0, "padding mode centres the patch on the prompt past the edge"
     assert math.isclose(window.x + window.width / 2, scene.cx, abs_tol=1)
@@ -148,12 +250,19 @@ def test_subpatching_keeps_small_objects_in_10000px_images(tmp_path):
     scores = {}
     for label, params in (("fullframe", {}), ("subpatch-1024", {"subpatching": {}})):
         prediction = _run(pipeline, scene, path, params, "BrushLabels", context)
-        mask = brush_mask(prediction.regions[0])[int(scene.cy) - 100:int(scene.cy) + 100,
-                                                  int(scene.cx) - 100:int(scene.cx) + 100] if prediction.regions else None
+        mask = (
+            brush_mask(prediction.regions[0])[
+                int(scene.cy) - 100 : int(scene.cy) + 100, int(scene.cx) - 100 : int(scene.cx) + 100
+            ]
+            if prediction.regions
+            else None
+        )
         window = (int(scene.cx) - 100, int(scene.cy) - 100, int(scene.cx) + 100, int(scene.cy) + 100)
         scores[label] = iou(mask, scene.truth(window)) if mask is not None else 0.0
-    print(f"small disc r=12 in 10000x10000: IoU without subpatching {scores['fullframe']:.3f}, "
-          f"with subpatching {scores['subpatch-1024']:.3f}")
+    print(
+        f"small disc r=12 in 10000x10000: IoU without subpatching {scores['fullframe']:.3f}, "
+        f"with subpatching {scores['subpatch-1024']:.3f}"
+    )
     assert scores["subpatch-1024"] >= 0.95  # measured 0.98 (README, subpatching)
     assert scores["fullframe"] <= 0.05  # measured 0.00: the disc is 2.5 px wide in the 1024 px view
 
@@ -163,11 +272,18 @@ def test_subpatching_keeps_small_objects_in_10000px_images(tmp_path):
 # (id, scene, extra_params without return_format, the earlier click in image px)
 REUSE_CASES = [
     ("reuse-offcentre", DiscScene(6000, 4000, 2500, 1800, 150), {"subpatching": {"patch_size": 1024}}, (2700, 1950)),
-    ("reuse-resize-padding-past-edge", DiscScene(6000, 4000, 400, 3500, 120),
-     {"fullframe_resize": 0.5, "subpatching": {"patch_size": 512, "mode": "padding", "padding_fill": "white"}},
-     (300, 3700)),
-    ("reuse-non-square", DiscScene(6000, 4000, 3000, 2000, 100), {"subpatching": {"patch_size": [900, 500]}},
-     (2800, 1950)),
+    (
+        "reuse-resize-padding-past-edge",
+        DiscScene(6000, 4000, 400, 3500, 120),
+        {"fullframe_resize": 0.5, "subpatching": {"patch_size": 512, "mode": "padding", "padding_fill": "white"}},
+        (300, 3700),
+    ),
+    (
+        "reuse-non-square",
+        DiscScene(6000, 4000, 3000, 2000, 100),
+        {"subpatching": {"patch_size": [900, 500]}},
+        (2800, 1950),
+    ),
 ]
 
 

@@ -80,8 +80,11 @@ class RecordingMiddleware:
 
     def setups(self, project_id: int) -> list[Received]:
         """The /setup calls for one Label Studio project (sent as "<id>.<created_at>")."""
-        return [r for r in self.received() if r.path == "/setup" and r.body
-                and str(r.body.get("project", "")).split(".")[0] == str(project_id)]
+        return [
+            r
+            for r in self.received()
+            if r.path == "/setup" and r.body and str(r.body.get("project", "")).split(".")[0] == str(project_id)
+        ]
 
 
 @dataclass
@@ -108,8 +111,14 @@ def _running(server):
 @contextlib.contextmanager
 def geometry_backend(workdir: Path, label_studio_url: str, api_key: str):
     """SAM2Plus with the geometry test double, fetching images from Label Studio; IMAGE_HOSTS empty."""
-    config = ServerConfig.from_env({"CACHE_DIR": str(workdir / "cache"), "MODEL_DIR": str(workdir / "models"),
-                                    "LABEL_STUDIO_URL": label_studio_url, "LABEL_STUDIO_API_KEY": api_key})
+    config = ServerConfig.from_env(
+        {
+            "CACHE_DIR": str(workdir / "cache"),
+            "MODEL_DIR": str(workdir / "models"),
+            "LABEL_STUDIO_URL": label_studio_url,
+            "LABEL_STUDIO_API_KEY": api_key,
+        }
+    )
     recorder = RecordingMiddleware(create_app(SAM2Plus(config, segmenter=ColorRegionSegmenter())))
     with _running(make_server("127.0.0.1", 0, recorder, threaded=True)) as port:
         yield GeometryBackend(f"http://127.0.0.1:{port}", recorder)

@@ -17,13 +17,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.browser.backends import geometry_backend as serve_geometry_backend
 from tests.browser.editor import TIMEOUT_MS, Editor
-from tests.e2e import conftest as e2e
 from tests.e2e.ls import LabelStudioAPI
-
-# Reused from tests/e2e: the session's Label Studio, and SAM2Plus under gunicorn with the real SAM2
-# (untrained hiera-t on CPU).
-label_studio = e2e.label_studio
-backend = e2e.backend
 
 VIEWPORT = {"width": 1440, "height": 900}
 LOOPBACK_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"
@@ -33,8 +27,11 @@ def chromium_path() -> str:
     """Debian's chromium (or SAM2PLUS_CHROMIUM); a missing browser fails the tests, it never skips them."""
     path = os.environ.get("SAM2PLUS_CHROMIUM") or shutil.which("chromium")
     if not path or not os.access(path, os.X_OK):
-        pytest.fail("no Chromium: run `bash scripts/install-chromium.sh` (Debian's chromium package), "
-                    "or set SAM2PLUS_CHROMIUM to a Chromium executable", pytrace=False)
+        pytest.fail(
+            "no Chromium: run `bash scripts/install-chromium.sh` (Debian's chromium package), "
+            "or set SAM2PLUS_CHROMIUM to a Chromium executable",
+            pytrace=False,
+        )
     return path
 
 
@@ -75,8 +72,9 @@ def api(label_studio) -> LabelStudioAPI:
 @pytest.fixture(scope="session")
 def geometry_backend(label_studio, tmp_path_factory):
     """SAM2Plus in-process with the geometry test double, recording what it received."""
-    with serve_geometry_backend(tmp_path_factory.mktemp("geometry-backend"), label_studio.url,
-                                label_studio.token) as served:
+    with serve_geometry_backend(
+        tmp_path_factory.mktemp("geometry-backend"), label_studio.url, label_studio.token
+    ) as served:
         yield served
 
 
@@ -92,4 +90,3 @@ def editor(browser, login, label_studio, tmp_path):
     finally:
         editor.shot("final")
         context.close()
-

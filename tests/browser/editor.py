@@ -47,7 +47,10 @@ class Editor:
         self.page.wait_for_function("() => window.Htx?.annotationStore?.selected", timeout=TIMEOUT_MS)
         self.page.wait_for_function(
             "([w, h]) => [...document.querySelectorAll('img')].some(i => i.complete && i.naturalWidth === w"
-            " && i.naturalHeight === h && i.getBoundingClientRect().width > 200)", arg=list(size), timeout=TIMEOUT_MS)
+            " && i.naturalHeight === h && i.getBoundingClientRect().width > 200)",
+            arg=list(size),
+            timeout=TIMEOUT_MS,
+        )
         self.page.get_by_test_id("bottombar-auto-annotation-toggle").wait_for(timeout=TIMEOUT_MS)
         return self
 
@@ -88,7 +91,9 @@ class Editor:
         box = self.page.evaluate(
             "([w, h]) => { const all = [...document.querySelectorAll('img')].filter(i => i.naturalWidth === w"
             " && i.naturalHeight === h).map(i => i.getBoundingClientRect());"
-            " return all.sort((a, b) => b.width - a.width)[0].toJSON(); }", list(self.size))
+            " return all.sort((a, b) => b.width - a.width)[0].toJSON(); }",
+            list(self.size),
+        )
         width, height = self.size
         return box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height
 
@@ -124,7 +129,8 @@ class Editor:
 
     def _reply(self):
         return self.page.expect_response(
-            lambda r: INTERACTIVE in r.url and r.request.method == "POST", timeout=TIMEOUT_MS)
+            lambda r: INTERACTIVE in r.url and r.request.method == "POST", timeout=TIMEOUT_MS
+        )
 
     def _applied(self, response: Response) -> dict:
         assert response.ok, f"{response.url} -> {response.status}"
@@ -137,7 +143,8 @@ class Editor:
     def regions(self) -> list[Shown]:
         """The regions of the open annotation, prompts (dynamic) included."""
         rows = self.page.evaluate(
-            "() => window.Htx.annotationStore.selected.regions.map(r => [r.type, r.labelName ?? null, !!r.dynamic])")
+            "() => window.Htx.annotationStore.selected.regions.map(r => [r.type, r.labelName ?? null, !!r.dynamic])"
+        )
         return [Shown(*row) for row in rows]
 
     def suggestions(self) -> int:
@@ -152,8 +159,8 @@ class Editor:
     def submit(self, task: int) -> dict:
         """Press Submit; returns the annotation Label Studio saved (its reply to the editor)."""
         with self.page.expect_response(
-                lambda r: f"/api/tasks/{task}/annotations" in r.url and r.request.method == "POST",
-                timeout=TIMEOUT_MS) as saved:
+            lambda r: f"/api/tasks/{task}/annotations" in r.url and r.request.method == "POST", timeout=TIMEOUT_MS
+        ) as saved:
             self.page.get_by_role("button", name="Submit").click()
         assert saved.value.status == 201, f"submit -> {saved.value.status}: {saved.value.text()[:500]}"
         return saved.value.json()

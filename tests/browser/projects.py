@@ -11,8 +11,9 @@ from tests.e2e.ls import LabelStudioAPI
 from tests.support.scenes import BACKGROUND, DiscScene
 
 
-def new_project(api: LabelStudioAPI, backend_url: str, label_config: str, image: Path | None = None,
-                extra_params=None, **settings) -> tuple[int, int | None]:
+def new_project(
+    api: LabelStudioAPI, backend_url: str, label_config: str, image: Path | None = None, extra_params=None, **settings
+) -> tuple[int, int | None]:
     """A project with `label_config` (and project `settings`), the image uploaded as its task (if
     given) and the backend connected with interactive preannotations on; returns (project, task)."""
     project = api.create_project(label_config)
@@ -30,8 +31,9 @@ def write_discs(path: Path, *discs: DiscScene) -> Path:
     canvas = None
     for disc in discs:
         layer = cv2.imread(str(disc.write(path.with_suffix(".layer.png"))))
-        canvas = layer if canvas is None else np.where(np.any(layer != BACKGROUND[::-1], axis=2)[..., None],
-                                                        layer, canvas)
+        canvas = (
+            layer if canvas is None else np.where(np.any(layer != BACKGROUND[::-1], axis=2)[..., None], layer, canvas)
+        )
     path.with_suffix(".layer.png").unlink()
     cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, 95])
     return path
@@ -46,6 +48,10 @@ def pixels(region: dict) -> np.ndarray:
     """A key point's (x, y) or a rectangle's (x0, y0, x1, y1) in image pixels, from Label Studio's percent."""
     value, w, h = region["value"], region["original_width"], region["original_height"]
     if "width" in value and "height" in value:
-        return np.array([value["x"] * w, value["y"] * h, (value["x"] + value["width"]) * w,
-                         (value["y"] + value["height"]) * h]) / 100
+        return (
+            np.array(
+                [value["x"] * w, value["y"] * h, (value["x"] + value["width"]) * w, (value["y"] + value["height"]) * h]
+            )
+            / 100
+        )
     return np.array([value["x"] * w, value["y"] * h]) / 100

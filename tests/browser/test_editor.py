@@ -76,8 +76,9 @@ def test_one_click_on_a_disc_gives_a_brush_region_that_is_saved_as_the_disc(api,
 def test_a_box_around_a_small_disc_in_a_big_image_gives_its_polygon(api, geometry_backend, editor, tmp_path):
     """Smart RectangleLabels -> PolygonLabels on 6000x4000 with 1024 px subpatching."""
     image = BIG.write(tmp_path / "big.jpg")
-    project, task = new_project(api, geometry_backend.url, label_config("RectangleLabels", "PolygonLabels", LABEL),
-                                image, SUBPATCH_POLYGON)
+    project, task = new_project(
+        api, geometry_backend.url, label_config("RectangleLabels", "PolygonLabels", LABEL), image, SUBPATCH_POLYGON
+    )
     assert all(r.body["extra_params"] == SUBPATCH_POLYGON for r in geometry_backend.recorder.setups(project))
     editor.open(project, task, (BIG.width, BIG.height)).auto_annotation().auto_accept(True).smart_tool()
     editor.choose_label(LABEL)
@@ -108,7 +109,11 @@ def test_refining_clicks_with_auto_accept_off_send_every_point_of_the_object(api
     image = DISC.write(tmp_path / "disc.jpg")
     project, task = new_project(api, geometry_backend.url, label_config("KeyPointLabels", "BrushLabels", LABEL), image)
     editor.open(project, task, (DISC.width, DISC.height)).auto_annotation().auto_accept(False).smart_tool()
-    clicks = [(DISC.cx, DISC.cy, True), (DISC.cx + 50, DISC.cy - 60, True), (DISC.cx + DISC.radius + 90, DISC.cy, False)]
+    clicks = [
+        (DISC.cx, DISC.cy, True),
+        (DISC.cx + 50, DISC.cy - 60, True),
+        (DISC.cx + DISC.radius + 90, DISC.cy, False),
+    ]
 
     for done, (x, y, positive) in enumerate(clicks, 1):
         editor.choose_label(LABEL)
@@ -124,7 +129,8 @@ def test_refining_clicks_with_auto_accept_off_send_every_point_of_the_object(api
     for sent, request in enumerate(requests, 1):
         received = keypoints(request)
         assert [positive for *_, positive in received] == [positive for *_, positive in clicks[:sent]], request
-        assert max(np.hypot(x - cx, y - cy) for (x, y, _), (cx, cy, _) in zip(received, clicks)) <= slack, request
+        pairs = zip(received, clicks[:sent], strict=True)
+        assert max(np.hypot(x - cx, y - cy) for (x, y, _), (cx, cy, _) in pairs) <= slack, request
 
     editor.accept_suggestions()
     assert editor.regions() == [BRUSH]  # accepting removes the prompts
@@ -194,13 +200,20 @@ def test_opening_a_task_calls_predict_without_context_before_the_first_click(api
     image = DISC.write(tmp_path / "disc.jpg")
     config = label_config("KeyPointLabels", "BrushLabels", LABEL)
     recorder = geometry_backend.recorder
-    quiet, quiet_task = new_project(api, geometry_backend.url, config, image,
-                                    show_collab_predictions=False, evaluate_predictions_automatically=False)
+    quiet, quiet_task = new_project(
+        api,
+        geometry_backend.url,
+        config,
+        image,
+        show_collab_predictions=False,
+        evaluate_predictions_automatically=False,
+    )
     editor.open(quiet, quiet_task, (DISC.width, DISC.height))
     assert recorder.predictions(quiet_task) == []  # the control: these settings send nothing on open
 
-    project, task = new_project(api, geometry_backend.url, config, image,
-                                show_collab_predictions=True, evaluate_predictions_automatically=False)
+    project, task = new_project(
+        api, geometry_backend.url, config, image, show_collab_predictions=True, evaluate_predictions_automatically=False
+    )
     assert recorder.predictions(task) == []
     editor.open(project, task, (DISC.width, DISC.height))
     opened = recorder.predictions(task)

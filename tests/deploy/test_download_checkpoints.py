@@ -3,6 +3,7 @@
 In-process tests swap the real checkpoint table for small fake files; command-line tests
 keep the real table and never let a real-sized download complete.
 """
+
 import hashlib
 import importlib.util
 import os

@@ -1,4 +1,5 @@
 """scripts/clean-env-secrets.py, alone and as the real `envsecrets` git clean filter."""
+
 import shlex
 import shutil
 import subprocess

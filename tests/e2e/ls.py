@@ -22,8 +22,11 @@ from sam2plus.contexts import context, control, keypoint_region, rectangle_regio
 
 # str(requests.HTTPError) as Label Studio keeps it: "<status> Client Error: <reason> for url: <url>"
 HTTP_ERROR = re.compile(r"^(?P<status>\d{3}) (?:Client|Server) Error: (?P<reason>.*) for url: (?P<url>\S+)$")
-STANDARD_REASONS = {phrase.lower() for status in http.HTTPStatus
-                    for phrase in (status.phrase, status.phrase.upper(), status.name.replace("_", " "))}
+STANDARD_REASONS = {
+    phrase.lower()
+    for status in http.HTTPStatus
+    for phrase in (status.phrase, status.phrase.upper(), status.name.replace("_", " "))
+}
 
 
 class LabelStudioAPI:
@@ -65,8 +68,7 @@ class LabelStudioAPI:
     def upload_image(self, project: int, path: Path) -> dict:
         """Upload a file as Label Studio's importer does; returns the task it created."""
         with open(path, "rb") as file:
-            answer = self.ok("POST", f"/api/projects/{project}/import",
-                             files={"file": (path.name, file, "image/jpeg")})
+            answer = self.ok("POST", f"/api/projects/{project}/import", files={"file": (path.name, file, "image/jpeg")})
         assert answer["task_count"] == 1, answer
         tasks = self.tasks(project)
         assert len(tasks) == 1, tasks
@@ -92,8 +94,9 @@ class LabelStudioAPI:
         return answer
 
     # -- ML backends ----------------------------------------------------------------------------
-    def add_ml_backend(self, project: int, url: str, extra_params=None, *, is_interactive: bool = True,
-                       title: str = "SAM2Plus") -> requests.Response:
+    def add_ml_backend(
+        self, project: int, url: str, extra_params=None, *, is_interactive: bool = True, title: str = "SAM2Plus"
+    ) -> requests.Response:
         body = {"url": url, "project": project, "is_interactive": is_interactive, "title": title}
         if extra_params is not None:
             body["extra_params"] = extra_params
@@ -101,8 +104,7 @@ class LabelStudioAPI:
 
     def edit_ml_backend(self, ml_backend: dict, **changes) -> requests.Response:
         """PATCH with the whole object, as Label Studio's UI does (a partial PATCH fails in 1.23.2)."""
-        fields = ("url", "project", "is_interactive", "title", "description", "auth_method", "timeout",
-                  "extra_params")
+        fields = ("url", "project", "is_interactive", "title", "description", "auth_method", "timeout", "extra_params")
         body = {key: ml_backend[key] for key in fields if key in ml_backend}
         body.update(changes)
         return self.request("PATCH", f"/api/ml/{ml_backend['id']}", json=body)
@@ -114,12 +116,16 @@ class LabelStudioAPI:
     def ml_backends(self, project: int) -> list[dict]:
         return self.ok("GET", f"/api/ml?project={project}")
 
-    def interactive(self, ml_id: int, task: int, context: dict) -> dict:
+    def interactive(self, ml_id: int, task: int, smart_context: dict) -> dict:
         """What the editor gets back for a smart region: {"data": {...}} or {"errors": [...]}."""
-        return self.ok("POST", f"/api/ml/{ml_id}/interactive-annotating", json={"task": task, "context": context})
+        body = {"task": task, "context": smart_context}
+        return self.ok("POST", f"/api/ml/{ml_id}/interactive-annotating", json=body)
 
 
 def label_config(prompt_tag: str, output_tag: str, label: str = "Obj") -> str:
     """An image config (zoom on) with a smart prompt tag and an output tag; *Labels tags get one label."""
-    return contexts.label_config(control(prompt_tag, "prompt", smart=True, labels=[label]),
-                                 control(output_tag, "output", labels=[label]), zoom=True)
+    return contexts.label_config(
+        control(prompt_tag, "prompt", smart=True, labels=[label]),
+        control(output_tag, "output", labels=[label]),
+        zoom=True,
+    )

@@ -24,9 +24,16 @@ import pytest
 import requests
 from label_studio_sdk.converter.brush import decode_rle
 
-from tests.e2e.conftest import IMAGE_SIZE, free_port, sam2plus_backend
-from tests.e2e.ls import (HTTP_ERROR, STANDARD_REASONS, LabelStudioAPI, context, keypoint_region,
-                          label_config, rectangle_region)
+from tests.e2e.ls import (
+    HTTP_ERROR,
+    STANDARD_REASONS,
+    LabelStudioAPI,
+    context,
+    keypoint_region,
+    label_config,
+    rectangle_region,
+)
+from tests.e2e.stack import IMAGE_SIZE, free_port, sam2plus_backend
 from tests.support.regions import require_some
 
 pytestmark = pytest.mark.slow
@@ -54,8 +61,12 @@ def window(box, patch: float, scale: float = 1.0):
     """
     size = patch / scale
     x0, y0, x1, y1 = box
-    return (max(0.0, x1 - size - EDGE), max(0.0, y1 - size - EDGE),
-            min(WIDTH, x0 + size + EDGE), min(HEIGHT, y0 + size + EDGE))
+    return (
+        max(0.0, x1 - size - EDGE),
+        max(0.0, y1 - size - EDGE),
+        min(WIDTH, x0 + size + EDGE),
+        min(HEIGHT, y0 + size + EDGE),
+    )
 
 
 def inside(x: float, y: float, area) -> bool:
@@ -103,8 +114,9 @@ def check_brush(region: dict, area) -> None:
     assert mask.any(), "a brush region with an empty mask"
     ys, xs = np.nonzero(mask)
     corners = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    assert inside(corners[0], corners[1], area) and inside(corners[2], corners[3], area), \
+    assert inside(corners[0], corners[1], area) and inside(corners[2], corners[3], area), (
         f"mask pixels span {corners}, outside {area}"
+    )
 
 
 def check_rectangle(region: dict, area) -> None:
@@ -188,12 +200,24 @@ def test_keypoints_two_positive_one_negative_return_a_brush_mask_of_the_image_si
     project = api.create_project(label_config("KeyPointLabels", "BrushLabels"))
     task = api.upload_image(project, image_path)
     ml = connect(api, project, backend, params)
-    prompts = [[(700, 500, True), (730, 520, True), (800, 470, False)],
-               [(1060, 750, True), (1090, 730, True), (1000, 820, False)]]
+    prompts = [
+        [(700, 500, True), (730, 520, True), (800, 470, False)],
+        [(1060, 750, True), (1090, 730, True), (1000, 820, False)],
+    ]
     per_prompt = []
     for points in prompts:
-        regions = regions_of(api.interactive(ml["id"], task["id"], context(*(
-            keypoint_region(x, y, WIDTH, HEIGHT, positive=positive, labels=[LABEL]) for x, y, positive in points))))
+        regions = regions_of(
+            api.interactive(
+                ml["id"],
+                task["id"],
+                context(
+                    *(
+                        keypoint_region(x, y, WIDTH, HEIGHT, positive=positive, labels=[LABEL])
+                        for x, y, positive in points
+                    )
+                ),
+            )
+        )
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         for region in regions:
             check_brush(region, window((min(xs), min(ys), max(xs), max(ys)), 320))
@@ -209,8 +233,7 @@ def test_keypoint_prompt_returns_unlabelled_rectangles(api, backend, image_path)
     ml = connect(api, project, backend, params)
     per_prompt = []
     for x, y in [(1060, 750), (360, 300), (1360, 200)]:
-        regions = regions_of(api.interactive(ml["id"], task["id"],
-                                             context(keypoint_region(x, y, WIDTH, HEIGHT))))
+        regions = regions_of(api.interactive(ml["id"], task["id"], context(keypoint_region(x, y, WIDTH, HEIGHT))))
         for region in regions:
             check_rectangle(region, window((x, y, x, y), 200, scale=0.5))
         per_prompt.append(regions)
@@ -226,7 +249,8 @@ INVALID_PARAMS = [
 
 
 def test_invalid_extra_params_are_refused_with_our_message_and_the_project_keeps_its_settings(
-        api, backend, polygon_project):
+    api, backend, polygon_project
+):
     project, task, ml = polygon_project
     for params, key in INVALID_PARAMS:
         reason = setup_refusal(api.edit_ml_backend(ml, extra_params=params))
@@ -253,8 +277,13 @@ def broken_prompts(api, backend, image_path):
     project = api.create_project(label_config("RectangleLabels", "BrushLabels"))
     good = api.upload_image(project, image_path)
     closed = free_port()
-    tasks = api.import_tasks(project, [{"image": f"/data/upload/{project}/does-not-exist.jpg"},
-                                       {"image": f"http://127.0.0.1:{closed}/nothing-here.jpg"}])
+    tasks = api.import_tasks(
+        project,
+        [
+            {"image": f"/data/upload/{project}/does-not-exist.jpg"},
+            {"image": f"http://127.0.0.1:{closed}/nothing-here.jpg"},
+        ],
+    )
     by_image = {task["data"]["image"]: task for task in tasks}
     ml = connect(api, project, backend, None)
     box = context(rectangle_region(BOXES[0], WIDTH, HEIGHT, labels=[LABEL]))
@@ -278,8 +307,7 @@ def test_a_prompt_the_backend_cannot_serve_gives_the_annotator_our_one_line_reas
 
 
 @pytest.mark.parametrize("token_kind", ["legacy", "personal"])
-def test_uploaded_images_are_fetched_with_either_kind_of_token(label_studio, backend, image_path, tmp_path,
-                                                               token_kind):
+def test_uploaded_images_are_fetched_with_either_kind_of_token(label_studio, backend, image_path, tmp_path, token_kind):
     """SAM2Plus downloads /data/upload/... with LABEL_STUDIO_API_KEY, a legacy token or a PAT.
 
     For the PAT, legacy tokens are switched off for the organization meanwhile, so neither
@@ -294,8 +322,11 @@ def test_uploaded_images_are_fetched_with_either_kind_of_token(label_studio, bac
     try:
         with sam2plus_backend(tmp_path / "pat-backend", label_studio.url, pat) as pat_backend:
             run = _fetch_and_segment(api, pat_backend, image_path)
-            legacy = requests.get(f"{label_studio.url}{run['task']['data']['image']}",
-                                  headers={"Authorization": f"Token {label_studio.token}"}, timeout=30)
+            legacy = requests.get(
+                f"{label_studio.url}{run['task']['data']['image']}",
+                headers={"Authorization": f"Token {label_studio.token}"},
+                timeout=30,
+            )
             assert legacy.status_code == 401, "legacy tokens were meant to be off during this test"
     finally:
         label_studio.set_legacy_tokens(api, True)
@@ -308,8 +339,9 @@ def _fetch_and_segment(api: LabelStudioAPI, backend: str, image_path) -> dict:
     ml = connect(api, project, backend, None)
     per_prompt = []
     for box in BOXES[:2]:
-        regions = regions_of(api.interactive(ml["id"], task["id"],
-                                             context(rectangle_region(box, WIDTH, HEIGHT, labels=[LABEL]))))
+        regions = regions_of(
+            api.interactive(ml["id"], task["id"], context(rectangle_region(box, WIDTH, HEIGHT, labels=[LABEL])))
+        )
         for region in regions:
             check_brush(region, (0, 0, WIDTH, HEIGHT))
         per_prompt.append(regions)

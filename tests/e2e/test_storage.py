@@ -21,8 +21,8 @@ from urllib.parse import unquote
 import boto3
 import pytest
 
-from tests.e2e.conftest import IMAGE_SIZE, sam2plus_backend
 from tests.e2e.ls import context, label_config, rectangle_region
+from tests.e2e.stack import IMAGE_SIZE, sam2plus_backend
 from tests.e2e.test_label_studio import BOXES, LABEL, check_brush, connect, our_reason, regions_of, require_some
 from tests.support.servers import free_port, start_logged, stop, wait_for
 
@@ -31,8 +31,11 @@ pytestmark = pytest.mark.slow
 WIDTH, HEIGHT = IMAGE_SIZE
 BUCKET = "sam2plus-e2e"
 KEYS = ["scenes/plain.jpg", "scenes/with space ü 猫 ñ.jpg"]
-CREDENTIALS = {"aws_access_key_id": "e2e-access-key", "aws_secret_access_key": "e2e-secret-key",
-               "region_name": "us-east-1"}
+CREDENTIALS = {
+    "aws_access_key_id": "e2e-access-key",
+    "aws_secret_access_key": "e2e-secret-key",
+    "region_name": "us-east-1",
+}
 
 
 @dataclass
@@ -43,8 +46,11 @@ class ObjectStore:
     def presigned_gets(self, key: str) -> int:
         """GETs of the object with a signature in the query (a presigned URL), from moto's log."""
         request = f"GET /{BUCKET}/{key}?"  # moto's log shows paths partly decoded: compare them decoded
-        return sum(1 for text in self.log.read_text(errors="replace").splitlines()
-                   if request in unquote(text) and "X-Amz-Signature=" in text)
+        return sum(
+            1
+            for text in self.log.read_text(errors="replace").splitlines()
+            if request in unquote(text) and "X-Amz-Signature=" in text
+        )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +75,16 @@ def object_store(tmp_path_factory, image_path) -> ObjectStore:
 def s3_project(api, object_store: ObjectStore, presign: bool) -> tuple[int, dict[str, dict]]:
     """A project whose S3 source storage is the bucket, synced: its tasks by object key."""
     project = api.create_project(label_config("RectangleLabels", "BrushLabels"), title=f"S3 presign={presign}")
-    storage = api.add_s3_storage(project, bucket=BUCKET, prefix="scenes", use_blob_urls=True, presign=presign,
-                                 presign_ttl=1, s3_endpoint=object_store.url, **CREDENTIALS)
+    storage = api.add_s3_storage(
+        project,
+        bucket=BUCKET,
+        prefix="scenes",
+        use_blob_urls=True,
+        presign=presign,
+        presign_ttl=1,
+        s3_endpoint=object_store.url,
+        **CREDENTIALS,
+    )
     assert api.sync_s3_storage(storage["id"])["last_sync_count"] == len(KEYS)
     # the API shows the tasks' URIs resolved (/tasks/<id>/resolve/...); the storage link keeps the key
     by_key = {task["storage_filename"]: task for task in api.tasks(project)}
@@ -95,8 +109,12 @@ def store_backend(label_studio, object_store, tmp_path_factory) -> str:
     """SAM2Plus with the object store named in IMAGE_HOSTS, as a deployment with MinIO next to
     it would have (the store is on a loopback address, which is refused unless named)."""
     store = object_store.url.removeprefix("http://")
-    with sam2plus_backend(tmp_path_factory.mktemp("store-backend"), label_studio.url, label_studio.token,
-                          {"IMAGE_HOSTS": store, "IMAGE_HOSTS_BLOCK_PRIVATE": "true"}) as url:
+    with sam2plus_backend(
+        tmp_path_factory.mktemp("store-backend"),
+        label_studio.url,
+        label_studio.token,
+        {"IMAGE_HOSTS": store, "IMAGE_HOSTS_BLOCK_PRIVATE": "true"},
+    ) as url:
         yield url
 
 
@@ -123,8 +141,9 @@ def test_presigned_redirect_to_an_unnamed_loopback_store_is_refused(api, backend
     address, so the redirect is refused with our reason, naming the store's host."""
     project, tasks = s3_project(api, object_store, presign=True)
     ml = connect(api, project, backend, None)
-    answer = api.interactive(ml["id"], tasks[KEYS[0]]["id"],
-                             context(rectangle_region(BOXES[0], WIDTH, HEIGHT, labels=[LABEL])))
+    answer = api.interactive(
+        ml["id"], tasks[KEYS[0]]["id"], context(rectangle_region(BOXES[0], WIDTH, HEIGHT, labels=[LABEL]))
+    )
     assert "data" not in answer and len(answer.get("errors", [])) == 1, answer
     reason = our_reason(answer["errors"][0], "/predict")
     assert reason.startswith(f'tasks[0].data.image: "s3://{BUCKET}/scenes/'), "the task reached us unresolved"

@@ -19,8 +19,8 @@ import time
 import pytest
 import requests
 
-from tests.e2e.conftest import IMAGE_SIZE, sam2plus_backend
 from tests.e2e.ls import context, label_config, rectangle_region
+from tests.e2e.stack import IMAGE_SIZE, sam2plus_backend
 from tests.e2e.test_label_studio import BOXES, LABEL, connect, regions_of
 
 pytestmark = pytest.mark.slow
@@ -65,9 +65,10 @@ def project_with_backend(api, backend: str, image_path, extra_params) -> tuple[i
 
 
 def click(api, ml: dict, task: dict) -> list[list[dict]]:
-    return [regions_of(api.interactive(ml["id"], task["id"], context(rectangle_region(box, WIDTH, HEIGHT,
-                                                                                       labels=[LABEL]))))
-            for box in BOXES[:2]]
+    return [
+        regions_of(api.interactive(ml["id"], task["id"], context(rectangle_region(box, WIDTH, HEIGHT, labels=[LABEL]))))
+        for box in BOXES[:2]
+    ]
 
 
 def test_opening_a_task_in_the_labeling_stream_prepares_frame_and_embedding(api, own_backend, image_path):
@@ -78,8 +79,10 @@ def test_opening_a_task_in_the_labeling_stream_prepares_frame_and_embedding(api,
     served = api.ok("GET", f"/api/projects/{project}/next")  # what the labeling stream asks for
     assert served["id"] == task["id"]
     stored = frames / f"{hashlib.sha1(image_path.read_bytes()).hexdigest()}-{WIDTH}x{HEIGHT}.rgb"
-    wait_until(lambda: stored.exists() and metrics(url)["encoder_runs"] == before["encoder_runs"] + 1,
-               "the frame stored and the full frame encoded")
+    wait_until(
+        lambda: stored.exists() and metrics(url)["encoder_runs"] == before["encoder_runs"] + 1,
+        "the frame stored and the full frame encoded",
+    )
     warm = metrics(url)
     assert warm["frame_cache"]["misses"] == before["frame_cache"]["misses"] + 1
 

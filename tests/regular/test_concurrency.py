@@ -33,10 +33,17 @@ def _scene(i: int) -> DiscScene:
 def _request(i: int) -> dict:
     scene = _scene(i)
     fmt = FORMATS[i % len(FORMATS)]
-    context = (rect_context(scene.box(), scene.width, scene.height) if i % 2 == 0
-               else point_context([(scene.cx, scene.cy)], scene.width, scene.height))
-    return {"tasks": [{"id": i, "data": {"image": f"scene-{i}.jpg"}}], "project": f"{i}.1795599678",
-            "label_config": label_config(fmt), "params": {"context": context}}
+    context = (
+        rect_context(scene.box(), scene.width, scene.height)
+        if i % 2 == 0
+        else point_context([(scene.cx, scene.cy)], scene.width, scene.height)
+    )
+    return {
+        "tasks": [{"id": i, "data": {"image": f"scene-{i}.jpg"}}],
+        "project": f"{i}.1795599678",
+        "label_config": label_config(fmt),
+        "params": {"context": context},
+    }
 
 
 def _comparable(answer: dict) -> list:
@@ -67,19 +74,27 @@ def _all_at_once(url: str, bodies: list[dict]) -> list[dict]:
     return answers
 
 
-@pytest.mark.parametrize("workers, frame_cache_mb", [(1, 1), (2, 4096)], ids=["nothing-cached", "two-workers-shared-frames"])
+@pytest.mark.parametrize(
+    "workers, frame_cache_mb", [(1, 1), (2, 4096)], ids=["nothing-cached", "two-workers-shared-frames"]
+)
 def test_simultaneous_clients_on_distinct_images_get_their_own_answers(tmp_path, workers, frame_cache_mb):
     cache = tmp_path / "cache"
     cache.mkdir()
     for i in range(CLIENTS):
         _scene(i).write(cache / f"scene-{i}.jpg")
-    env = {"CACHE_DIR": str(cache), "MODEL_DIR": str(tmp_path / "models"),
-           "EMBEDDING_CACHE_MB": "1", "FRAME_CACHE_MB": str(frame_cache_mb)}
+    env = {
+        "CACHE_DIR": str(cache),
+        "MODEL_DIR": str(tmp_path / "models"),
+        "EMBEDDING_CACHE_MB": "1",
+        "FRAME_CACHE_MB": str(frame_cache_mb),
+    }
     with gunicorn_backend(env, workers=workers, threads=CLIENTS) as url:
         for i in range(CLIENTS):
             fmt = FORMATS[i % len(FORMATS)]
-            setup = {"project": f"{i}.1795599678", "extra_params": {"subpatching": {"patch_size": 512 + 64 * i},
-                                                                    "return_format": {"type": fmt}}}
+            setup = {
+                "project": f"{i}.1795599678",
+                "extra_params": {"subpatching": {"patch_size": 512 + 64 * i}, "return_format": {"type": fmt}},
+            }
             assert requests.post(f"{url}/setup", json=setup, timeout=3).status_code == 200
         alone = [_post(url, _request(i)) for i in range(CLIENTS)]
         together = _all_at_once(url, [_request(i) for i in range(CLIENTS)])
@@ -107,10 +122,15 @@ def _mixed_request(k: int) -> dict:
         context = rect_context(scene.box(), scene.width, scene.height)
     else:
         d = scene.radius * 0.7
-        context = point_context([(scene.cx - d, scene.cy), (scene.cx + d, scene.cy)], scene.width, scene.height,
-                                positive=[True, False])
-    return {"tasks": [{"id": k, "data": {"image": f"scene-{k % IMAGES}.jpg"}}], "project": "mixed.1795599678",
-            "label_config": label_config(), "params": {"context": context}}
+        context = point_context(
+            [(scene.cx - d, scene.cy), (scene.cx + d, scene.cy)], scene.width, scene.height, positive=[True, False]
+        )
+    return {
+        "tasks": [{"id": k, "data": {"image": f"scene-{k % IMAGES}.jpg"}}],
+        "project": "mixed.1795599678",
+        "label_config": label_config(),
+        "params": {"context": context},
+    }
 
 
 def _mixed_backend(tmp_path, name: str):
@@ -118,8 +138,9 @@ def _mixed_backend(tmp_path, name: str):
     cache.mkdir(parents=True)
     for i in range(IMAGES):
         _scene(i).write(cache / f"scene-{i}.jpg")
-    return gunicorn_backend({"CACHE_DIR": str(cache), "MODEL_DIR": str(tmp_path / name / "models")},
-                            workers=1, threads=CLIENTS)
+    return gunicorn_backend(
+        {"CACHE_DIR": str(cache), "MODEL_DIR": str(tmp_path / name / "models")}, workers=1, threads=CLIENTS
+    )
 
 
 def test_clicks_on_cached_embeddings_and_encoder_runs_mixed_each_get_their_serial_answer(tmp_path):

@@ -175,7 +175,7 @@ def test_cache_dir_digest_follows_content(cache_dir):
 
 def test_unusable_local_names_are_refused_not_crashed_on(cache_dir):
     for url in ("a" * 5000 + ".png", "tasks/" + "b" * 300 + "/x.png", "nul\x00.png", "tab\t.png"):
-        refused(lambda: ImageFetcher(cache_dir).fetch(url, FIELD), 400)
+        refused(lambda url=url: ImageFetcher(cache_dir).fetch(url, FIELD), 400)
 
 
 def test_paths_outside_cache_dir_refused(tmp_path, cache_dir):
@@ -184,10 +184,19 @@ def test_paths_outside_cache_dir_refused(tmp_path, cache_dir):
     (cache_dir / "link.png").symlink_to(outside)
     fetcher = ImageFetcher(cache_dir)
 
-    for url in ("/etc/passwd", "file:///etc/passwd", "../outside.png", "sub/../../outside.png",
-                str(cache_dir / ".." / "outside.png"), str(outside), "link.png", "file://" + str(outside),
-                "/", "."):
-        message = refused(lambda: fetcher.fetch(url, FIELD), 400)
+    for url in (
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "../outside.png",
+        "sub/../../outside.png",
+        str(cache_dir / ".." / "outside.png"),
+        str(outside),
+        "link.png",
+        "file://" + str(outside),
+        "/",
+        ".",
+    ):
+        message = refused(lambda url=url: fetcher.fetch(url, FIELD), 400)
         assert "CACHE_DIR" in message or "LABEL_STUDIO_URL" in message, message
 
 
@@ -207,8 +216,16 @@ def test_not_a_url(cache_dir, url):
     refused(lambda: ImageFetcher(cache_dir).fetch(url, FIELD), 400)
 
 
-@pytest.mark.parametrize("url", ["ftp://127.0.0.1/image.png", "//127.0.0.1/image.png", "file://127.0.0.1/etc/passwd",
-                                 "gopher://127.0.0.1:70/x", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://127.0.0.1/image.png",
+        "//127.0.0.1/image.png",
+        "file://127.0.0.1/etc/passwd",
+        "gopher://127.0.0.1:70/x",
+        "javascript:alert(1)",
+    ],
+)
 def test_unsupported_scheme(cache_dir, url):
     message = refused(lambda: ImageFetcher(cache_dir, image_hosts=("*",)).fetch(url, FIELD), 400)
     assert "scheme" in message
@@ -239,8 +256,9 @@ def test_label_studio_relative_path_with_legacy_token(make_server, cache_dir):
     absolute = fetcher.fetch(ls.url + "/data/upload/1/image.png", FIELD)
     assert absolute.digest == sha1(PNG)
     assert absolute.path == local.path
-    assert [r["headers"].get("Authorization") for r in ls.requests] == [f"Token {KEY}"], \
+    assert [r["headers"].get("Authorization") for r in ls.requests] == [f"Token {KEY}"], (
         "a Label Studio upload never changes: its cached copy is not fetched again"
+    )
 
 
 def test_only_label_studio_uploads_skip_revalidation(make_server, cache_dir):
@@ -330,8 +348,13 @@ class TokenStandIn:
             return 400, {}, b'{"refresh": ["This field is required."]}'
         if refresh != PAT:
             return 401, {"Content-Type": "application/json"}, b'{"detail": "Token is invalid or expired"}'
-        access = unsigned_jwt({"token_type": "access", "exp": int(time.time() + self.access_lifetime),
-                               "jti": f"access-{len(self.issued)}"})
+        access = unsigned_jwt(
+            {
+                "token_type": "access",
+                "exp": int(time.time() + self.access_lifetime),
+                "jti": f"access-{len(self.issued)}",
+            }
+        )
         self.issued.append(access)
         return 200, {"Content-Type": "application/json"}, json.dumps({"access": access}).encode()
 
@@ -371,7 +394,10 @@ def test_personal_access_token_uses_bearer_and_refreshes_on_401(make_server, cac
     assert fetcher.fetch("/data/local-files/1/a.png", FIELD).digest == sha1(PNG)
     assert tokens.refreshes == 2
     assert [r["headers"]["Authorization"] for r in ls.gets("/data/local-files/1/a.png")] == [
-        f"Bearer {tokens.issued[0]}", f"Bearer {tokens.issued[0]}", f"Bearer {tokens.issued[1]}"]
+        f"Bearer {tokens.issued[0]}",
+        f"Bearer {tokens.issued[0]}",
+        f"Bearer {tokens.issued[1]}",
+    ]
     assert not [r for r in ls.requests if r["headers"].get("Authorization", "").startswith("Token")]
 
 
@@ -604,13 +630,17 @@ def capture_all(server: Server) -> Server:
 
 @pytest.mark.parametrize("key", [KEY, PAT], ids=["legacy-token", "personal-access-token"])
 def test_finding_1_an_absolute_url_behind_a_slash_is_not_joined_onto_label_studio(make_server, cache_dir, key):
-    """"/http://HOST/steal.png" was joined by urljoin into http://HOST/steal.png, with the key."""
+    """ "/http://HOST/steal.png" was joined by urljoin into http://HOST/steal.png, with the key."""
     ls, capture = make_server(), capture_all(make_server())
     TokenStandIn(ls)
     fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, key), image_hosts=(capture.netloc,))
-    for value in (f"/{capture.url}/steal.png", f"/{capture.netloc}/steal.png", f"//{capture.netloc}/steal.png",
-                  f"/data/upload/x/..//{capture.netloc}/steal.png"):
-        refused(lambda: fetcher.fetch(value, FIELD), 400)
+    for value in (
+        f"/{capture.url}/steal.png",
+        f"/{capture.netloc}/steal.png",
+        f"//{capture.netloc}/steal.png",
+        f"/data/upload/x/..//{capture.netloc}/steal.png",
+    ):
+        refused(lambda value=value: fetcher.fetch(value, FIELD), 400)
     assert capture.connections == 0 and ls.requests == []
 
 
@@ -620,13 +650,15 @@ def test_finding_2_a_backslash_cannot_split_the_host_check_from_the_request(make
     ls, capture = make_server(), capture_all(make_server())
     TokenStandIn(ls)
     fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, key), image_hosts=("allowed.example",))
-    for value in (f"http://{capture.netloc}\\@{ls.netloc}/data/upload/1/x.png",
-                  f"http://{capture.netloc}\\@allowed.example/x.png",
-                  f"http://{capture.netloc}%5C@{ls.netloc}/data/upload/1/x.png",
-                  f"http://allowed.example@{capture.netloc}/x.png",
-                  f"http://user:pw@{ls.netloc}/data/upload/1/x.png",
-                  f"{ls.url}/data/upload/1/x.png\\..\\..\\api\\projects"):
-        message = refused(lambda: fetcher.fetch(value, FIELD), 400)
+    for value in (
+        f"http://{capture.netloc}\\@{ls.netloc}/data/upload/1/x.png",
+        f"http://{capture.netloc}\\@allowed.example/x.png",
+        f"http://{capture.netloc}%5C@{ls.netloc}/data/upload/1/x.png",
+        f"http://allowed.example@{capture.netloc}/x.png",
+        f"http://user:pw@{ls.netloc}/data/upload/1/x.png",
+        f"{ls.url}/data/upload/1/x.png\\..\\..\\api\\projects",
+    ):
+        message = refused(lambda value=value: fetcher.fetch(value, FIELD), 400)
         assert value[:20] in message or "is not" in message, message
     assert capture.connections == 0 and ls.requests == []
 
@@ -636,12 +668,21 @@ def test_finding_12_label_studio_paths_stay_under_its_file_paths(make_server, ca
     ls = make_server()
     ls.fallback = requires_token(b'[{"id": 1, "title": "secret project"}]')
     fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY))
-    for value in ("/data/upload/../../api/projects/", "/data/upload/%2e%2e/%2E%2E/api/projects/",
-                  "/data/upload/..%2f..%2fapi/projects/", "/data/local-files/../../api/projects/",
-                  "/api/projects/", "/api/projects/1/export?exportType=JSON", "/tasks/1/presign/../../api/users/",
-                  "/tasks/1/annotations/", "/data/upload/", "/storage-data/../api/projects/",
-                  f"{ls.url}/api/projects/", f"{ls.url}/data/upload/%2e%2e/%2e%2e/api/projects/"):
-        message = refused(lambda: fetcher.fetch(value, FIELD), 400)
+    for value in (
+        "/data/upload/../../api/projects/",
+        "/data/upload/%2e%2e/%2E%2E/api/projects/",
+        "/data/upload/..%2f..%2fapi/projects/",
+        "/data/local-files/../../api/projects/",
+        "/api/projects/",
+        "/api/projects/1/export?exportType=JSON",
+        "/tasks/1/presign/../../api/users/",
+        "/tasks/1/annotations/",
+        "/data/upload/",
+        "/storage-data/../api/projects/",
+        f"{ls.url}/api/projects/",
+        f"{ls.url}/data/upload/%2e%2e/%2e%2e/api/projects/",
+    ):
+        message = refused(lambda value=value: fetcher.fetch(value, FIELD), 400)
         assert "Label Studio" in message, message
     assert ls.requests == []
 
@@ -649,8 +690,12 @@ def test_finding_12_label_studio_paths_stay_under_its_file_paths(make_server, ca
 def test_label_studio_file_paths_are_requested_as_given(make_server, cache_dir):
     """Uploads, local files, uploads in cloud storage and presign: with the key, query intact."""
     ls = make_server()
-    paths = ["/data/upload/3/5f1e-my image ü.png", "/data/local-files/?d=images/sub%20dir/photo%20%C3%BC.png",
-             "/storage-data/uploaded/?filepath=upload/3/5f1e-scan.png", "/tasks/9/resolve/?fileuri=czM6Ly9iL2sucG5n"]
+    paths = [
+        "/data/upload/3/5f1e-my image ü.png",
+        "/data/local-files/?d=images/sub%20dir/photo%20%C3%BC.png",
+        "/storage-data/uploaded/?filepath=upload/3/5f1e-scan.png",
+        "/tasks/9/resolve/?fileuri=czM6Ly9iL2sucG5n",
+    ]
     for number, path in enumerate(paths):
         ls.routes[path.replace(" ", "%20").replace("ü", "%C3%BC")] = requires_token(PNG + bytes([number]))
     fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY))
@@ -659,8 +704,11 @@ def test_label_studio_file_paths_are_requested_as_given(make_server, cache_dir):
         assert local.digest == sha1(PNG + bytes([number])), path
         assert local.path.suffix == (".png" if "fileuri" not in path else "")
     assert [r["path"] for r in ls.requests] == [
-        "/data/upload/3/5f1e-my%20image%20%C3%BC.png", "/data/local-files/?d=images/sub%20dir/photo%20%C3%BC.png",
-        "/storage-data/uploaded/?filepath=upload/3/5f1e-scan.png", "/tasks/9/resolve/?fileuri=czM6Ly9iL2sucG5n"]
+        "/data/upload/3/5f1e-my%20image%20%C3%BC.png",
+        "/data/local-files/?d=images/sub%20dir/photo%20%C3%BC.png",
+        "/storage-data/uploaded/?filepath=upload/3/5f1e-scan.png",
+        "/tasks/9/resolve/?fileuri=czM6Ly9iL2sucG5n",
+    ]
     assert all(r["headers"]["Authorization"] == f"Token {KEY}" for r in ls.requests)
 
 
@@ -699,14 +747,17 @@ class PresignStandIn:
         parts = urlsplit(request["path"])
         scheme, _, rest = parts.path.lstrip("/").partition("/")
         from urllib.parse import unquote
+
         uri = f"{scheme}://{unquote(rest)}"
         if uri not in self.objects or parse_qs(parts.query).get("X-Amz-Signature") != [f"sig{self.signatures[uri]}"]:
             return 403, {}, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
         return 200, {"ETag": f'"{sha1(self.objects[uri])}"'}, self.objects[uri]
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/images/cat.png", "gs://bucket/a folder/ü ñ 猫.png",
-                                 "azure-blob://container/deep/path/scan 01.png"])
+@pytest.mark.parametrize(
+    "uri",
+    ["s3://bucket/images/cat.png", "gs://bucket/a folder/ü ñ 猫.png", "azure-blob://container/deep/path/scan 01.png"],
+)
 def test_cloud_storage_uri_through_presign_without_the_key_at_the_store(make_server, cache_dir, uri):
     ls, store = make_server(), make_server()
     presign = PresignStandIn(ls, store)
@@ -731,7 +782,7 @@ def test_cloud_storage_uri_needs_a_task_id_and_label_studio(make_server, cache_d
     ls = make_server()
     fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY))
     for task_id in (None, "", "abc", -1, 0, True, 1.5, [3]):
-        message = refused(lambda: fetcher.fetch("s3://bucket/a.png", FIELD, task_id=task_id), 400)
+        message = refused(lambda task_id=task_id: fetcher.fetch("s3://bucket/a.png", FIELD, task_id=task_id), 400)
         assert "task has no id" in message
     message = refused(lambda: ImageFetcher(cache_dir).fetch("gs://bucket/a.png", FIELD, task_id=3), 400)
     assert "LABEL_STUDIO_URL is not set" in message
@@ -741,8 +792,9 @@ def test_cloud_storage_uri_needs_a_task_id_and_label_studio(make_server, cache_d
 def test_cloud_storage_uri_unknown_to_label_studio_is_422(make_server, cache_dir):
     ls, store = make_server(), make_server()
     PresignStandIn(ls, store)
-    message = refused(lambda: ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY)).fetch(
-        "s3://nowhere/a.png", FIELD, task_id=1), 422)
+    message = refused(
+        lambda: ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY)).fetch("s3://nowhere/a.png", FIELD, task_id=1), 422
+    )
     assert "HTTP 404" in message and "s3://nowhere/a.png" in message
 
 
@@ -763,8 +815,9 @@ def test_pipeline_passes_the_task_id_to_the_fetcher(make_server, tmp_path):
     presign = PresignStandIn(ls, store)
     presign.objects["s3://bucket/scene.jpg"] = jpeg
     fetcher = ImageFetcher(tmp_path / "cache", LabelStudioAuth(ls.url, KEY), image_hosts=(store.netloc,))
-    pipeline = Pipeline(ColorRegionSegmenter(), fetcher, FrameStore(tmp_path / "frames", 1 << 26), 10 ** 8,
-                        tmp_path / "cache")
+    pipeline = Pipeline(
+        ColorRegionSegmenter(), fetcher, FrameStore(tmp_path / "frames", 1 << 26), 10**8, tmp_path / "cache"
+    )
     task = {"id": 17, "data": {"image": "s3://bucket/scene.jpg"}}
     prediction = pipeline.run(task, rect_context(scene.box(), 320, 240), label_config(), ExtraParams())
     assert presign.asked == [(17, "s3://bucket/scene.jpg")]
@@ -816,14 +869,20 @@ def test_label_studio_redirects_follow_anywhere_without_the_key(make_server, cac
 def test_redirect_loops_stop_after_a_few_hops(make_server, cache_dir):
     images = make_server()
     images.routes["/loop.png"] = redirect("/loop.png")
-    message = refused(lambda: ImageFetcher(cache_dir, image_hosts=LOOPBACK).fetch(images.url + "/loop.png", FIELD),
-                      422)
+    message = refused(lambda: ImageFetcher(cache_dir, image_hosts=LOOPBACK).fetch(images.url + "/loop.png", FIELD), 422)
     assert "redirects" in message
     assert 2 <= len(images.requests) <= 10
 
 
-@pytest.mark.parametrize("location", ["http://a\\@127.0.0.1/x", "http://127.0.0.1\r\nX-Injected: 1/x",
-                                      "ftp://127.0.0.1/x.png", "http://user:pw@127.0.0.1/x.png"])
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://a\\@127.0.0.1/x",
+        "http://127.0.0.1\r\nX-Injected: 1/x",
+        "ftp://127.0.0.1/x.png",
+        "http://user:pw@127.0.0.1/x.png",
+    ],
+)
 def test_malformed_redirects_are_refused(make_server, cache_dir, location):
     images = make_server()
     images.routes["/x.png"] = lambda request: (302, {"Location": location.replace("\r\n", "%0D%0A")}, b"")
@@ -843,7 +902,7 @@ def test_private_addresses_blocked_on_the_resolved_address(make_server, cache_di
     url = f"http://localhost:{images.port}/a.png"
     for hosts in (("*",), ("127.0.0.1:1",)):
         fetcher = ImageFetcher(cache_dir, image_hosts=hosts + ("*",))
-        message = refused(lambda: fetcher.fetch(url, FIELD), 400)
+        message = refused(lambda fetcher=fetcher: fetcher.fetch(url, FIELD), 400)
         assert "localhost" in message and "not a public address" in message and "IMAGE_HOSTS" in message
     message = refused(lambda: ImageFetcher(cache_dir, image_hosts=("*",)).fetch(images.url + "/a.png", FIELD), 400)
     assert "127.0.0.1" in message
@@ -866,7 +925,8 @@ def test_label_studio_redirect_to_a_private_address_is_refused_unless_named(make
     assert store.connections == 0
     # another port of Label Studio's host is not Label Studio
     assert ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY), image_hosts=(store.netloc,)).fetch(
-        "s3://bucket/a.png", FIELD, task_id=1).digest == sha1(PNG)
+        "s3://bucket/a.png", FIELD, task_id=1
+    ).digest == sha1(PNG)
 
 
 def test_public_addresses_are_connected_to(monkeypatch, make_server, cache_dir):
@@ -883,10 +943,15 @@ def test_public_addresses_are_connected_to(monkeypatch, make_server, cache_dir):
 
     monkeypatch.setattr(sockets, "getaddrinfo", fake)
     from sam2plus import transport
+
     connected = []
-    monkeypatch.setattr(transport, "create_connection",
-                        lambda address, *args, **kwargs: connected.append(address) or (_ for _ in ()).throw(
-                            ConnectionRefusedError("not here")))
+    monkeypatch.setattr(
+        transport,
+        "create_connection",
+        lambda address, *args, **kwargs: (
+            connected.append(address) or (_ for _ in ()).throw(ConnectionRefusedError("not here"))
+        ),
+    )
     fetcher = ImageFetcher(cache_dir, image_hosts=("*",))
     message = refused(lambda: fetcher.fetch("http://images.example/a.png", FIELD), 422)
     assert "connection failed" in message
@@ -911,14 +976,17 @@ def test_data_url_is_stored_by_content(cache_dir):
     assert fetcher.fetch(data_url(PNG, "image/jpeg"), FIELD).path.suffix in (".jpg", ".jpeg")
 
 
-@pytest.mark.parametrize("value, status, words", [
-    ("data:image/png;base64,!!!!", 400, "base64"),
-    ("data:image/png;base64,iVBORw0KGgo", 400, "base64"),
-    ("data:text/html;base64,PGgxPmhpPC9oMT4=", 400, "data:image"),
-    ("data:image/png,rawbytes", 400, "data:image"),
-    ("data:image/png;base64", 400, "data:image"),
-    ("data:image/png;base64,", 400, "empty"),
-])
+@pytest.mark.parametrize(
+    "value, status, words",
+    [
+        ("data:image/png;base64,!!!!", 400, "base64"),
+        ("data:image/png;base64,iVBORw0KGgo", 400, "base64"),
+        ("data:text/html;base64,PGgxPmhpPC9oMT4=", 400, "data:image"),
+        ("data:image/png,rawbytes", 400, "data:image"),
+        ("data:image/png;base64", 400, "data:image"),
+        ("data:image/png;base64,", 400, "empty"),
+    ],
+)
 def test_bad_data_urls(cache_dir, value, status, words):
     message = refused(lambda: ImageFetcher(cache_dir).fetch(value, FIELD), status)
     assert words in message
@@ -945,8 +1013,13 @@ def test_data_url_image_bounded_by_the_pixel_limit(tmp_path):
     task = {"id": 1, "data": {"image": image}}
 
     def run(max_pixels):
-        pipeline = Pipeline(ColorRegionSegmenter(), ImageFetcher(tmp_path / "cache"),
-                            FrameStore(tmp_path / "frames", 1 << 26), max_pixels, tmp_path / "cache")
+        pipeline = Pipeline(
+            ColorRegionSegmenter(),
+            ImageFetcher(tmp_path / "cache"),
+            FrameStore(tmp_path / "frames", 1 << 26),
+            max_pixels,
+            tmp_path / "cache",
+        )
         return pipeline.run(task, rect_context(scene.box(), 400, 300), label_config(), ExtraParams())
 
     assert run(400 * 300).regions
@@ -1014,8 +1087,9 @@ def test_eviction_across_two_processes_skips_what_the_other_holds(make_server, c
     bound = 2 * size + 4096
     context = multiprocessing.get_context("spawn")
     ready, result, release = context.Queue(), context.Queue(), context.Event()
-    other = context.Process(target=hold_download,
-                            args=(str(cache_dir), f"{server.url}/0.png", bound, ready, release, result))
+    other = context.Process(
+        target=hold_download, args=(str(cache_dir), f"{server.url}/0.png", bound, ready, release, result)
+    )
     other.start()
     try:
         held = Path(ready.get(timeout=60))

@@ -30,6 +30,7 @@ def _window(fm: FrameMap):
 
 # -- plan_frame ------------------------------------------------------------------------------
 
+
 def test_no_subpatching_is_the_full_window():
     fm = plan_frame((4000, 3000), _point(0.1, 0.9), _params())
     assert fm.mode == "fullframe"
@@ -46,13 +47,16 @@ def test_no_subpatching_with_fullframe_resize():
     assert not fm.is_identity
 
 
-@pytest.mark.parametrize("prompt, window", [
-    (_point(0.5, 0.5), (1488, 988, 1024, 1024)),          # centred
-    (_box(0.4, 0.5, 0.6, 0.7), (1488, 1288, 1024, 1024)),  # centred on the box
-    (_point(0.99, 0.99), (2976, 1976, 1024, 1024)),        # clamped at the far edges
-    (_point(0.0, 0.0), (0, 0, 1024, 1024)),                # clamped at the near edges
-    (_point(0.05, 0.5), (0, 988, 1024, 1024)),             # clamped on one axis only
-])
+@pytest.mark.parametrize(
+    "prompt, window",
+    [
+        (_point(0.5, 0.5), (1488, 988, 1024, 1024)),  # centred
+        (_box(0.4, 0.5, 0.6, 0.7), (1488, 1288, 1024, 1024)),  # centred on the box
+        (_point(0.99, 0.99), (2976, 1976, 1024, 1024)),  # clamped at the far edges
+        (_point(0.0, 0.0), (0, 0, 1024, 1024)),  # clamped at the near edges
+        (_point(0.05, 0.5), (0, 988, 1024, 1024)),  # clamped on one axis only
+    ],
+)
 def test_default_mode_window_is_centred_and_kept_inside(prompt, window):
     fm = plan_frame((4000, 3000), prompt, _params(subpatching={"patch_size": 1024}))
     assert fm.mode == "patch"
@@ -62,11 +66,14 @@ def test_default_mode_window_is_centred_and_kept_inside(prompt, window):
     assert fm.valid_box() == (0, 0, 1024, 1024)
 
 
-@pytest.mark.parametrize("prompt, window", [
-    (_point(0.5, 0.5), (1488, 988)),
-    (_point(0.01, 0.99), (-472, 2458)),
-    (_point(1.0, 0.0), (3488, -512)),
-])
+@pytest.mark.parametrize(
+    "prompt, window",
+    [
+        (_point(0.5, 0.5), (1488, 988)),
+        (_point(0.01, 0.99), (-472, 2458)),
+        (_point(1.0, 0.0), (3488, -512)),
+    ],
+)
 def test_padding_mode_is_centred_past_the_edges(prompt, window):
     fm = plan_frame((4000, 3000), prompt, _params(subpatching={"patch_size": 1024, "mode": "padding"}))
     assert fm.mode == "patch"
@@ -84,8 +91,7 @@ def test_non_square_patch():
 def test_oversize_growth_keeps_aspect_and_adds_padding(padding, size):
     # box 800 x 150 frame px against a 400 x 200 patch: grown by max(2, 0.75) = 2, then the padding
     prompt = _box(0.1, 0.1, 0.3, 0.15)
-    fm = plan_frame((4000, 3000), prompt,
-                    _params(subpatching={"patch_size": [400, 200], "oversize_padding": padding}))
+    fm = plan_frame((4000, 3000), prompt, _params(subpatching={"patch_size": [400, 200], "oversize_padding": padding}))
     assert fm.mode == "patch"
     assert fm.patch_size == size
     assert fm.patch_size[0] == 2 * fm.patch_size[1]
@@ -106,22 +112,27 @@ def test_prompt_exactly_the_patch_size_does_not_grow():
 
 def test_allow_oversize_false_is_an_error():
     with pytest.raises(RequestError) as info:
-        plan_frame((4000, 3000), _box(0.1, 0.1, 0.5, 0.2),
-                   _params(subpatching={"patch_size": 512, "allow_oversize": False}))
+        plan_frame(
+            (4000, 3000), _box(0.1, 0.1, 0.5, 0.2), _params(subpatching={"patch_size": 512, "allow_oversize": False})
+        )
     assert info.value.field == "extra_params.subpatching.allow_oversize"
     assert "1600x300" in info.value.message and "512x512" in info.value.message
 
 
 def test_allow_oversize_false_with_a_fitting_prompt_is_fine():
-    fm = plan_frame((4000, 3000), _box(0.1, 0.1, 0.2, 0.2),
-                    _params(subpatching={"patch_size": 512, "allow_oversize": False}))
+    fm = plan_frame(
+        (4000, 3000), _box(0.1, 0.1, 0.2, 0.2), _params(subpatching={"patch_size": 512, "allow_oversize": False})
+    )
     assert fm.patch_size == (512, 512)
 
 
-@pytest.mark.parametrize("image, patch, prompt", [
-    ((1000, 1000), 256, _box(0.02, 0.3, 0.98, 0.4)),           # 960 px * 1.05 > 1000
-    ((2000, 600), [1024, 256], _box(0.4, 0.01, 0.45, 0.99)),   # height forces width past the frame
-])
+@pytest.mark.parametrize(
+    "image, patch, prompt",
+    [
+        ((1000, 1000), 256, _box(0.02, 0.3, 0.98, 0.4)),  # 960 px * 1.05 > 1000
+        ((2000, 600), [1024, 256], _box(0.4, 0.01, 0.45, 0.99)),  # height forces width past the frame
+    ],
+)
 def test_fallback_to_full_frame_when_the_grown_patch_exceeds_the_frame(image, patch, prompt):
     fm = plan_frame(image, prompt, _params(subpatching={"patch_size": patch}))
     assert fm.mode == "fallback"
@@ -195,12 +206,19 @@ def test_a_prompt_well_inside_an_encoded_window_is_served_from_it():
     assert fm.image_to_patch(np.array([[1700.0, 1200.0]])) == pytest.approx(np.array([[700.0, 300.0]]))
 
 
-@pytest.mark.parametrize("x, y, reused", [
-    (1128, 1500, True), (1127.9, 1500, False),    # left: 1/8 of 1024 = 128 px
-    (1896, 1500, True), (1896.1, 1500, False),    # right
-    (1500, 1028, True), (1500, 1027.9, False),    # top
-    (1500, 1796, True), (1500, 1796.1, False),    # bottom
-])
+@pytest.mark.parametrize(
+    "x, y, reused",
+    [
+        (1128, 1500, True),
+        (1127.9, 1500, False),  # left: 1/8 of 1024 = 128 px
+        (1896, 1500, True),
+        (1896.1, 1500, False),  # right
+        (1500, 1028, True),
+        (1500, 1027.9, False),  # top
+        (1500, 1796, True),
+        (1500, 1796.1, False),  # bottom
+    ],
+)
 def test_reuse_needs_an_eighth_of_the_window_on_every_side(x, y, reused):
     assert REUSE_INSET == 1 / 8
     fm = plan_frame((4000, 3000), _px(x, y), _params(**SUB), [Window(1000, 900, 1024, 1024)])
@@ -283,6 +301,7 @@ def test_frame_size_and_full_frame_are_what_plan_frame_uses():
 
 # -- extract_patch ---------------------------------------------------------------------------
 
+
 def _frame(width, height):
     rng = np.random.default_rng(1)
     return rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
@@ -323,9 +342,10 @@ def test_extract_patch_of_a_frame_smaller_than_the_patch():
 
 # -- masks: logits -> patch mask -> image mask ------------------------------------------------
 
+
 def _logits(rows, cols, shape=(256, 256)):
     logits = np.full(shape, -10.0, np.float32)
-    logits[rows[0]:rows[1], cols[0]:cols[1]] = 10.0
+    logits[rows[0] : rows[1], cols[0] : cols[1]] = 10.0
     return logits
 
 
@@ -359,12 +379,13 @@ def test_mask_from_logits_is_what_sam2_upsamples(patch_size, monkeypatch):
     logits = cv2.resize(rng.normal(0, 4, (16, 16)).astype(np.float32), (256, 256), interpolation=cv2.INTER_CUBIC)
     width, height = patch_size
     fm = FrameMap((width, height), (width, height), Window(0, 0, width, height), "fullframe")
-    reference = F.interpolate(torch.from_numpy(logits)[None, None], (height, width), mode="bilinear",
-                              align_corners=False)[0, 0].numpy()
+    reference = F.interpolate(
+        torch.from_numpy(logits)[None, None], (height, width), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
 
     def full(mask):
         out = np.zeros((height, width), bool)
-        out[mask.y:mask.y + mask.bits.shape[0], mask.x:mask.x + mask.bits.shape[1]] = mask.bits
+        out[mask.y : mask.y + mask.bits.shape[0], mask.x : mask.x + mask.bits.shape[1]] = mask.bits
         return out
 
     ours = full(mask_from_logits(logits, fm))
@@ -455,4 +476,4 @@ def test_mask_in_image_of_a_large_ragged_mask_is_the_same_in_bands(monkeypatch):
     monkeypatch.setattr(bands, "BAND_PIXELS", 10**12)
     whole = mask_in_image(mask, fm)
     assert (banded.x, banded.y) == (whole.x, whole.y) and np.array_equal(banded.bits, whole.bits)
-    assert banded.area == pytest.approx(mask.area / 0.3 ** 2, rel=0.01)
+    assert banded.area == pytest.approx(mask.area / 0.3**2, rel=0.01)

@@ -22,6 +22,7 @@ SIZE = (40, 30)  # 3600 bytes a frame
 
 def painter(value, calls=None, delay=0.0):
     """A decoder that fills the frame with `value` and counts its calls."""
+
     def decode(out):
         if calls is not None:
             calls.append(value)
@@ -29,6 +30,7 @@ def painter(value, calls=None, delay=0.0):
         frame = out if out is not None else np.empty((SIZE[1], SIZE[0], 3), np.uint8)
         frame[...] = value
         return frame
+
     return decode
 
 
@@ -106,6 +108,7 @@ def test_a_failed_decode_leaves_no_file_and_the_next_request_decodes_again(tmp_p
 
 def test_a_full_disk_falls_back_to_memory(tmp_path, monkeypatch):
     """posix_fallocate is replaced by a stand-in that reports ENOSPC, as a full disk does."""
+
     def no_space(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 

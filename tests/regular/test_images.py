@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import zlib
 
 import cv2
@@ -168,9 +167,9 @@ def test_grayscale_png(tmp_path):
 def test_rgba_png_composited_on_white(tmp_path):
     path = tmp_path / "rgba.png"
     rgba = np.zeros((2, 3, 4), np.uint8)
-    rgba[0, 0] = (10, 20, 30, 0)       # fully transparent -> white
-    rgba[0, 1] = (10, 20, 30, 255)     # opaque -> itself
-    rgba[0, 2] = (0, 0, 0, 128)        # half black over white -> mid gray
+    rgba[0, 0] = (10, 20, 30, 0)  # fully transparent -> white
+    rgba[0, 1] = (10, 20, 30, 255)  # opaque -> itself
+    rgba[0, 2] = (0, 0, 0, 128)  # half black over white -> mid gray
     rgba[1, :] = (200, 100, 50, 255)
     Image.fromarray(rgba, "RGBA").save(path)
     info, frame = _decode(path)
@@ -223,7 +222,7 @@ def test_16bit_png_scaled_by_257(tmp_path):
 
 def test_16bit_png_with_orientation(tmp_path):
     path = tmp_path / "deep6.png"
-    values = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 257)
+    values = np.arange(12, dtype=np.uint16).reshape(3, 4) * 257
     Image.fromarray(values).save(path, exif=_exif(6))
     info, frame = _decode(path)
     assert info.size == (3, 4)
@@ -320,21 +319,27 @@ def _photo_like(width, height):
     return rgb
 
 
-@pytest.mark.parametrize("frame_size, decoded_width", [
-    ((200, 150), 200),   # 1/4 of 800x600
-    ((190, 141), 200),   # the smallest libjpeg-turbo scale still covering the frame
-    ((100, 75), 100),    # 1/8
-    ((400, 300), 400),   # 1/2
-    ((401, 300), 500),   # 5/8: the next scale up
-    ((800, 600), 800),   # no reduction
-])
+@pytest.mark.parametrize(
+    "frame_size, decoded_width",
+    [
+        ((200, 150), 200),  # 1/4 of 800x600
+        ((190, 141), 200),  # the smallest libjpeg-turbo scale still covering the frame
+        ((100, 75), 100),  # 1/8
+        ((400, 300), 400),  # 1/2
+        ((401, 300), 500),  # 5/8: the next scale up
+        ((800, 600), 800),  # no reduction
+    ],
+)
 def test_reduced_jpeg_decoding(tmp_path, monkeypatch, frame_size, decoded_width):
     path = tmp_path / "photo.jpg"
     Image.fromarray(_photo_like(800, 600)).save(path, quality=95)
     decoded = []
     real_decode = images.simplejpeg.decode_jpeg
-    monkeypatch.setattr(images.simplejpeg, "decode_jpeg",
-                        lambda *a, **k: decoded.append(real_decode(*a, **k).shape) or real_decode(*a, **k))
+    monkeypatch.setattr(
+        images.simplejpeg,
+        "decode_jpeg",
+        lambda *a, **k: decoded.append(real_decode(*a, **k).shape) or real_decode(*a, **k),
+    )
 
     _, frame = _decode(path, frame_size)
 
@@ -360,8 +365,11 @@ def test_a_jpeg_at_its_own_size_is_decoded_straight_into_the_buffer(tmp_path, mo
     Image.fromarray(_photo_like(800, 600)).save(path, quality=95)
     buffers = []
     real_decode = images.simplejpeg.decode_jpeg
-    monkeypatch.setattr(images.simplejpeg, "decode_jpeg",
-                        lambda *a, buffer=None, **k: buffers.append(buffer) or real_decode(*a, buffer=buffer, **k))
+    monkeypatch.setattr(
+        images.simplejpeg,
+        "decode_jpeg",
+        lambda *a, buffer=None, **k: buffers.append(buffer) or real_decode(*a, buffer=buffer, **k),
+    )
     info = read_info(path, BIG, FIELD)
     out = np.zeros((600, 800, 3), np.uint8)
     assert decode_frame(path, info, info.size, FIELD, out) is out
@@ -375,14 +383,19 @@ def test_a_jpeg_at_its_own_size_is_decoded_straight_into_the_buffer(tmp_path, mo
 def _write_rgba_png(path, width, height):
     """A width x height RGBA PNG written row by row, never whole in memory: row y is the colour
     (200, 100, 50) at alpha y % 256. Like the issue's file it is tiny (a few hundred KB)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     packer = zlib.compressobj(1)
     rows = [b"\0" + bytes((200, 100, 50, alpha)) * width for alpha in range(256)]
     idat = [packer.compress(rows[y % 256]) for y in range(height)] + [packer.flush()]
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
-                     + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+        + chunk(b"IDAT", b"".join(idat))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -399,7 +412,8 @@ PEAK_GROWTH = textwrap.dedent("""
     before = high_water()
     frame = decode_frame(path, info, info.size, "image")
     grown = high_water() - before
-    print(json.dumps({"grown": grown, "pixels": [frame[0, 0].tolist(), frame[255, 0].tolist(), frame[128, -1].tolist()]}))
+    pixels = [frame[0, 0].tolist(), frame[255, 0].tolist(), frame[128, -1].tolist()]
+    print(json.dumps({"grown": grown, "pixels": pixels}))
 """)
 
 
@@ -463,6 +477,7 @@ def test_a_worker_decodes_one_large_image_at_a_time(tmp_path, monkeypatch):
         def decode(path):
             info = read_info(path, BIG, FIELD)
             shapes.append(decode_frame(path, info, info.size, FIELD).shape)
+
         threads = [threading.Thread(target=decode, args=(path,), daemon=True) for path in paths]
         for thread in threads:
             thread.start()

@@ -22,14 +22,17 @@ CONFIG = """
 """
 
 
-@pytest.mark.parametrize("return_type, name, labels", [
-    ("BrushLabels", "brush_l", ("Fish", "Tooth")),
-    ("Brush", "brush", ()),
-    ("PolygonLabels", "poly_l", ("Shell",)),
-    ("Polygon", "poly", ()),
-    ("RectangleLabels", "rect_l", ("Box", "Crate")),
-    ("Rectangle", "rect", ()),
-])
+@pytest.mark.parametrize(
+    "return_type, name, labels",
+    [
+        ("BrushLabels", "brush_l", ("Fish", "Tooth")),
+        ("Brush", "brush", ()),
+        ("PolygonLabels", "poly_l", ("Shell",)),
+        ("Polygon", "poly", ()),
+        ("RectangleLabels", "rect_l", ("Box", "Crate")),
+        ("Rectangle", "rect", ()),
+    ],
+)
 def test_finds_the_output_tag_for_each_return_type(return_type, name, labels):
     control = find_output_control(CONFIG, return_type)
     assert control == OutputControl(return_type, name, "img", "picture", labels)
@@ -37,8 +40,10 @@ def test_finds_the_output_tag_for_each_return_type(return_type, name, labels):
 
 @pytest.mark.parametrize("config_tag", ["polygonlabels", "POLYGONLABELS", "PolygonLabels"])
 def test_tag_match_is_case_insensitive(config_tag):
-    config = (f'<View><Image name="i" value="$image"/>'
-              f'<{config_tag} name="out" toName="i"><Label value="A"/></{config_tag}></View>')
+    config = (
+        f'<View><Image name="i" value="$image"/>'
+        f'<{config_tag} name="out" toName="i"><Label value="A"/></{config_tag}></View>'
+    )
     control = find_output_control(config, "PolygonLabels")
     assert (control.from_name, control.to_name, control.image_key, control.labels) == ("out", "i", "image", ("A",))
 
@@ -62,8 +67,11 @@ def test_labels_tag_does_not_match_the_bare_tag():
 
 def test_missing_tag_is_an_error():
     with pytest.raises(RequestError) as info:
-        find_output_control('<View><Image name="i" value="$image"/><Brush name="b" toName="i"/></View>',
-                            "Polygon", field="params.label_config")
+        find_output_control(
+            '<View><Image name="i" value="$image"/><Brush name="b" toName="i"/></View>',
+            "Polygon",
+            field="params.label_config",
+        )
     assert info.value.field == "params.label_config"
     assert info.value.status == 400
     assert "<Polygon>" in info.value.message
@@ -108,6 +116,7 @@ def test_smart_tag_is_used_when_it_is_the_only_one():
 
 # -- the cache (issue 11 finding 5) ----------------------------------------------------------
 
+
 def _big_config(index: int, megabytes: int) -> str:
     padding = f"<!-- {index} {'x' * (megabytes << 20)} -->"
     return f'<View>{padding}<Image name="i" value="$image"/><Brush name="b{index}" toName="i"/></View>'
@@ -140,8 +149,9 @@ def test_a_cached_control_is_found_by_the_configs_digest():
 
 def test_the_cache_is_bounded_in_bytes_least_recently_used_first():
     cache = ControlCache(max_bytes=20_000)
-    controls = [OutputControl("BrushLabels", "b", "i", "image", tuple(f"label {n} {i}" for n in range(20)))
-                for i in range(40)]
+    controls = [
+        OutputControl("BrushLabels", "b", "i", "image", tuple(f"label {n} {i}" for n in range(20))) for i in range(40)
+    ]
     cache.put((b"first", "BrushLabels"), controls[0])
     for i, control in enumerate(controls[1:], 1):
         cache.get((b"first", "BrushLabels"))  # kept warm

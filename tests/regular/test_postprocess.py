@@ -21,22 +21,22 @@ def _disc(radius, size=None, centre=None):
     size = size or 2 * radius + 1
     cy, cx = centre or (size // 2, size // 2)
     yy, xx = np.mgrid[:size, :size]
-    return (xx - cx) ** 2 + (yy - cy) ** 2 <= radius ** 2
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
 
 
 def _blobs():
     """Squares of area 400, 225 and 100 (8-connected components kept apart)."""
     bits = np.zeros((60, 120), bool)
-    bits[5:25, 5:25] = True      # 400
-    bits[5:20, 40:55] = True     # 225  (>= 0.5 * 400)
-    bits[30:40, 80:90] = True    # 100  (< 0.5 * 400)
+    bits[5:25, 5:25] = True  # 400
+    bits[5:20, 40:55] = True  # 225  (>= 0.5 * 400)
+    bits[30:40, 80:90] = True  # 100  (< 0.5 * 400)
     return Mask(bits, 7, 3)
 
 
 def _in_grid(mask: Mask, height=200, width=200) -> np.ndarray:
     grid = np.zeros((height, width), bool)
     h, w = mask.bits.shape
-    grid[mask.y:mask.y + h, mask.x:mask.x + w] |= mask.bits
+    grid[mask.y : mask.y + h, mask.x : mask.x + w] |= mask.bits
     return grid
 
 
@@ -127,7 +127,7 @@ def test_dilate_float_is_a_fraction_of_the_equivalent_radius():
     out = postprocess(disc, Postprocess(dilate=0.5), BIG).tight()
     assert out.bits.shape == (61, 61)  # radius 20 + 10
     assert (out.x, out.y) == (290, 290)
-    assert out.area == pytest.approx(math.pi * 30 ** 2, rel=0.02)
+    assert out.area == pytest.approx(math.pi * 30**2, rel=0.02)
 
 
 def test_dilate_int_and_float_of_one_value_differ():
@@ -167,6 +167,7 @@ def test_dilation_respects_non_zero_bounds_origin():
 
 # -- dilation by distance transform (issue 11 finding 4) ------------------------------------
 
+
 def _kernel_dilate(mask: Mask, r: int) -> np.ndarray:
     """The previous implementation, as a reference: OpenCV's elliptic disc kernel of 2r+1 px,
     whose cost grows with r squared (dilate: 1024 took 33 s on a 1024x1024 mask)."""
@@ -177,8 +178,12 @@ def _kernel_dilate(mask: Mask, r: int) -> np.ndarray:
 def _known_shapes() -> dict[str, Mask]:
     l_shape = np.zeros((60, 60), bool)
     l_shape[:, :15] = l_shape[45:, :] = True
-    shapes = {"square": np.ones((30, 30), bool), "disc": _disc(40), "L": l_shape,
-              "ring": _disc(30) & ~_disc(20, 61, (30, 30))}
+    shapes = {
+        "square": np.ones((30, 30), bool),
+        "disc": _disc(40),
+        "L": l_shape,
+        "ring": _disc(30) & ~_disc(20, 61, (30, 30)),
+    }
     return {name: Mask(bits, 100, 100) for name, bits in shapes.items()}
 
 
@@ -191,7 +196,7 @@ def test_dilation_matches_the_disc_kernel_it_replaces(shape, r):
     out = dilate(mask, r, BIG)
     grid = np.zeros((mask.bits.shape[0] + 2 * r, mask.bits.shape[1] + 2 * r), bool)
     y, x = out.y - (mask.y - r), out.x - (mask.x - r)
-    grid[y:y + out.bits.shape[0], x:x + out.bits.shape[1]] = out.bits
+    grid[y : y + out.bits.shape[0], x : x + out.bits.shape[1]] = out.bits
     reference = _kernel_dilate(mask, r)
     differ = grid ^ reference
     assert differ.sum() / (grid | reference).sum() < 0.05, "IoU with the kernel's result above 0.95"
@@ -256,13 +261,14 @@ def test_empty_mask_is_left_alone():
 
 # -- order: threshold -> fill -> dilate -----------------------------------------------------
 
+
 def _thin_ring_and_blob():
     """A thin ring (small area, big hole) beside a solid square bigger than the ring but smaller
     than the ring once filled."""
     bits = np.zeros((80, 160), bool)
-    ring = _disc(30, 61) & ~_disc(28, 61, (30, 30))   # ~360 px, ~2830 filled
+    ring = _disc(30, 61) & ~_disc(28, 61, (30, 30))  # ~360 px, ~2830 filled
     bits[10:71, 5:66] = ring
-    bits[20:60, 100:140] = True                       # 1600 px
+    bits[20:60, 100:140] = True  # 1600 px
     return Mask(bits), ring.sum(), _disc(30).sum()
 
 

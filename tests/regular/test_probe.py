@@ -61,6 +61,7 @@ ALL_FOLDERS = {key: "\0default" for key in OUTPUT_DIRS}  # every folder flag giv
 
 # --- prompt syntax ---------------------------------------------------------------------------
 
+
 def test_integer_box_is_pixels_top_left_and_size():
     (box,) = parse_prompt({"type": "RectangleLabel", "label": "tooth", "geometry": [100, 50, 200, 100]}, SIZE)
     assert box == Box(100, 50, 300, 150, "tooth")
@@ -92,47 +93,67 @@ def test_several_keypoints_carry_their_positive_flags():
 
 
 def test_a_list_mixes_a_rectangle_and_keypoints_and_json_text_is_read():
-    text = json.dumps([{"type": "RectangleLabel", "geometry": [0, 0, 100, 100]},
-                       {"type": "KeyPointLabel", "points": [[50, 50], [90, 90, False]]}])
+    text = json.dumps(
+        [
+            {"type": "RectangleLabel", "geometry": [0, 0, 100, 100]},
+            {"type": "KeyPointLabel", "points": [[50, 50], [90, 90, False]]},
+        ]
+    )
     items = parse_prompt(text, SIZE)
     assert [type(item) for item in items] == [Box, Point, Point]
 
 
 def test_the_backend_reads_the_context_as_the_probe_meant_it():
-    items = parse_prompt([{"type": "RectangleLabel", "label": "a", "geometry": [100, 50, 200, 100]},
-                          {"type": "KeyPointLabel", "label": "a", "points": [[500, 250], [0.9, 0.9, False]]}], SIZE)
+    items = parse_prompt(
+        [
+            {"type": "RectangleLabel", "label": "a", "geometry": [100, 50, 200, 100]},
+            {"type": "KeyPointLabel", "label": "a", "points": [[500, 250], [0.9, 0.9, False]]},
+        ],
+        SIZE,
+    )
     prompt = backend_parse_prompt(to_context(items, SIZE))
     assert prompt.box == pytest.approx((0.1, 0.1, 0.3, 0.3))
     assert np.allclose(prompt.points, [(0.5, 0.5), (0.9, 0.9)]) and prompt.labels == (1, 0)
     assert prompt.label == "a"
 
 
-@pytest.mark.parametrize("prompt, message", [
-    ({"type": "Rectangle", "geometry": [10, 10, 0.5, 0.5]}, "prompt.geometry: mixes integers (pixels) and decimals"),
-    ({"type": "Rectangle", "geometry": [10, 10, 20]}, "prompt.geometry: must be [x, y, w, h]"),
-    ({"type": "Rectangle", "geometry": [10, 10, True, 20]}, "prompt.geometry: must be [x, y, w, h] of numbers"),
-    ({"type": "Rectangle", "geometry": [900, 10, 200, 20]}, "reaches outside the 1000x500 image"),
-    ({"type": "Rectangle", "geometry": [0.95, 0.5, 0.2, 0.2]}, "reaches outside the image (0..1)"),
-    ({"type": "Rectangle", "geometry": [10, 10, 0, 20]}, "width and height must be > 0"),
-    ({"type": "Polygon", "geometry": [1, 2]}, "prompt.type: must be RectangleLabel, Rectangle, KeyPointLabel"),
-    ({"type": "BrushLabels", "geometry": [1, 2]}, "prompt.type"),
-    ({"geometry": [1, 2]}, "prompt.type"),
-    ({"type": "KeyPoint", "geometry": [1.5, 0.5]}, "prompt.geometry: the point [1.5, 0.5] (relative) lies outside"),
-    ({"type": "KeyPoint", "geometry": [1001, 5]}, "lies outside the 1000x500 image"),
-    ({"type": "KeyPoint", "points": [[1, 2, "no"]]}, "prompt.points[0][2]: the flag must be true"),
-    ({"type": "KeyPoint", "points": [[1, 2, False]]}, "only negative keypoints"),
-    ({"type": "KeyPoint", "points": []}, "prompt.points: must be a non-empty list"),
-    ({"type": "KeyPoint", "geometry": [1, 2], "points": [[1, 2]]}, "either geometry [x, y] or points"),
-    ({"type": "Rectangle", "points": [[1, 2]]}, "prompt.points: only keypoints have points"),
-    ({"type": "Rectangle", "label": "x", "geometry": [1, 2, 3, 4]}, "prompt.label: a bare Rectangle carries no label"),
-    ({"type": "RectangleLabel", "label": "", "geometry": [1, 2, 3, 4]}, "prompt.label: must be a non-empty string"),
-    ({"type": "Rectangle", "geometry": [1, 2, 3, 4], "box": 1}, "prompt.box: unknown key"),
-    ([{"type": "Rectangle", "geometry": [1, 2, 3, 4]}, {"type": "Rectangle", "geometry": [5, 6, 7, 8]}],
-     "at most one rectangle"),
-    ([{"type": "Rectangle", "geometry": [1, 2, 3, 4]}, "x"], "prompt[1]: must be an object"),
-    ([], "must be an object or a non-empty list"),
-    ('{"type": "Rectangle",', "prompt: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        (
+            {"type": "Rectangle", "geometry": [10, 10, 0.5, 0.5]},
+            "prompt.geometry: mixes integers (pixels) and decimals",
+        ),
+        ({"type": "Rectangle", "geometry": [10, 10, 20]}, "prompt.geometry: must be [x, y, w, h]"),
+        ({"type": "Rectangle", "geometry": [10, 10, True, 20]}, "prompt.geometry: must be [x, y, w, h] of numbers"),
+        ({"type": "Rectangle", "geometry": [900, 10, 200, 20]}, "reaches outside the 1000x500 image"),
+        ({"type": "Rectangle", "geometry": [0.95, 0.5, 0.2, 0.2]}, "reaches outside the image (0..1)"),
+        ({"type": "Rectangle", "geometry": [10, 10, 0, 20]}, "width and height must be > 0"),
+        ({"type": "Polygon", "geometry": [1, 2]}, "prompt.type: must be RectangleLabel, Rectangle, KeyPointLabel"),
+        ({"type": "BrushLabels", "geometry": [1, 2]}, "prompt.type"),
+        ({"geometry": [1, 2]}, "prompt.type"),
+        ({"type": "KeyPoint", "geometry": [1.5, 0.5]}, "prompt.geometry: the point [1.5, 0.5] (relative) lies outside"),
+        ({"type": "KeyPoint", "geometry": [1001, 5]}, "lies outside the 1000x500 image"),
+        ({"type": "KeyPoint", "points": [[1, 2, "no"]]}, "prompt.points[0][2]: the flag must be true"),
+        ({"type": "KeyPoint", "points": [[1, 2, False]]}, "only negative keypoints"),
+        ({"type": "KeyPoint", "points": []}, "prompt.points: must be a non-empty list"),
+        ({"type": "KeyPoint", "geometry": [1, 2], "points": [[1, 2]]}, "either geometry [x, y] or points"),
+        ({"type": "Rectangle", "points": [[1, 2]]}, "prompt.points: only keypoints have points"),
+        (
+            {"type": "Rectangle", "label": "x", "geometry": [1, 2, 3, 4]},
+            "prompt.label: a bare Rectangle carries no label",
+        ),
+        ({"type": "RectangleLabel", "label": "", "geometry": [1, 2, 3, 4]}, "prompt.label: must be a non-empty string"),
+        ({"type": "Rectangle", "geometry": [1, 2, 3, 4], "box": 1}, "prompt.box: unknown key"),
+        (
+            [{"type": "Rectangle", "geometry": [1, 2, 3, 4]}, {"type": "Rectangle", "geometry": [5, 6, 7, 8]}],
+            "at most one rectangle",
+        ),
+        ([{"type": "Rectangle", "geometry": [1, 2, 3, 4]}, "x"], "prompt[1]: must be an object"),
+        ([], "must be an object or a non-empty list"),
+        ('{"type": "Rectangle",', "prompt: not valid JSON"),
+    ],
+)
 def test_bad_prompts_are_refused_with_the_offending_part(prompt, message):
     with pytest.raises(ProbeError) as failure:
         parse_prompt(prompt, SIZE)
@@ -141,12 +162,16 @@ def test_bad_prompts_are_refused_with_the_offending_part(prompt, message):
 
 # --- requests --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("extra_params, expected", [
-    (None, "BrushLabels"),
-    ({}, "BrushLabels"),
-    ({"return_format": {"type": "polygonlabels"}}, "PolygonLabels"),
-    ({"return-format": {"type": "Rectangle"}}, "Rectangle"),
-])
+
+@pytest.mark.parametrize(
+    "extra_params, expected",
+    [
+        (None, "BrushLabels"),
+        ({}, "BrushLabels"),
+        ({"return_format": {"type": "polygonlabels"}}, "PolygonLabels"),
+        ({"return-format": {"type": "Rectangle"}}, "Rectangle"),
+    ],
+)
 def test_the_output_tag_follows_the_validated_return_format(extra_params, expected):
     items = parse_prompt(EXAMPLE_PROMPT, (3000, 2000))
     request = build_request("p", "x.jpg", items, (3000, 2000), parse_extra_params(extra_params), extra_params, False)
@@ -156,8 +181,13 @@ def test_the_output_tag_follows_the_validated_return_format(extra_params, expect
 
 @pytest.mark.parametrize("output", RETURN_TYPES)
 def test_the_label_config_offers_the_backend_its_output_tag(output):
-    items = parse_prompt([{"type": "RectangleLabel", "label": "tooth", "geometry": [1, 2, 3, 4]},
-                          {"type": "KeyPoint", "geometry": [5, 5]}], SIZE)
+    items = parse_prompt(
+        [
+            {"type": "RectangleLabel", "label": "tooth", "geometry": [1, 2, 3, 4]},
+            {"type": "KeyPoint", "geometry": [5, 5]},
+        ],
+        SIZE,
+    )
     config = label_config(items, output)
     control = find_output_control(config, output)
     assert (control.from_name, control.to_name, control.image_key) == ("output", "image", "image")
@@ -177,6 +207,7 @@ def test_setup_sends_empty_extra_params_for_stock_and_artifacts_are_asked_only_w
 
 
 # --- options ---------------------------------------------------------------------------------
+
 
 def test_no_arguments_mean_the_bundled_example_image_and_its_prompt():
     options = load_options([])
@@ -202,8 +233,9 @@ def test_another_image_needs_its_own_prompt(tmp_path):
 
 
 def test_folder_flags_without_a_value_use_the_defaults_with_the_name_expanded():
-    options = load_options(["--name", "run7", "--request-record", "--intermediates", "-o",
-                            "--output-imgs=imgs/${name}"])
+    options = load_options(
+        ["--name", "run7", "--request-record", "--intermediates", "-o", "--output-imgs=imgs/${name}"]
+    )
     assert options.request_record == Path("probe_out/03-requests/run7")
     assert options.intermediates == Path("probe_out/04-intermediates/run7")
     assert options.output == Path("probe_out/05-outputs/run7") and options.output_imgs == Path("imgs/run7")
@@ -217,9 +249,11 @@ def test_a_config_holds_the_options_relative_to_itself_and_flags_override_it(tmp
     folder.mkdir()
     (tmp_path / "params.json").write_text('{"return_format": {"type": "Polygon"}}')
     config = folder / "teeth.yaml"
-    config.write_text("image: ../img.jpg\nextra-params: ../params.json\nprompt: {type: KeyPoint, geometry: [1, 2]}\n"
-                      "url: http://backend:9090\nrequest_record: ../out/${name}\noutput: true\nintermediates: false\n"
-                      "probe-fullframe-artifact-resize: 0.25\nproject: '12'\ncache-dir: ../cache\n")
+    config.write_text(
+        "image: ../img.jpg\nextra-params: ../params.json\nprompt: {type: KeyPoint, geometry: [1, 2]}\n"
+        "url: http://backend:9090\nrequest_record: ../out/${name}\noutput: true\nintermediates: false\n"
+        "probe-fullframe-artifact-resize: 0.25\nproject: '12'\ncache-dir: ../cache\n"
+    )
     options = load_options(["--config", str(config), "--url", "http://other:1"])
     assert options.name == "teeth", "the name defaults to the config file's name"
     assert options.image == tmp_path / "img.jpg" and options.cache_dir == tmp_path / "cache"
@@ -229,21 +263,34 @@ def test_a_config_holds_the_options_relative_to_itself_and_flags_override_it(tmp
     assert options.request_record == tmp_path / "out" / "teeth"
     assert options.output == Path("probe_out/05-outputs/teeth") and options.intermediates is None
     assert options.prompt == {"type": "KeyPoint", "geometry": [1, 2]}
-    flagged = load_options(["--config", str(config), "--name", "x", "--extra-params", str(tmp_path / "params.json"),
-                            "--prompt", '{"type": "Rectangle", "geometry": [1, 2, 3, 4]}'])
+    flagged = load_options(
+        [
+            "--config",
+            str(config),
+            "--name",
+            "x",
+            "--extra-params",
+            str(tmp_path / "params.json"),
+            "--prompt",
+            '{"type": "Rectangle", "geometry": [1, 2, 3, 4]}',
+        ]
+    )
     assert flagged.request_record == tmp_path / "out" / "x" and flagged.prompt.startswith('{"type": "Rectangle"')
 
 
-@pytest.mark.parametrize("text, message", [
-    ("imag: x.jpg\n", "unknown option 'imag'"),
-    ("cache_dir: a\ncache-dir: b\n", "option 'cache_dir' is given twice"),
-    ("- a\n", "must hold a mapping"),
-    ("output: 3\n", "output: must be a folder, true"),
-    ("probe_fullframe_artifact_resize: 2\n", "must be a scale > 0 and <= 1"),
-    ("extra_params: missing.json\n", "extra-params: cannot read"),
-    ("prompt: [unclosed\n", "is not valid YAML"),
-    ("cache_dir: 5\n", "cache-dir: must be a folder"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("imag: x.jpg\n", "unknown option 'imag'"),
+        ("cache_dir: a\ncache-dir: b\n", "option 'cache_dir' is given twice"),
+        ("- a\n", "must hold a mapping"),
+        ("output: 3\n", "output: must be a folder, true"),
+        ("probe_fullframe_artifact_resize: 2\n", "must be a scale > 0 and <= 1"),
+        ("extra_params: missing.json\n", "extra-params: cannot read"),
+        ("prompt: [unclosed\n", "is not valid YAML"),
+        ("cache_dir: 5\n", "cache-dir: must be a folder"),
+    ],
+)
 def test_bad_configs_are_refused(tmp_path, text, message):
     config = tmp_path / "c.yaml"
     config.write_text(text)
@@ -272,15 +319,19 @@ def test_every_bundled_config_reads_and_its_prompt_fits_the_example(tmp_path):
 
 def test_the_bundled_extra_params_are_the_specifications_examples():
     polygon = json.loads((EXAMPLES / "02-extra_params" / "basic-polygon.json").read_text())
-    assert polygon == {"fullframe_resize": 0.5, "subpatching": {"patch_size": 1024},
-                       "postprocess": {"mask_size_threshold": 1, "fill_holes": True, "dilate": 0},
-                       "return_format": {"type": "PolygonLabels", "epsilon": 0.003, "max_points": 100}}
+    assert polygon == {
+        "fullframe_resize": 0.5,
+        "subpatching": {"patch_size": 1024},
+        "postprocess": {"mask_size_threshold": 1, "fill_holes": True, "dilate": 0},
+        "return_format": {"type": "PolygonLabels", "epsilon": 0.003, "max_points": 100},
+    }
     rle = json.loads((EXAMPLES / "02-extra_params" / "basic-rle.json").read_text())
     assert rle["subpatching"] == {"patch_size": 1024} and rle["return_format"]["type"] == "BrushLabels"
     assert parse_extra_params(rle).subpatching and parse_extra_params(polygon).return_format.kind == "polygon"
 
 
 # --- every input is checked before any work ---------------------------------------------------
+
 
 def _truncated_jpeg(folder: Path) -> Path:
     whole = SCENE.write(folder / "whole.jpg").read_bytes()
@@ -296,22 +347,37 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[list[str], str]]:
     (folder / "not-an-image.jpg").write_text("hello")
     box = json.dumps({"type": "Rectangle", "geometry": [10, 10, 50, 50]})
     return {
-        "missing image": ([str(folder / "missing.jpg"), "--prompt", box],
-                          f"image: {folder / 'missing.jpg'} does not exist"),
+        "missing image": (
+            [str(folder / "missing.jpg"), "--prompt", box],
+            f"image: {folder / 'missing.jpg'} does not exist",
+        ),
         "missing image, no prompt": ([str(folder / "missing.jpg")], "image: "),
         "not an image": ([str(folder / "not-an-image.jpg"), "--prompt", box], "image: "),
         "truncated image": ([str(_truncated_jpeg(folder)), "--prompt", box], "image: "),
-        "prompt outside the image": ([str(folder / "scene.jpg"), "--prompt",
-                                      json.dumps({"type": "KeyPoint", "geometry": [5000, 10]})], "prompt.geometry: "),
+        "prompt outside the image": (
+            [str(folder / "scene.jpg"), "--prompt", json.dumps({"type": "KeyPoint", "geometry": [5000, 10]})],
+            "prompt.geometry: ",
+        ),
         "no prompt for another image": ([str(folder / "scene.jpg")], "prompt: missing"),
-        "bad extra_params": ([str(folder / "scene.jpg"), "--prompt", box, "--extra-params",
-                              str(folder / "params.json")],
-                             f"extra-params: {folder / 'params.json'}: extra_params.subpatching.mode: "),
+        "bad extra_params": (
+            [str(folder / "scene.jpg"), "--prompt", box, "--extra-params", str(folder / "params.json")],
+            f"extra-params: {folder / 'params.json'}: extra_params.subpatching.mode: ",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["missing image", "missing image, no prompt", "not an image", "truncated image",
-                                  "prompt outside the image", "no prompt for another image", "bad extra_params"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing image",
+        "missing image, no prompt",
+        "not an image",
+        "truncated image",
+        "prompt outside the image",
+        "no prompt for another image",
+        "bad extra_params",
+    ],
+)
 def test_bad_inputs_stop_the_probe_before_a_model_is_built_or_a_backend_called(tmp_path, capsys, monkeypatch, case):
     args, message = _bad_inputs(tmp_path)[case]
 
@@ -341,6 +407,7 @@ def test_the_installed_command_reports_bad_inputs_and_an_unreachable_backend_wit
 
 
 # --- how the image travels, artifacts, pictures ----------------------------------------------
+
 
 def test_with_a_shared_folder_the_image_is_copied_under_a_name_the_backend_resolves(tmp_path):
     source = SCENE.write(tmp_path / "my scene.jpg")
@@ -389,12 +456,24 @@ def test_regions_become_shapes_in_pixels_without_a_full_size_mask():
     width, height = 400, 300
     mask = np.zeros((height, width), np.uint8)
     mask[100:150, 200:260] = 255
-    brush = {"original_width": width, "original_height": height, "type": "brushlabels",
-             "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["tooth"]}}
-    polygon = {"original_width": width, "original_height": height, "type": "polygon",
-               "value": {"points": [[10, 10], [20, 10], [20, 30]]}}
-    rectangle = {"original_width": width, "original_height": height, "type": "rectangle",
-                 "value": {"x": 50, "y": 50, "width": 25, "height": 10}}
+    brush = {
+        "original_width": width,
+        "original_height": height,
+        "type": "brushlabels",
+        "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": ["tooth"]},
+    }
+    polygon = {
+        "original_width": width,
+        "original_height": height,
+        "type": "polygon",
+        "value": {"points": [[10, 10], [20, 10], [20, 30]]},
+    }
+    rectangle = {
+        "original_width": width,
+        "original_height": height,
+        "type": "rectangle",
+        "value": {"x": 50, "y": 50, "width": 25, "height": 10},
+    }
     empty = {**brush, "value": {"format": "rle", "rle": mask2rle(np.zeros_like(mask))}}
     shapes = region_shapes([brush, polygon, rectangle, empty], (width, height))
     assert [s.kind for s in shapes] == ["mask", "polygon", "box"], "an empty mask draws nothing"
@@ -431,20 +510,33 @@ def test_the_probes_picture_of_an_image_is_the_backends_artifact_of_it(tmp_path,
     """input.jpg (the probe's request record) and frame.prompt.jpg (the backend's artifact of the
     same click) come from one decoder and one drawing: byte for byte the same file."""
     image = write(tmp_path / "image.png")
-    prompt = [{"type": "Rectangle", "geometry": [100, 80, 200, 150]},
-              {"type": "KeyPoint", "points": [[200, 150], [400, 300, False]]}]
+    prompt = [
+        {"type": "Rectangle", "geometry": [100, 80, 200, 150]},
+        {"type": "KeyPoint", "points": [[200, 150], [400, 300, False]]},
+    ]
     with remote_backend(tmp_path / "backend") as (url, _):
-        code = cli.main([str(image), "--prompt", json.dumps(prompt), "--url", url, f"--request-record={tmp_path}/rec",
-                         f"--intermediates={tmp_path}/mid"])
+        code = cli.main(
+            [
+                str(image),
+                "--prompt",
+                json.dumps(prompt),
+                "--url",
+                url,
+                f"--request-record={tmp_path}/rec",
+                f"--intermediates={tmp_path}/mid",
+            ]
+        )
     assert code == 0
     probes = (tmp_path / "rec" / "input.jpg").read_bytes()
     assert probes == (tmp_path / "mid" / "frame.prompt.jpg").read_bytes()
     decoded = decode_frame(image, read_info(image, 10**9, "image"), (640, 480), "image")
-    assert not np.array_equal(np.asarray(Image.open(image).convert("RGB")), decoded), \
+    assert not np.array_equal(np.asarray(Image.open(image).convert("RGB")), decoded), (
         "Pillow's plain conversion (the probe's old one) differs from the backend's"
+    )
 
 
 # --- whole runs: in this process, and over HTTP against a backend that shares no folder -----
+
 
 class EmptySegmenter(ColorRegionSegmenter):
     """Answers every prompt with an empty mask (what untrained weights may do)."""
@@ -454,8 +546,9 @@ class EmptySegmenter(ColorRegionSegmenter):
 
 
 def backend_config(folder: Path, **settings) -> ServerConfig:
-    return ServerConfig(cache_dir=str(folder / "cache"), model_dir=str(folder / "models"), artifacts="request",
-                        **settings)
+    return ServerConfig(
+        cache_dir=str(folder / "cache"), model_dir=str(folder / "models"), artifacts="request", **settings
+    )
 
 
 def local_transport(tmp_path, segmenter=None) -> LocalTransport:
@@ -474,15 +567,23 @@ def remote_backend(folder: Path, user: str | None = None, password: str | None =
 def scene_options(tmp_path, extra_params=None, prompt=None, scale=None, **folders):
     image = SCENE.write(tmp_path / "scene.jpg")
     x0, y0, x1, y1 = (round(v) for v in SCENE.box())
-    args = {"image": str(image), "name": "disc",
-            "prompt": prompt or {"type": "RectangleLabel", "label": "disc", "geometry": [x0, y0, x1 - x0, y1 - y0]},
-            "probe_fullframe_artifact_resize": scale, **{key: str(tmp_path / value) for key, value in folders.items()}}
+    args = {
+        "image": str(image),
+        "name": "disc",
+        "prompt": prompt or {"type": "RectangleLabel", "label": "disc", "geometry": [x0, y0, x1 - x0, y1 - y0]},
+        "probe_fullframe_artifact_resize": scale,
+        **{key: str(tmp_path / value) for key, value in folders.items()},
+    }
     return resolve_options(args, {"extra_params": extra_params} if extra_params is not None else {})
 
 
 def test_a_local_run_writes_every_folder(tmp_path):
-    folders = {"request_record": "rec/${name}", "intermediates": "mid/${name}", "output": "out/${name}",
-               "output_imgs": "out/${name}"}
+    folders = {
+        "request_record": "rec/${name}",
+        "intermediates": "mid/${name}",
+        "output": "out/${name}",
+        "output_imgs": "out/${name}",
+    }
     options = scene_options(tmp_path, {"subpatching": {"patch_size": 512}}, **folders)
     seen = []
     run = run_probe(options, local_transport(tmp_path), tmp_path / "cache", on_prediction=seen.append)
@@ -514,8 +615,11 @@ def test_a_local_run_writes_every_folder(tmp_path):
 
 
 def test_a_polygon_run_with_keypoints_and_a_downscaled_frame(tmp_path):
-    prompt = {"type": "KeyPointLabel", "label": "disc",
-              "points": [[SCENE.cx / SCENE.width, SCENE.cy / SCENE.height], [50, 50, False]]}
+    prompt = {
+        "type": "KeyPointLabel",
+        "label": "disc",
+        "points": [[SCENE.cx / SCENE.width, SCENE.cy / SCENE.height], [50, 50, False]],
+    }
     options = scene_options(tmp_path, {"return_format": {"type": "PolygonLabels"}}, prompt, 0.25, output_imgs="imgs")
     run = run_probe(options, local_transport(tmp_path), tmp_path / "cache")
     (region,) = run.response["results"][0]["result"]
@@ -547,12 +651,18 @@ def test_an_empty_mask_still_succeeds_and_leaves_no_stale_crops(tmp_path):
 
 def test_a_refusal_of_the_backend_is_reported_with_its_message(tmp_path):
     """Valid extra_params that this prompt cannot meet: only the backend can say so."""
-    options = scene_options(tmp_path, {"subpatching": {"patch_size": 256, "allow_oversize": False}},
-                            {"type": "Rectangle", "geometry": [10, 10, 1000, 1000]}, request_record="rec")
+    options = scene_options(
+        tmp_path,
+        {"subpatching": {"patch_size": 256, "allow_oversize": False}},
+        {"type": "Rectangle", "geometry": [10, 10, 1000, 1000]},
+        request_record="rec",
+    )
     with pytest.raises(ProbeError) as failure:
         run_probe(options, local_transport(tmp_path))
-    assert str(failure.value).startswith("/predict failed (HTTP 400): extra_params.subpatching.allow_oversize: "
-                                         "is false and the prompt (1000x1000 frame px) exceeds patch_size 256x256")
+    assert str(failure.value).startswith(
+        "/predict failed (HTTP 400): extra_params.subpatching.allow_oversize: "
+        "is false and the prompt (1000x1000 frame px) exceeds patch_size 256x256"
+    )
     assert failure.value.exit_code == FAILED
     assert (tmp_path / "rec" / "request.json").is_file(), "the refused request is still recorded"
 
@@ -569,8 +679,14 @@ def test_the_cli_says_when_the_backend_cannot_be_reached(tmp_path, capsys):
     assert "/setup: cannot reach the backend at http://127.0.0.1:9" in capsys.readouterr().err
 
 
-FORMATS = {"BrushLabels": "disc", "Brush": None, "PolygonLabels": "disc", "Polygon": None,
-           "RectangleLabels": "disc", "Rectangle": None}
+FORMATS = {
+    "BrushLabels": "disc",
+    "Brush": None,
+    "PolygonLabels": "disc",
+    "Polygon": None,
+    "RectangleLabels": "disc",
+    "Rectangle": None,
+}
 
 
 def _scored(region: dict, kind: str) -> float:
@@ -601,9 +717,22 @@ def test_remote_mode_every_return_format_with_no_shared_folder(tmp_path, capsys,
             prompt = {"type": "RectangleLabel" if label else "Rectangle", "geometry": [x0, y0, x1 - x0, y1 - y0]}
             if label:
                 prompt["label"] = label
-            code = cli.main([str(image), "--prompt", json.dumps(prompt), "--url", url, "--extra-params",
-                             str(tmp_path / f"{fmt}.json"), "--name", fmt, f"--request-record={tmp_path}/rec/${{name}}",
-                             f"--intermediates={tmp_path}/mid/${{name}}", f"--output={tmp_path}/out/${{name}}"])
+            code = cli.main(
+                [
+                    str(image),
+                    "--prompt",
+                    json.dumps(prompt),
+                    "--url",
+                    url,
+                    "--extra-params",
+                    str(tmp_path / f"{fmt}.json"),
+                    "--name",
+                    fmt,
+                    f"--request-record={tmp_path}/rec/${{name}}",
+                    f"--intermediates={tmp_path}/mid/${{name}}",
+                    f"--output={tmp_path}/out/${{name}}",
+                ]
+            )
             captured = capsys.readouterr()
             assert code == 0, captured.err
             answer = json.loads(captured.out)
@@ -631,8 +760,18 @@ def test_remote_mode_every_return_format_with_no_shared_folder(tmp_path, capsys,
 def test_a_cache_dir_that_does_not_exist_here_sends_the_image_inside_the_request(tmp_path, capsys):
     image = SCENE.write(tmp_path / "scene.jpg")
     with remote_backend(tmp_path / "backend") as (url, _):
-        code = cli.main([str(image), "--prompt", '{"type": "KeyPoint", "geometry": [700, 500]}', "--url", url,
-                         "--cache-dir", str(tmp_path / "not-here"), f"--intermediates={tmp_path}/mid"])
+        code = cli.main(
+            [
+                str(image),
+                "--prompt",
+                '{"type": "KeyPoint", "geometry": [700, 500]}',
+                "--url",
+                url,
+                "--cache-dir",
+                str(tmp_path / "not-here"),
+                f"--intermediates={tmp_path}/mid",
+            ]
+        )
     err = capsys.readouterr().err
     assert code == 0, err
     assert f"--cache-dir {tmp_path / 'not-here'} does not exist here: the image is sent inside the request" in err
@@ -643,8 +782,17 @@ def test_a_cache_dir_that_is_not_the_backends_is_named_in_the_error(tmp_path, ca
     image = SCENE.write(tmp_path / "scene.jpg")
     (tmp_path / "other-cache").mkdir()
     with remote_backend(tmp_path / "backend") as (url, _):
-        code = cli.main([str(image), "--prompt", '{"type": "KeyPoint", "geometry": [700, 500]}', "--url", url,
-                         "--cache-dir", str(tmp_path / "other-cache")])
+        code = cli.main(
+            [
+                str(image),
+                "--prompt",
+                '{"type": "KeyPoint", "geometry": [700, 500]}',
+                "--url",
+                url,
+                "--cache-dir",
+                str(tmp_path / "other-cache"),
+            ]
+        )
     err = capsys.readouterr().err
     assert code == FAILED and "is not a file inside CACHE_DIR" in err
     assert f"--cache-dir {tmp_path / 'other-cache'} is not the backend's CACHE_DIR" in err
@@ -654,8 +802,18 @@ def test_a_shared_cache_dir_is_the_fast_path_even_over_http(tmp_path, capsys):
     image = SCENE.write(tmp_path / "scene.jpg")
     with remote_backend(tmp_path / "backend") as (url, backend_cache):
         backend_cache.mkdir(parents=True, exist_ok=True)
-        code = cli.main([str(image), "--prompt", '{"type": "KeyPoint", "geometry": [700, 500]}', "--url", url,
-                         "--cache-dir", str(backend_cache), f"--request-record={tmp_path}/rec"])
+        code = cli.main(
+            [
+                str(image),
+                "--prompt",
+                '{"type": "KeyPoint", "geometry": [700, 500]}',
+                "--url",
+                url,
+                "--cache-dir",
+                str(backend_cache),
+                f"--request-record={tmp_path}/rec",
+            ]
+        )
     assert code == 0, capsys.readouterr().err
     sent = json.loads((tmp_path / "rec" / "request.json").read_text())["sent_as"]
     assert sent.startswith("probe/") and (backend_cache / sent).read_bytes() == image.read_bytes()
@@ -663,6 +821,7 @@ def test_a_shared_cache_dir_is_the_fast_path_even_over_http(tmp_path, capsys):
 
 
 # --- the installed command against gunicorn (real SAM2, untrained) ----------------------------
+
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
@@ -673,8 +832,14 @@ def backend(tmp_path_factory):
 
 
 def probe(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([PROBE, *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [PROBE, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def answer_of(done: subprocess.CompletedProcess) -> dict:
@@ -687,27 +852,47 @@ def answer_of(done: subprocess.CompletedProcess) -> dict:
 
 
 # Further prompts in relative geometry (any image): a rectangle and a click away from the configs' prompts.
-MORE_PROMPTS = [{"type": "RectangleLabel", "label": "tooth", "geometry": [0.3, 0.6, 0.1, 0.12]},
-                {"type": "KeyPointLabel", "label": "tooth", "geometry": [0.62, 0.55]}]
+MORE_PROMPTS = [
+    {"type": "RectangleLabel", "label": "tooth", "geometry": [0.3, 0.6, 0.1, 0.12]},
+    {"type": "KeyPointLabel", "label": "tooth", "geometry": [0.62, 0.55]},
+]
 
 
 def more_answers(url, cache, image, extra_params) -> list[list[dict]]:
     """The regions answered to MORE_PROMPTS on `image` with the `extra_params` file, one list per prompt."""
-    return [answer_of(probe(image, "--prompt", json.dumps(prompt), "--extra-params", extra_params, "--url", url,
-                            "--cache-dir", cache))["results"][0]["result"] for prompt in MORE_PROMPTS]
+    return [
+        answer_of(
+            probe(
+                image,
+                "--prompt",
+                json.dumps(prompt),
+                "--extra-params",
+                extra_params,
+                "--url",
+                url,
+                "--cache-dir",
+                cache,
+            )
+        )["results"][0]["result"]
+        for prompt in MORE_PROMPTS
+    ]
 
 
 @pytest.mark.slow
 def test_cli_rectangle_with_polygon_extra_params_fills_every_folder(backend, tmp_path):
     url, cache = backend
     config = tmp_path / "teeth-polygon.yaml"
-    config.write_text(f"image: {EXAMPLE_IMAGE}\nextra_params: {EXAMPLES / '02-extra_params' / 'basic-polygon.json'}\n"
-                      "prompt: {type: RectangleLabel, label: tooth, geometry: [1370, 950, 340, 160]}\n"
-                      "request_record: rec/${name}\nintermediates: mid/${name}\noutput: out/${name}\n"
-                      "output_imgs: out/${name}\n")
+    config.write_text(
+        f"image: {EXAMPLE_IMAGE}\nextra_params: {EXAMPLES / '02-extra_params' / 'basic-polygon.json'}\n"
+        "prompt: {type: RectangleLabel, label: tooth, geometry: [1370, 950, 340, 160]}\n"
+        "request_record: rec/${name}\nintermediates: mid/${name}\noutput: out/${name}\n"
+        "output_imgs: out/${name}\n"
+    )
     answer = answer_of(probe("--config", config, "--url", url, "--cache-dir", cache))
-    per_prompt = [answer["results"][0]["result"],
-                  *more_answers(url, cache, EXAMPLE_IMAGE, EXAMPLES / "02-extra_params" / "basic-polygon.json")]
+    per_prompt = [
+        answer["results"][0]["result"],
+        *more_answers(url, cache, EXAMPLE_IMAGE, EXAMPLES / "02-extra_params" / "basic-polygon.json"),
+    ]
     require_some(per_prompt)
     for region in (region for regions in per_prompt for region in regions):
         assert region["type"] == "polygonlabels" and region["value"]["polygonlabels"] == ["tooth"]
@@ -726,22 +911,45 @@ def test_cli_rectangle_with_polygon_extra_params_fills_every_folder(backend, tmp
     backend_folder = cache / answer["artifacts"]
     assert sorted(p.name for p in middle.iterdir()) == sorted(p.name for p in backend_folder.iterdir())
     assert {"patch.jpg", "patch.prompt.jpg", "frame.prompt.jpg", "mask.patch.png", "request.json"} <= {
-        p.name for p in middle.iterdir()}
+        p.name for p in middle.iterdir()
+    }
     assert json.loads((middle / "request.json").read_text())["image_size"] == [3000, 2000]
 
 
 @pytest.mark.slow
 def test_cli_keypoints_with_brush_extra_params(backend, tmp_path):
     url, cache = backend
-    prompt = {"type": "KeyPointLabel", "label": "tooth",
-              "points": [[620, 520, True], [0.2667, 0.24], [800, 700, False]]}
-    answer = answer_of(probe(EXAMPLE_IMAGE, "--prompt", json.dumps(prompt), "--url", url, "--cache-dir", cache,
-                             "--extra-params", EXAMPLES / "02-extra_params" / "basic-rle.json", "--name", "kp",
-                             f"--request-record={tmp_path}/rec/${{name}}", f"--intermediates={tmp_path}/mid",
-                             "-o", tmp_path / "out", f"--output-imgs={tmp_path}/imgs",
-                             "--probe-fullframe-artifact-resize", "0.1"))
-    per_prompt = [answer["results"][0]["result"],
-                  *more_answers(url, cache, EXAMPLE_IMAGE, EXAMPLES / "02-extra_params" / "basic-rle.json")]
+    prompt = {
+        "type": "KeyPointLabel",
+        "label": "tooth",
+        "points": [[620, 520, True], [0.2667, 0.24], [800, 700, False]],
+    }
+    answer = answer_of(
+        probe(
+            EXAMPLE_IMAGE,
+            "--prompt",
+            json.dumps(prompt),
+            "--url",
+            url,
+            "--cache-dir",
+            cache,
+            "--extra-params",
+            EXAMPLES / "02-extra_params" / "basic-rle.json",
+            "--name",
+            "kp",
+            f"--request-record={tmp_path}/rec/${{name}}",
+            f"--intermediates={tmp_path}/mid",
+            "-o",
+            tmp_path / "out",
+            f"--output-imgs={tmp_path}/imgs",
+            "--probe-fullframe-artifact-resize",
+            "0.1",
+        )
+    )
+    per_prompt = [
+        answer["results"][0]["result"],
+        *more_answers(url, cache, EXAMPLE_IMAGE, EXAMPLES / "02-extra_params" / "basic-rle.json"),
+    ]
     require_some(per_prompt)
     for regions in per_prompt:
         assert len(regions) <= 1, "one brush region carries every blob"
@@ -761,10 +969,20 @@ def test_cli_keypoints_with_brush_extra_params(backend, tmp_path):
 def test_cli_runs_each_bundled_config(backend, tmp_path, name):
     url, cache = backend
     config = EXAMPLES / "00-probe_configs" / f"{name}.yaml"
-    answer = answer_of(probe("--config", config, "--url", url,
-                             "--cache-dir", cache, f"--request-record={tmp_path}/${{name}}",
-                             f"--intermediates={tmp_path}/${{name}}", f"--output={tmp_path}/${{name}}",
-                             f"--output-imgs={tmp_path}/${{name}}"))
+    answer = answer_of(
+        probe(
+            "--config",
+            config,
+            "--url",
+            url,
+            "--cache-dir",
+            cache,
+            f"--request-record={tmp_path}/${{name}}",
+            f"--intermediates={tmp_path}/${{name}}",
+            f"--output={tmp_path}/${{name}}",
+            f"--output-imgs={tmp_path}/${{name}}",
+        )
+    )
     options = load_options(["--config", str(config)])
     per_prompt = [answer["results"][0]["result"], *more_answers(url, cache, options.image, options.extra_params_source)]
     require_some(per_prompt)
@@ -773,7 +991,8 @@ def test_cli_runs_each_bundled_config(backend, tmp_path, name):
         assert region["type"] == expected and region["value"][expected] in (["ichthyolith"], ["tooth"])
         assert (region["original_width"], region["original_height"]) == (3000, 2000)
     assert {"input.jpg", "prediction.json", "fullframe_prediction.jpg", "patch.jpg"} <= {
-        p.name for p in (tmp_path / name).iterdir()}
+        p.name for p in (tmp_path / name).iterdir()
+    }
 
 
 @pytest.mark.slow
@@ -789,8 +1008,13 @@ def test_cli_without_arguments_prints_only_the_prediction(backend, tmp_path):
 def remote(tmp_path_factory):
     """gunicorn with real SAM2 (untrained), basic auth and a CACHE_DIR this test never hands to the probe."""
     root = tmp_path_factory.mktemp("probe-remote")
-    env = {"CACHE_DIR": str(root / "backend-cache"), "MODEL_DIR": str(root / "models"), "ARTIFACTS": "request",
-           "BASIC_AUTH_USER": "annotator", "BASIC_AUTH_PASS": "s3cret pässword"}
+    env = {
+        "CACHE_DIR": str(root / "backend-cache"),
+        "MODEL_DIR": str(root / "models"),
+        "ARTIFACTS": "request",
+        "BASIC_AUTH_USER": "annotator",
+        "BASIC_AUTH_PASS": "s3cret pässword",
+    }
     with gunicorn_backend(env, workers=1, threads=2, log_dir=root) as url:
         yield url, root / "backend-cache"
 
@@ -802,12 +1026,26 @@ def test_cli_against_a_backend_that_shares_no_folder_in_every_return_format(remo
     per_prompt = []
     for fmt in RETURN_TYPES:
         labelled = fmt.endswith("Labels")
-        (tmp_path / f"{fmt}.json").write_text(json.dumps({"subpatching": {"patch_size": 1024},
-                                                          "return_format": {"type": fmt}}))
+        (tmp_path / f"{fmt}.json").write_text(
+            json.dumps({"subpatching": {"patch_size": 1024}, "return_format": {"type": fmt}})
+        )
         prompt = {"type": "RectangleLabel" if labelled else "Rectangle", "geometry": [1370, 950, 340, 160]}
-        done = probe(EXAMPLE_IMAGE, "--prompt", json.dumps(prompt), "--url", authed, "--extra-params",
-                     tmp_path / f"{fmt}.json", "--name", fmt, "--request-record", "--intermediates", "-o",
-                     "--output-imgs", cwd=tmp_path)
+        done = probe(
+            EXAMPLE_IMAGE,
+            "--prompt",
+            json.dumps(prompt),
+            "--url",
+            authed,
+            "--extra-params",
+            tmp_path / f"{fmt}.json",
+            "--name",
+            fmt,
+            "--request-record",
+            "--intermediates",
+            "-o",
+            "--output-imgs",
+            cwd=tmp_path,
+        )
         answer = answer_of(done)
         assert "s3cret" not in done.stderr and "annotator:" not in done.stderr
         per_prompt.append(answer["results"][0]["result"])
@@ -832,8 +1070,9 @@ def test_cli_against_a_backend_that_shares_no_folder_in_every_return_format(remo
 @pytest.mark.slow
 def test_cli_local_runs_the_backend_in_process(tmp_path):
     env = {"MODEL_CONFIG": "configs/sam2.1/sam2.1_hiera_t.yaml", "MODEL_CHECKPOINT": "untrained", "DEVICE": "cpu"}
-    answer = answer_of(probe("--local", "--cache-dir", tmp_path / "cache", "--intermediates=mid", "-o", "out",
-                             cwd=tmp_path, env=env))
+    answer = answer_of(
+        probe("--local", "--cache-dir", tmp_path / "cache", "--intermediates=mid", "-o", "out", cwd=tmp_path, env=env)
+    )
     assert answer["model_version"].endswith(":untrained")
     assert (tmp_path / "out" / "prediction.json").is_file() and (tmp_path / "mid" / "patch.jpg").is_file()
     assert (tmp_path / "cache" / answer["artifacts"]).parent == tmp_path / "cache" / "artifacts"

@@ -49,8 +49,9 @@ def test_the_url_loses_its_user_info_which_becomes_the_sessions_auth():
 
 def test_credentials_reach_the_backend_but_never_the_request_record_or_stdout(tmp_path, capsys):
     with capture_backend({"setup": (200, {"model_version": "capture"}), "predict": (200, GOOD_ANSWER)}) as (url, seen):
-        code = cli.main(["--url", credentials_url(url),
-                         f"--request-record={tmp_path / 'rec'}", f"--output={tmp_path / 'out'}"])
+        code = cli.main(
+            ["--url", credentials_url(url), f"--request-record={tmp_path / 'rec'}", f"--output={tmp_path / 'out'}"]
+        )
     out, err = capsys.readouterr()
     assert code == 0, err
     expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -63,20 +64,29 @@ def test_credentials_reach_the_backend_but_never_the_request_record_or_stdout(tm
         assert secret not in written and secret not in out and secret not in err
 
 
-@pytest.mark.parametrize("answers", [{}, {"setup": (401, {"error": "authorization: wrong"})}],
-                         ids=["unreachable", "refused"])
+@pytest.mark.parametrize(
+    "answers", [{}, {"setup": (401, {"error": "authorization: wrong"})}], ids=["unreachable", "refused"]
+)
 def test_error_messages_never_carry_the_credentials(tmp_path, capsys, answers):
     with capture_backend(answers) as (url, _):
         url = credentials_url(url if answers else "http://127.0.0.1:9")  # port 9 (discard) on loopback: nobody listens
-        code = cli.main(["--url", url, "--timeout", "5",
-                         f"--request-record={tmp_path / 'rec'}"])
+        code = cli.main(["--url", url, "--timeout", "5", f"--request-record={tmp_path / 'rec'}"])
     err = capsys.readouterr().err
     assert code == FAILED and "/setup" in err and ("127.0.0.1" in err or "HTTP 401" in err)
     assert "s3cret" not in err and "s3cret" not in (tmp_path / "rec" / "request.json").read_text()
 
 
-@pytest.mark.parametrize("named", ["{outside}", "artifacts/../../outside", "artifacts/../{outside_name}",
-                                   "/cache/artifacts/..", "/etc", "artifacts/link-out"])
+@pytest.mark.parametrize(
+    "named",
+    [
+        "{outside}",
+        "artifacts/../../outside",
+        "artifacts/../{outside_name}",
+        "/cache/artifacts/..",
+        "/etc",
+        "artifacts/link-out",
+    ],
+)
 def test_intermediates_are_copied_only_from_inside_the_cache_dir(tmp_path, named):
     """A backend naming a folder outside --cache-dir (today: any local folder was copied)."""
     outside = tmp_path / "outside"
@@ -109,8 +119,7 @@ IDENT = "20260101-120000-" + "a" * 32
 SECRETS = (b"contents of a file outside", b"PRIVATE KEY", b"cached image")  # what no answer may hold
 
 
-def artifact_backend(tmp_path: Path, artifacts: str = "request", user: str | None = None,
-                     password: str | None = None):
+def artifact_backend(tmp_path: Path, artifacts: str = "request", user: str | None = None, password: str | None = None):
     """The backend's own app with one request folder of artifacts, and traps around it: a link to a
     file outside, a link to a folder outside, a partial file, a sub-folder, a cached download."""
     cache = tmp_path / "cache"
@@ -127,8 +136,13 @@ def artifact_backend(tmp_path: Path, artifacts: str = "request", user: str | Non
     (cache / "artifacts" / "linked").symlink_to(tmp_path / "outside")
     (cache / "downloads").mkdir()
     (cache / "downloads" / "img.jpg").write_text("cached image")
-    config = ServerConfig(cache_dir=str(cache), model_dir=str(tmp_path / "models"), artifacts=artifacts,
-                          basic_auth_user=user, basic_auth_pass=password)
+    config = ServerConfig(
+        cache_dir=str(cache),
+        model_dir=str(tmp_path / "models"),
+        artifacts=artifacts,
+        basic_auth_user=user,
+        basic_auth_pass=password,
+    )
     return create_app(SAM2Plus(config, segmenter=ColorRegionSegmenter()))
 
 
@@ -155,18 +169,31 @@ def test_the_artifact_route_lists_and_serves_only_the_regular_files_of_one_reque
         assert raw_get(url, f"/artifacts/{IDENT}/request.json") == (200, b'{"image_size": [10, 10]}')
 
 
-@pytest.mark.parametrize("path", [
-    f"/artifacts/{IDENT}/leak.txt",  # a link inside the folder
-    f"/artifacts/{IDENT}/.part-x1",  # a partial file
-    f"/artifacts/{IDENT}/sub",  # a folder
-    f"/artifacts/{IDENT}/missing.jpg",
-    "/artifacts/linked", "/artifacts/linked/id_rsa",  # a linked folder
-    "/artifacts/..", "/artifacts/../downloads/img.jpg", "/artifacts/%2e%2e/downloads",
-    "/artifacts/..%2Fdownloads/img.jpg", "/artifacts/%2E%2E%2F%2E%2E%2Fsecret.txt",
-    f"/artifacts/{IDENT}/..%2F..%2Fdownloads%2Fimg.jpg", f"/artifacts/{IDENT}/%2e%2e",
-    f"/artifacts/{IDENT}/..%5C..%5Csecret.txt", "/artifacts/downloads", "/artifacts/.", "/artifacts/%00",
-    f"/artifacts/{IDENT}/patch.jpg%00.txt", "/artifacts//etc/passwd", "/artifacts/%2Fetc%2Fpasswd",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/artifacts/{IDENT}/leak.txt",  # a link inside the folder
+        f"/artifacts/{IDENT}/.part-x1",  # a partial file
+        f"/artifacts/{IDENT}/sub",  # a folder
+        f"/artifacts/{IDENT}/missing.jpg",
+        "/artifacts/linked",
+        "/artifacts/linked/id_rsa",  # a linked folder
+        "/artifacts/..",
+        "/artifacts/../downloads/img.jpg",
+        "/artifacts/%2e%2e/downloads",
+        "/artifacts/..%2Fdownloads/img.jpg",
+        "/artifacts/%2E%2E%2F%2E%2E%2Fsecret.txt",
+        f"/artifacts/{IDENT}/..%2F..%2Fdownloads%2Fimg.jpg",
+        f"/artifacts/{IDENT}/%2e%2e",
+        f"/artifacts/{IDENT}/..%5C..%5Csecret.txt",
+        "/artifacts/downloads",
+        "/artifacts/.",
+        "/artifacts/%00",
+        f"/artifacts/{IDENT}/patch.jpg%00.txt",
+        "/artifacts//etc/passwd",
+        "/artifacts/%2Fetc%2Fpasswd",
+    ],
+)
 def test_the_artifact_route_refuses_everything_else(tmp_path, path):
     with wsgi_server(artifact_backend(tmp_path)) as url:
         status, body = raw_get(url, path)
@@ -192,12 +219,14 @@ def test_a_backend_with_artifacts_off_serves_none(tmp_path):
             assert status == 404 and b"ARTIFACTS=off" in body and b"patch" not in body.replace(b"/patch", b"")
 
 
-@pytest.mark.parametrize("listed", [["../../evil.txt"], ["..", "patch.jpg"], ["/etc/passwd"], [".bashrc"],
-                                    ["sub/x.jpg"], [7]])
+@pytest.mark.parametrize(
+    "listed", [["../../evil.txt"], ["..", "patch.jpg"], ["/etc/passwd"], [".bashrc"], ["sub/x.jpg"], [7]]
+)
 def test_the_probe_writes_only_plain_file_names_a_backend_lists(tmp_path, listed):
     ident = "20260101-120000-abc"
-    with capture_backend({f"GET /artifacts/{ident}": (200, {"files": listed}),
-                          f"GET /artifacts/{ident}/patch.jpg": (200, b"jpeg")}) as (url, seen):
+    with capture_backend(
+        {f"GET /artifacts/{ident}": (200, {"files": listed}), f"GET /artifacts/{ident}/patch.jpg": (200, b"jpeg")}
+    ) as (url, seen):
         with pytest.raises(ProbeError) as refused:
             download_intermediates(tmp_path / "mid" / "copied", ident, HttpTransport(url))
     assert refused.value.exit_code == FAILED and "not a plain file name" in str(refused.value)

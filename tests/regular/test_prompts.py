@@ -77,19 +77,26 @@ def test_only_negative_points_with_a_rectangle_are_allowed():
     assert prompt.box is not None
 
 
-@pytest.mark.parametrize("region, label", [
-    (_point(10, 10, label="Fish"), "Fish"),
-    (_box(10, 10, 5, 5, label="Tooth"), "Tooth"),
-    (_point(10, 10, label="Ignored", kind="keypoint"), None),
-    (_box(10, 10, 5, 5, kind="rectangle"), None),
-])
+@pytest.mark.parametrize(
+    "region, label",
+    [
+        (_point(10, 10, label="Fish"), "Fish"),
+        (_box(10, 10, 5, 5, label="Tooth"), "Tooth"),
+        (_point(10, 10, label="Ignored", kind="keypoint"), None),
+        (_box(10, 10, 5, 5, kind="rectangle"), None),
+    ],
+)
 def test_label_is_carried(region, label):
     assert parse_prompt(_ctx(region)).label == label
 
 
 def test_region_types_are_case_insensitive():
-    prompt = parse_prompt(_ctx({"type": "KeyPointLabels", "value": {"x": 20, "y": 40, "keypointlabels": ["A"]}},
-                               {"type": "Rectangle", "value": {"x": 0, "y": 0, "width": 50, "height": 50}}))
+    prompt = parse_prompt(
+        _ctx(
+            {"type": "KeyPointLabels", "value": {"x": 20, "y": 40, "keypointlabels": ["A"]}},
+            {"type": "Rectangle", "value": {"x": 0, "y": 0, "width": 50, "height": 50}},
+        )
+    )
     assert _flat(prompt.points) == pytest.approx(_flat(((0.2, 0.4),)))
     assert prompt.box == pytest.approx((0.0, 0.0, 0.5, 0.5))
     assert prompt.label == "A"
@@ -117,23 +124,29 @@ def test_empty_context_is_an_error(context):
     assert "no prompt" in err.message
 
 
-@pytest.mark.parametrize("region, field, shown", [
-    (_point(101, 50), "context.result[0].value.x", "101"),
-    (_point(50, -1), "context.result[0].value.y", "-1"),
-    (_box(-0.5, 10, 5, 5), "context.result[0].value.x", "-0.5"),
-    (_box(10, 100.5, 5, 5), "context.result[0].value.y", "100.5"),
-])
+@pytest.mark.parametrize(
+    "region, field, shown",
+    [
+        (_point(101, 50), "context.result[0].value.x", "101"),
+        (_point(50, -1), "context.result[0].value.y", "-1"),
+        (_box(-0.5, 10, 5, 5), "context.result[0].value.x", "-0.5"),
+        (_box(10, 100.5, 5, 5), "context.result[0].value.y", "100.5"),
+    ],
+)
 def test_points_outside_the_image_are_errors(region, field, shown):
     err = _error(_ctx(region))
     assert err.field == field
     assert "outside the image" in err.message and shown in err.message
 
 
-@pytest.mark.parametrize("w, h, field, shown", [
-    (0, 10, "context.result[0].value.width", "0"),
-    (10, 0, "context.result[0].value.height", "0"),
-    (-5, 10, "context.result[0].value.width", "-5"),
-])
+@pytest.mark.parametrize(
+    "w, h, field, shown",
+    [
+        (0, 10, "context.result[0].value.width", "0"),
+        (10, 0, "context.result[0].value.height", "0"),
+        (-5, 10, "context.result[0].value.width", "-5"),
+    ],
+)
 def test_zero_size_box_is_an_error(w, h, field, shown):
     err = _error(_ctx(_box(10, 10, w, h)))
     assert err.field == field
@@ -158,22 +171,28 @@ def test_only_negative_points_are_an_error():
     assert "negative" in err.message
 
 
-@pytest.mark.parametrize("region, field", [
-    ("not a region", "context.result[0]"),
-    ({"type": "keypointlabels"}, "context.result[0]"),
-    ({"type": "keypointlabels", "value": {"x": "10", "y": 5}}, "context.result[0].value.x"),
-    ({"type": "keypointlabels", "value": {"x": 10}}, "context.result[0].value.y"),
-    ({"type": "keypointlabels", "value": {"x": True, "y": 5}}, "context.result[0].value.x"),
-    ({"type": "keypointlabels", "value": {"x": float("nan"), "y": 5}}, "context.result[0].value.x"),
-    ({"type": "rectanglelabels", "value": {"x": 1, "y": 1, "height": 5}}, "context.result[0].value.width"),
-])
+@pytest.mark.parametrize(
+    "region, field",
+    [
+        ("not a region", "context.result[0]"),
+        ({"type": "keypointlabels"}, "context.result[0]"),
+        ({"type": "keypointlabels", "value": {"x": "10", "y": 5}}, "context.result[0].value.x"),
+        ({"type": "keypointlabels", "value": {"x": 10}}, "context.result[0].value.y"),
+        ({"type": "keypointlabels", "value": {"x": True, "y": 5}}, "context.result[0].value.x"),
+        ({"type": "keypointlabels", "value": {"x": float("nan"), "y": 5}}, "context.result[0].value.x"),
+        ({"type": "rectanglelabels", "value": {"x": 1, "y": 1, "height": 5}}, "context.result[0].value.width"),
+    ],
+)
 def test_malformed_regions_are_errors(region, field):
     assert _error(_ctx(region)).field == field
 
 
 def test_rectangle_starting_on_the_far_edge_has_no_area_inside_the_image():
-    context = {"result": [{"type": "rectanglelabels",
-                           "value": {"x": 100, "y": 50, "width": 5, "height": 5, "rectanglelabels": ["a"]}}]}
+    context = {
+        "result": [
+            {"type": "rectanglelabels", "value": {"x": 100, "y": 50, "width": 5, "height": 5, "rectanglelabels": ["a"]}}
+        ]
+    }
     with pytest.raises(RequestError) as caught:
         parse_prompt(context)
     assert caught.value.field == "context.result[0].value" and "no area" in caught.value.message

@@ -70,9 +70,11 @@ def test_each_blob_becomes_one_rectangle_largest_first(frame_map):
     found = answer(blobs(), frame_map, "RectangleLabels")
     assert len(found) == len(BY_AREA)
     ox, oy = OFFSET
-    for region, (x0, y0, x1, y1) in zip(found, BY_AREA):
+    for region, (x0, y0, x1, y1) in zip(found, BY_AREA, strict=True):
         value = region["value"]
-        corners = pixels(region, [(value["x"], value["y"]), (value["x"] + value["width"], value["y"] + value["height"])])
+        corners = pixels(
+            region, [(value["x"], value["y"]), (value["x"] + value["width"], value["y"] + value["height"])]
+        )
         expected = in_image(frame_map, [(ox + x0, oy + y0), (ox + x1, oy + y1)])
         assert np.allclose(corners, expected), (corners, expected)
         assert value["rotation"] == 0 and value["rectanglelabels"] == ["tooth"]
@@ -91,7 +93,7 @@ def test_each_blob_becomes_one_polygon_largest_first(frame_map):
     found = answer(blobs(), frame_map, "PolygonLabels")
     assert len(found) == len(BY_AREA)
     ox, oy = OFFSET
-    for region, (x0, y0, x1, y1) in zip(found, BY_AREA):
+    for region, (x0, y0, x1, y1) in zip(found, BY_AREA, strict=True):
         assert region["value"]["closed"] is True and region["value"]["polygonlabels"] == ["tooth"]
         points = pixels(region, region["value"]["points"])
         # The ring runs through the centres of the blob's border pixels.
@@ -126,7 +128,7 @@ def test_all_blobs_become_one_brush_region_equal_to_the_mask_in_the_image():
     assert value["format"] == "rle" and value["brushlabels"] == ["tooth"]
     decoded = decode_rle(value["rle"]).reshape(200, 300, 4)[:, :, 3] > 0
     expected = np.zeros((200, 300), bool)
-    expected[OFFSET[1]:OFFSET[1] + 120, OFFSET[0]:OFFSET[0] + 200] = mask.bits
+    expected[OFFSET[1] : OFFSET[1] + 120, OFFSET[0] : OFFSET[0] + 200] = mask.bits
     assert np.array_equal(decoded, expected)
 
 
@@ -137,7 +139,7 @@ def test_a_brush_on_a_half_size_frame_covers_each_mask_pixel_with_two_by_two_ima
     decoded = decode_rle(region["value"]["rle"]).reshape(400, 600, 4)[:, :, 3] > 0
     expected = np.zeros((400, 600), bool)
     x, y = (OFFSET[0] + 40) * 2, (OFFSET[1] + 30) * 2
-    expected[y:y + 240, x:x + 400] = np.kron(mask.bits, np.ones((2, 2), bool))
+    expected[y : y + 240, x : x + 400] = np.kron(mask.bits, np.ones((2, 2), bool))
     assert np.array_equal(decoded, expected)
 
 
@@ -165,10 +167,12 @@ def test_labels_and_the_region_frame(type_):
     assert len({region["id"] for region in labelled + unlabelled}) == 2 * len(labelled)
 
 
-LABELS_CONFIG = ('<View><Image name="image" value="$image"/><Rectangle name="box" toName="image" smart="true"/>'
-                 '<RectangleLabels name="prompt" toName="image" smart="true"><Label value="second"/></RectangleLabels>'
-                 '<PolygonLabels name="output" toName="image"><Label value="first"/><Label value="second"/>'
-                 '</PolygonLabels></View>')
+LABELS_CONFIG = (
+    '<View><Image name="image" value="$image"/><Rectangle name="box" toName="image" smart="true"/>'
+    '<RectangleLabels name="prompt" toName="image" smart="true"><Label value="second"/></RectangleLabels>'
+    '<PolygonLabels name="output" toName="image"><Label value="first"/><Label value="second"/>'
+    "</PolygonLabels></View>"
+)
 
 
 def test_a_prompt_without_a_label_takes_the_output_tags_first_label(geometry_pipeline, tmp_path):
@@ -176,8 +180,16 @@ def test_a_prompt_without_a_label_takes_the_output_tags_first_label(geometry_pip
     task = {"data": {"image": str(scene.write(tmp_path / "disc.jpg"))}}
     params = parse_extra_params({"return_format": {"type": "PolygonLabels"}})
     labelled = rect_context(scene.box(), scene.width, scene.height, label="second")
-    bare = {"result": [{**labelled["result"][0], "type": "rectangle", "from_name": "box",
-                        "value": {k: v for k, v in labelled["result"][0]["value"].items() if k != "rectanglelabels"}}]}
+    bare = {
+        "result": [
+            {
+                **labelled["result"][0],
+                "type": "rectangle",
+                "from_name": "box",
+                "value": {k: v for k, v in labelled["result"][0]["value"].items() if k != "rectanglelabels"},
+            }
+        ]
+    }
     for context, expected in ((bare, ["first"]), (labelled, ["second"])):
         (region,) = geometry_pipeline.run(task, context, LABELS_CONFIG, params).regions
         assert region["value"]["polygonlabels"] == expected
@@ -204,7 +216,7 @@ def spent(ring: np.ndarray, contour: np.ndarray) -> float:
     index = {tuple(p): i for i, p in enumerate(contour.reshape(-1, 2))}
     corners = [index[tuple(p)] for p in ring.reshape(-1, 2)]
     worst = 0.0
-    for i, j in zip(corners, corners[1:] + corners[:1]):
+    for i, j in zip(corners, corners[1:] + corners[:1], strict=True):
         arc = points[np.arange(i, j + (len(points) if j <= i else 0)) % len(points)]
         (ax, ay), (dx, dy) = points[i], points[j] - points[i]
         worst = max(worst, float((np.abs((arc[:, 0] - ax) * dy - (arc[:, 1] - ay) * dx) / math.hypot(dx, dy)).max()))

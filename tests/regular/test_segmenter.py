@@ -20,11 +20,20 @@ from sam2.utils.transforms import SAM2Transforms
 
 from sam2plus import segmenter as seg
 from sam2plus.config import ConfigError
-from sam2plus.segmenter import (EmbeddingCache, PatchPrompt, Segmenter, multimask, resolve_checkpoint, resolve_device,
-                                to_model_input)
+from sam2plus.segmenter import (
+    EmbeddingCache,
+    PatchPrompt,
+    Segmenter,
+    multimask,
+    resolve_checkpoint,
+    resolve_device,
+    to_model_input,
+)
 
 TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
-CONFIGS = [f"configs/{family}/{family}_hiera_{size}.yaml" for family in ("sam2.1", "sam2") for size in ("t", "s", "b+", "l")]
+CONFIGS = [
+    f"configs/{family}/{family}_hiera_{size}.yaml" for family in ("sam2.1", "sam2") for size in ("t", "s", "b+", "l")
+]
 
 
 # ---------------------------------------------------------------- checkpoints and devices
@@ -37,7 +46,9 @@ def test_untrained_means_no_checkpoint():
 def test_a_checkpoint_name_is_looked_up_in_the_checkpoint_dir_and_an_absolute_path_as_it_is(tmp_path):
     (tmp_path / "sam2.1_hiera_tiny.pt").write_bytes(b"weights")
     assert resolve_checkpoint("sam2.1_hiera_tiny.pt", str(tmp_path)) == str(tmp_path / "sam2.1_hiera_tiny.pt")
-    assert resolve_checkpoint(str(tmp_path / "sam2.1_hiera_tiny.pt"), "/elsewhere") == str(tmp_path / "sam2.1_hiera_tiny.pt")
+    assert resolve_checkpoint(str(tmp_path / "sam2.1_hiera_tiny.pt"), "/elsewhere") == str(
+        tmp_path / "sam2.1_hiera_tiny.pt"
+    )
 
 
 def test_a_missing_checkpoint_names_the_path_and_how_to_get_it(tmp_path):
@@ -106,8 +117,9 @@ def test_the_model_input_is_what_sam2s_own_transform_makes_of_the_patch(shape):
     image = to_model_input(patch, 1024)
     assert image.shape == (1024, 1024, 3) and image.dtype == np.uint8 and image.flags.c_contiguous
     difference = (_encoder_input(image) - _encoder_input(patch)).abs()
-    assert difference.max() <= GREY_TOLERANCE and difference.mean() <= MEAN_TOLERANCE, \
+    assert difference.max() <= GREY_TOLERANCE and difference.mean() <= MEAN_TOLERANCE, (
         f"{shape}: max {difference.max():.3f}, mean {difference.mean():.3f} grey levels"
+    )
     if shape[:2] == (1024, 1024):
         assert np.array_equal(image, patch) and difference.max() == 0
 
@@ -117,8 +129,13 @@ def test_a_big_read_only_view_is_resized_in_uint8_bands_never_copied_whole(monke
     frame = rng.integers(0, 256, (4000, 6000, 3), dtype=np.uint8)
     frame.flags.writeable = False  # as the frame store's memory maps are
     patch = frame[100:3900, 50:5950]
-    whole = torch.nn.functional.interpolate(torch.from_numpy(np.array(patch)).permute(2, 0, 1)[None], size=(1024, 1024),
-                                            mode="bilinear", align_corners=False, antialias=True)
+    whole = torch.nn.functional.interpolate(
+        torch.from_numpy(np.array(patch)).permute(2, 0, 1)[None],
+        size=(1024, 1024),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
     resize, inputs = torch.nn.functional.interpolate, []
 
     def spy(source, *args, **kwargs):
@@ -187,15 +204,19 @@ def test_the_embedding_cache_lists_its_keys_and_replaces_a_key_put_twice():
 # ---------------------------------------------------------------- multimask output
 
 
-@pytest.mark.parametrize("points, box, expected", [
-    (1, False, True),   # a single key point is ambiguous: three candidates, the best score wins
-    (2, False, False),  # several points: one mask
-    (0, True, False),   # a rectangle: one mask
-    (1, True, False),   # a rectangle and a point: one mask
-])
+@pytest.mark.parametrize(
+    "points, box, expected",
+    [
+        (1, False, True),  # a single key point is ambiguous: three candidates, the best score wins
+        (2, False, False),  # several points: one mask
+        (0, True, False),  # a rectangle: one mask
+        (1, True, False),  # a rectangle and a point: one mask
+    ],
+)
 def test_multimask_output_follows_sam2s_guidance(points, box, expected):
-    prompt = PatchPrompt(np.full((points, 2), 10.0), np.ones(points, np.int64),
-                         np.array([0.0, 0.0, 50.0, 50.0]) if box else None)
+    prompt = PatchPrompt(
+        np.full((points, 2), 10.0), np.ones(points, np.int64), np.array([0.0, 0.0, 50.0, 50.0]) if box else None
+    )
     assert multimask(prompt) is expected
 
 
@@ -249,8 +270,9 @@ def test_a_cached_embedding_gives_exactly_what_the_encoder_gave(tiny):
 def test_untrained_weights_are_the_same_in_every_process(tiny):
     """Workers built from one seed answer alike, as workers loading one checkpoint do."""
     other = Segmenter(TINY, None, "cpu", 64 << 20)
-    assert np.array_equal(other.predict(_scene(4), ("d",), POINT).low_res_logits,
-                          tiny.predict(_scene(4), ("d",), POINT).low_res_logits)
+    assert np.array_equal(
+        other.predict(_scene(4), ("d",), POINT).low_res_logits, tiny.predict(_scene(4), ("d",), POINT).low_res_logits
+    )
 
 
 @pytest.mark.slow
@@ -276,7 +298,9 @@ def test_an_unknown_config_is_a_start_up_error_naming_it():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("prompt, candidates", [(POINT, 3), (BOX, 1), (TWO_POINTS, 1)], ids=["point", "box", "two-points"])
+@pytest.mark.parametrize(
+    "prompt, candidates", [(POINT, 3), (BOX, 1), (TWO_POINTS, 1)], ids=["point", "box", "two-points"]
+)
 def test_sam2_is_asked_for_three_candidates_only_for_a_single_point(tiny, monkeypatch, prompt, candidates):
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -343,7 +367,14 @@ def test_prompts_reach_sam2_where_its_own_predictor_puts_them(tiny, prompt):
     points = prompt.points * to_input - 0.5 if len(prompt.points) else None
     box = (prompt.box.reshape(2, 2) * to_input - 0.5).reshape(4) if prompt.box is not None else None
     with torch.inference_mode():
-        _, scores, logits = reference.predict(point_coords=points, point_labels=prompt.labels if len(prompt.points) else None,
-                                              box=box, multimask_output=multimask(prompt), return_logits=True)
+        _, scores, logits = reference.predict(
+            point_coords=points,
+            point_labels=prompt.labels if len(prompt.points) else None,
+            box=box,
+            multimask_output=multimask(prompt),
+            return_logits=True,
+        )
     best = int(np.argmax(scores))
-    assert np.allclose(ours.low_res_logits, logits[best], atol=1e-4) and ours.score == pytest.approx(float(scores[best]))
+    assert np.allclose(ours.low_res_logits, logits[best], atol=1e-4) and ours.score == pytest.approx(
+        float(scores[best])
+    )

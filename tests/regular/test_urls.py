@@ -7,8 +7,15 @@ import base64
 import pytest
 
 from sam2plus.errors import RequestError
-from sam2plus.urls import (HostRule, UrlPolicy, is_cloud_uri, is_public_address, parse_data_url, parse_host_rule,
-                           parse_origin)
+from sam2plus.urls import (
+    HostRule,
+    UrlPolicy,
+    is_cloud_uri,
+    is_public_address,
+    parse_data_url,
+    parse_host_rule,
+    parse_origin,
+)
 
 FIELD = "tasks[0].data.image"
 LS = "http://ls.example:8080"
@@ -26,51 +33,82 @@ def refusal(call) -> str:
 
 
 # -- Label Studio paths --------------------------------------------------------------------------
-@pytest.mark.parametrize("value, url, immutable", [
-    ("/data/upload/3/abc-cat.png", "http://ls.example:8080/data/upload/3/abc-cat.png", True),
-    ("/data/upload/3/my cat ü.png", "http://ls.example:8080/data/upload/3/my%20cat%20%C3%BC.png", True),
-    ("/data/local-files/?d=dir/a%20b.png", "http://ls.example:8080/data/local-files/?d=dir/a%20b.png", False),
-    ("/storage-data/uploaded/?filepath=upload/3/x.png",
-     "http://ls.example:8080/storage-data/uploaded/?filepath=upload/3/x.png", False),
-    ("/tasks/12/presign/?fileuri=czM6Ly9i", "http://ls.example:8080/tasks/12/presign/?fileuri=czM6Ly9i", False),
-    ("/tasks/12/resolve/?fileuri=czM6Ly9i", "http://ls.example:8080/tasks/12/resolve/?fileuri=czM6Ly9i", False),
-    ("http://LS.example:8080/data/upload/1/a.png", "http://ls.example:8080/data/upload/1/a.png", True),
-])
+@pytest.mark.parametrize(
+    "value, url, immutable",
+    [
+        ("/data/upload/3/abc-cat.png", "http://ls.example:8080/data/upload/3/abc-cat.png", True),
+        ("/data/upload/3/my cat ü.png", "http://ls.example:8080/data/upload/3/my%20cat%20%C3%BC.png", True),
+        ("/data/local-files/?d=dir/a%20b.png", "http://ls.example:8080/data/local-files/?d=dir/a%20b.png", False),
+        (
+            "/storage-data/uploaded/?filepath=upload/3/x.png",
+            "http://ls.example:8080/storage-data/uploaded/?filepath=upload/3/x.png",
+            False,
+        ),
+        ("/tasks/12/presign/?fileuri=czM6Ly9i", "http://ls.example:8080/tasks/12/presign/?fileuri=czM6Ly9i", False),
+        ("/tasks/12/resolve/?fileuri=czM6Ly9i", "http://ls.example:8080/tasks/12/resolve/?fileuri=czM6Ly9i", False),
+        ("http://LS.example:8080/data/upload/1/a.png", "http://ls.example:8080/data/upload/1/a.png", True),
+    ],
+)
 def test_label_studio_file_paths_carry_the_key(value, url, immutable):
     target = policy().task_target(value, FIELD)
     assert (target.url, target.label_studio, target.public_only, target.immutable) == (url, True, False, immutable)
     assert target.via_label_studio and target.netloc == "ls.example:8080"
 
 
-@pytest.mark.parametrize("value", [
-    "/http://127.0.0.1:9/steal.png",  # finding 1: urljoin returned the absolute URL
-    "/data/upload/../../api/projects/",  # finding 12: normalised into the API
-    "/data/upload/1/../../../api/projects/", "/data/upload/%2e%2e/%2e%2e/api/projects/",
-    "/data/upload/%2E%2E%2F%2E%2E%2Fapi/projects/", "/data/upload/./1/a.png", "/data/upload/1/a.png/..",
-    "/api/projects/", "/api/projects/1/export?exportType=JSON", "/api/token/refresh/", "/user/login/",
-    "/tasks/1/presign/x", "/tasks/x/presign/", "/tasks/1/annotations/", "/projects/1/", "/data/upload/",
-    "/storage-data/", "/data/avatars/a.png", "/", "/?d=/data/upload/1/a.png",
-    "http://ls.example:8080/api/projects/", "http://ls.example:8080/data/upload/%2e%2e/api/projects/",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/http://127.0.0.1:9/steal.png",  # finding 1: urljoin returned the absolute URL
+        "/data/upload/../../api/projects/",  # finding 12: normalised into the API
+        "/data/upload/1/../../../api/projects/",
+        "/data/upload/%2e%2e/%2e%2e/api/projects/",
+        "/data/upload/%2E%2E%2F%2E%2E%2Fapi/projects/",
+        "/data/upload/./1/a.png",
+        "/data/upload/1/a.png/..",
+        "/api/projects/",
+        "/api/projects/1/export?exportType=JSON",
+        "/api/token/refresh/",
+        "/user/login/",
+        "/tasks/1/presign/x",
+        "/tasks/x/presign/",
+        "/tasks/1/annotations/",
+        "/projects/1/",
+        "/data/upload/",
+        "/storage-data/",
+        "/data/avatars/a.png",
+        "/",
+        "/?d=/data/upload/1/a.png",
+        "http://ls.example:8080/api/projects/",
+        "http://ls.example:8080/data/upload/%2e%2e/api/projects/",
+    ],
+)
 def test_other_label_studio_paths_are_refused(value):
     message = refusal(lambda: policy().task_target(value, FIELD))
     assert "Label Studio" in message
 
 
-@pytest.mark.parametrize("value", [
-    "http://ATTACKER\\@ls.example:8080/data/upload/1/x.png",  # finding 2: urllib3 connects to ATTACKER
-    "http://attacker.example\\@allowed.example/x.png",
-    "/data/upload/1/x.png\\..\\..\\api", "http://allowed.example/x\\y.png",
-    "http://allowed.example/x\ny.png", "http://allowed.example/x\ty.png", "/data/upload/1/a\x00.png",
-    "http://allowed.example/x\x7f.png", "s3://bucket/a\r\n.png",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://ATTACKER\\@ls.example:8080/data/upload/1/x.png",  # finding 2: urllib3 connects to ATTACKER
+        "http://attacker.example\\@allowed.example/x.png",
+        "/data/upload/1/x.png\\..\\..\\api",
+        "http://allowed.example/x\\y.png",
+        "http://allowed.example/x\ny.png",
+        "http://allowed.example/x\ty.png",
+        "/data/upload/1/a\x00.png",
+        "http://allowed.example/x\x7f.png",
+        "s3://bucket/a\r\n.png",
+    ],
+)
 def test_backslashes_and_control_characters_are_refused(value):
     message = refusal(lambda: policy(("allowed.example",)).task_target(value, FIELD, 1))
     assert "backslashes and control characters" in message
 
 
-@pytest.mark.parametrize("value", ["http://user:pw@ls.example:8080/data/upload/1/x.png",
-                                   "http://allowed.example@attacker.example/x.png"])
+@pytest.mark.parametrize(
+    "value", ["http://user:pw@ls.example:8080/data/upload/1/x.png", "http://allowed.example@attacker.example/x.png"]
+)
 def test_user_info_is_refused(value):
     assert "user-info" in refusal(lambda: policy(("allowed.example", "attacker.example")).task_target(value, FIELD))
 
@@ -78,8 +116,11 @@ def test_user_info_is_refused(value):
 def test_label_studio_origin_is_exact():
     """Another scheme or port of Label Studio's host is not Label Studio (and gets no key)."""
     p = policy(("ls.example",))
-    for value in ("https://ls.example:8080/data/upload/1/a.png", "http://ls.example/data/upload/1/a.png",
-                  "http://ls.example:8081/data/upload/1/a.png"):
+    for value in (
+        "https://ls.example:8080/data/upload/1/a.png",
+        "http://ls.example/data/upload/1/a.png",
+        "http://ls.example:8081/data/upload/1/a.png",
+    ):
         target = p.task_target(value, FIELD)
         assert not target.label_studio and not target.via_label_studio, value
     refusal(lambda: p.task_target("http://ls.example.:8080/data/upload/1/a.png", FIELD))  # not the same name
@@ -99,34 +140,44 @@ def test_label_studio_paths_need_label_studio_url():
 
 
 # -- cloud storage URIs --------------------------------------------------------------------------
-@pytest.mark.parametrize("uri", ["s3://bucket/a.png", "gs://bucket/dir/a b ü.jpg", "azure-blob://container/x.tif",
-                                 "s3:bucket/legacy.png"])
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/a.png", "gs://bucket/dir/a b ü.jpg", "azure-blob://container/x.tif", "s3:bucket/legacy.png"]
+)
 def test_cloud_uris_go_to_label_studios_presign_endpoint(uri):
     assert is_cloud_uri(uri)
     target = policy().task_target(uri, FIELD, 5)
     prefix = "http://ls.example:8080/tasks/5/presign/?fileuri="
     assert target.url.startswith(prefix) and target.label_studio and not target.immutable
-    assert base64.urlsafe_b64decode(target.url[len(prefix):]).decode() == uri
+    assert base64.urlsafe_b64decode(target.url[len(prefix) :]).decode() == uri
 
 
 def test_cloud_uris_need_label_studio_and_a_task_id():
     assert "LABEL_STUDIO_URL is not set" in refusal(lambda: policy(ls=None).task_target("s3://b/a.png", FIELD, 5))
     for task_id in (None, 0, -3, "x", "", True, 2.0, "²", "0", " 7"):
-        assert "task has no id" in refusal(lambda: policy().task_target("s3://b/a.png", FIELD, task_id))
+        assert "task has no id" in refusal(lambda task_id=task_id: policy().task_target("s3://b/a.png", FIELD, task_id))
     assert policy().task_target("gs://b/a.png", FIELD, "7").url.startswith(f"{LS}/tasks/7/presign/")
 
 
 # -- IMAGE_HOSTS ---------------------------------------------------------------------------------
 def test_image_hosts_by_name_and_port():
     p = policy(("images.example", "cdn.example:8443", "[::1]:9000", "10.0.0.5"))
-    for value, port in (("http://images.example/a.png", 80), ("https://IMAGES.example:444/a.png", 444),
-                        ("https://cdn.example:8443/a.png", 8443), ("http://[::1]:9000/a.png", 9000),
-                        ("http://10.0.0.5:81/a.png", 81)):
+    for value, port in (
+        ("http://images.example/a.png", 80),
+        ("https://IMAGES.example:444/a.png", 444),
+        ("https://cdn.example:8443/a.png", 8443),
+        ("http://[::1]:9000/a.png", 9000),
+        ("http://10.0.0.5:81/a.png", 81),
+    ):
         target = p.task_target(value, FIELD)
         assert target.port == port and not target.label_studio and not target.public_only, value
-    for value in ("https://cdn.example/a.png", "http://cdn.example:8080/a.png", "http://images.example.evil/a.png",
-                  "http://evil.example/images.example/a.png", "http://[::1]:9001/a.png"):
-        message = refusal(lambda: p.task_target(value, FIELD))
+    for value in (
+        "https://cdn.example/a.png",
+        "http://cdn.example:8080/a.png",
+        "http://images.example.evil/a.png",
+        "http://evil.example/images.example/a.png",
+        "http://[::1]:9001/a.png",
+    ):
+        message = refusal(lambda value=value: p.task_target(value, FIELD))
         assert "not Label Studio's and not in IMAGE_HOSTS" in message, value
 
 
@@ -138,14 +189,24 @@ def test_star_allows_any_host_but_names_none():
     refusal(lambda: policy(("*",)).task_target(f"{LS}/api/projects/", FIELD))
 
 
-@pytest.mark.parametrize("value", ["ftp://images.example/a.png", "//images.example/a.png", "file:///etc/passwd",
-                                   "javascript:alert(1)", "images.example/a.png"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ftp://images.example/a.png",
+        "//images.example/a.png",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "images.example/a.png",
+    ],
+)
 def test_only_http_and_https(value):
     assert "scheme" in refusal(lambda: policy(("*",)).task_target(value, FIELD))
 
 
-@pytest.mark.parametrize("value", ["http://images.example:99999/a.png", "http://images.example:0/a.png",
-                                   "http:///a.png", "http://[::1/a.png"])
+@pytest.mark.parametrize(
+    "value",
+    ["http://images.example:99999/a.png", "http://images.example:0/a.png", "http:///a.png", "http://[::1/a.png"],
+)
 def test_malformed_urls(value):
     refusal(lambda: policy(("*",)).task_target(value, FIELD))
 
@@ -156,7 +217,12 @@ def test_redirects_from_label_studio_go_anywhere_without_the_key():
     start = p.task_target("s3://b/a.png", FIELD, 1)
     hop = p.redirect(start, "https://bucket.s3.amazonaws.com/a.png?X-Amz-Signature=x", FIELD)
     assert (hop.host, hop.port, hop.label_studio, hop.via_label_studio, hop.public_only) == (
-        "bucket.s3.amazonaws.com", 443, False, True, True)
+        "bucket.s3.amazonaws.com",
+        443,
+        False,
+        True,
+        True,
+    )
     named = p.redirect(start, "http://minio.local:9000/b/a.png", FIELD)
     assert not named.label_studio and not named.public_only
     back = p.redirect(start, "/data/upload/1/a.png", FIELD)
@@ -179,24 +245,48 @@ def test_redirects_from_image_hosts_stay_in_image_hosts():
     assert not hop.label_studio
 
 
-@pytest.mark.parametrize("location", ["http://a\\@images.example/x", "http://images.example/\tx",
-                                      "ftp://images.example/x", "http://u:p@images.example/x"])
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://a\\@images.example/x",
+        "http://images.example/\tx",
+        "ftp://images.example/x",
+        "http://u:p@images.example/x",
+    ],
+)
 def test_malformed_redirects(location):
     p = policy(("*",))
     refusal(lambda: p.redirect(p.task_target("http://images.example/a.png", FIELD), location, FIELD))
 
 
 # -- settings ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("entry, rule", [("images.example", HostRule("images.example", None)),
-                                         (" CDN.example:8443 ", HostRule("cdn.example", 8443)),
-                                         ("[::1]:9000", HostRule("::1", 9000)),
-                                         ("10.1.2.3", HostRule("10.1.2.3", None))])
+@pytest.mark.parametrize(
+    "entry, rule",
+    [
+        ("images.example", HostRule("images.example", None)),
+        (" CDN.example:8443 ", HostRule("cdn.example", 8443)),
+        ("[::1]:9000", HostRule("::1", 9000)),
+        ("10.1.2.3", HostRule("10.1.2.3", None)),
+    ],
+)
 def test_host_rules(entry, rule):
     assert parse_host_rule(entry) == rule
 
 
-@pytest.mark.parametrize("entry", ["http://images.example", "images.example/x", "user@images.example", "a b",
-                                   "*.example.org", "images.example:0", "images.example:99999", "a\\b", ""])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "http://images.example",
+        "images.example/x",
+        "user@images.example",
+        "a b",
+        "*.example.org",
+        "images.example:0",
+        "images.example:99999",
+        "a\\b",
+        "",
+    ],
+)
 def test_bad_host_rules(entry):
     with pytest.raises(ValueError):
         parse_host_rule(entry)
@@ -205,18 +295,40 @@ def test_bad_host_rules(entry):
 def test_origins():
     origin = parse_origin("HTTPS://LS.example/base/")
     assert (origin.scheme, origin.host, origin.port, origin.base_path, origin.url) == (
-        "https", "ls.example", 443, "/base", "https://ls.example/base")
+        "https",
+        "ls.example",
+        443,
+        "/base",
+        "https://ls.example/base",
+    )
     for bad in ("ls.example:8080", "ftp://ls.example", "http://u:p@ls.example", "http://ls.example/?x=1", "http://"):
         with pytest.raises(ValueError):
             parse_origin(bad)
 
 
-@pytest.mark.parametrize("address, public", [
-    ("8.8.8.8", True), ("2001:4860:4860::8888", True), ("203.0.113.7", False),  # TEST-NET-3 is reserved
-    ("127.0.0.1", False), ("127.8.9.10", False), ("10.1.2.3", False), ("172.16.0.1", False),
-    ("192.168.1.1", False), ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False),
-    ("::1", False), ("fe80::1%eth0", False), ("fd00::1", False), ("::ffff:127.0.0.1", False),
-    ("::ffff:8.8.8.8", True), ("224.0.0.1", False), ("::", False)])
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("203.0.113.7", False),  # TEST-NET-3 is reserved
+        ("127.0.0.1", False),
+        ("127.8.9.10", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:8.8.8.8", True),
+        ("224.0.0.1", False),
+        ("::", False),
+    ],
+)
 def test_public_addresses(address, public):
     assert is_public_address(address) is public
 
@@ -238,20 +350,24 @@ def test_settings_defaults_block_private_addresses_and_bound_downloads():
 
     config = ServerConfig.from_env({})
     assert config.image_hosts_block_private is True and config.download_cache_mb == 10240
-    config = ServerConfig.from_env({"IMAGE_HOSTS_BLOCK_PRIVATE": "false", "DOWNLOAD_CACHE_MB": "64",
-                                    "IMAGE_HOSTS": "*, minio:9000"})
+    config = ServerConfig.from_env(
+        {"IMAGE_HOSTS_BLOCK_PRIVATE": "false", "DOWNLOAD_CACHE_MB": "64", "IMAGE_HOSTS": "*, minio:9000"}
+    )
     assert config.image_hosts_block_private is False and config.download_cache_mb == 64
     assert config.image_hosts == ("*", "minio:9000")
 
 
-@pytest.mark.parametrize("env, named", [
-    ({"IMAGE_HOSTS": "http://images.example"}, "IMAGE_HOSTS"),
-    ({"IMAGE_HOSTS": "images.example, *.cdn.example"}, "IMAGE_HOSTS"),
-    ({"LABEL_STUDIO_URL": "ls.example:8080"}, "LABEL_STUDIO_URL"),
-    ({"LABEL_STUDIO_URL": "http://admin:pw@ls.example"}, "LABEL_STUDIO_URL"),
-    ({"IMAGE_HOSTS_BLOCK_PRIVATE": "maybe"}, "IMAGE_HOSTS_BLOCK_PRIVATE"),
-    ({"DOWNLOAD_CACHE_MB": "0"}, "DOWNLOAD_CACHE_MB"),
-])
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"IMAGE_HOSTS": "http://images.example"}, "IMAGE_HOSTS"),
+        ({"IMAGE_HOSTS": "images.example, *.cdn.example"}, "IMAGE_HOSTS"),
+        ({"LABEL_STUDIO_URL": "ls.example:8080"}, "LABEL_STUDIO_URL"),
+        ({"LABEL_STUDIO_URL": "http://admin:pw@ls.example"}, "LABEL_STUDIO_URL"),
+        ({"IMAGE_HOSTS_BLOCK_PRIVATE": "maybe"}, "IMAGE_HOSTS_BLOCK_PRIVATE"),
+        ({"DOWNLOAD_CACHE_MB": "0"}, "DOWNLOAD_CACHE_MB"),
+    ],
+)
 def test_bad_settings_stop_the_start_naming_them(env, named):
     from sam2plus.config import ConfigError, ServerConfig
 

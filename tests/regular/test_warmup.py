@@ -31,8 +31,9 @@ def backend(tmp_path):
     cache.mkdir()
     SCENE.write(cache / "scene.jpg")
     DiscScene(1600, 1200, 300, 300, 90).write(cache / "other.jpg")
-    model = SAM2Plus(ServerConfig(cache_dir=str(cache), model_dir=str(tmp_path / "models")),
-                     segmenter=ColorRegionSegmenter())
+    model = SAM2Plus(
+        ServerConfig(cache_dir=str(cache), model_dir=str(tmp_path / "models")), segmenter=ColorRegionSegmenter()
+    )
     return model, create_app(model).test_client(), cache
 
 
@@ -43,9 +44,12 @@ def _setup(client, extra_params):
 
 def _open(client, *images, context=None):
     """What Label Studio sends when a task opens: the task, and params.context null."""
-    body = {"tasks": [{"id": i + 1, "data": {"image": image}} for i, image in enumerate(images)],
-            "project": PROJECT, "label_config": label_config(), "params": {"login": None, "password": None,
-                                                                           "context": context}}
+    body = {
+        "tasks": [{"id": i + 1, "data": {"image": image}} for i, image in enumerate(images)],
+        "project": PROJECT,
+        "label_config": label_config(),
+        "params": {"login": None, "password": None, "context": context},
+    }
     answer = client.post("/predict", json=body)
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["results"] == []
@@ -53,8 +57,12 @@ def _open(client, *images, context=None):
 
 
 def _click(client, image="scene.jpg"):
-    body = {"tasks": [{"id": 1, "data": {"image": image}}], "project": PROJECT, "label_config": label_config(),
-            "params": {"context": point_context([(SCENE.cx, SCENE.cy)], SCENE.width, SCENE.height)}}
+    body = {
+        "tasks": [{"id": 1, "data": {"image": image}}],
+        "project": PROJECT,
+        "label_config": label_config(),
+        "params": {"context": point_context([(SCENE.cx, SCENE.cy)], SCENE.width, SCENE.height)},
+    }
     answer = client.post("/predict", json=body)
     assert answer.status_code == 200, answer.get_json()
     return answer.get_json()["results"][0]["result"]
@@ -148,8 +156,12 @@ def test_only_a_null_context_warms_up(backend, context):
 
 def test_an_unreadable_project_is_no_error_when_a_task_opens(backend):
     model, client, _ = backend
-    body = {"tasks": [{"id": 1, "data": {"image": "scene.jpg"}}], "project": {"id": 1}, "label_config": label_config(),
-            "params": {"context": None}}
+    body = {
+        "tasks": [{"id": 1, "data": {"image": "scene.jpg"}}],
+        "project": {"id": 1},
+        "label_config": label_config(),
+        "params": {"context": None},
+    }
     answer = client.post("/predict", json=body)
     assert answer.status_code == 200 and answer.get_json()["results"] == []
     assert model.warmup.queued == 0

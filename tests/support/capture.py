@@ -28,8 +28,9 @@ def capture_backend(answers: dict[str, tuple[int, object]] | None = None):
             status, payload = answers.get(key, answers.get(route, (404, {"error": "no such route"})))
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream" if isinstance(payload, bytes)
-                             else "application/json")
+            self.send_header(
+                "Content-Type", "application/octet-stream" if isinstance(payload, bytes) else "application/json"
+            )
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

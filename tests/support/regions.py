@@ -17,5 +17,7 @@ def require_some(per_prompt: Sequence[Sequence[dict]], what: str = "") -> None:
     """Fail unless at least one prompt's answer holds regions (`per_prompt`: one region list per prompt)."""
     assert per_prompt, "no prompt was sent"
     counts = [len(regions) for regions in per_prompt]
-    assert any(counts), (f"{what + ': ' if what else ''}every prompt came back with zero regions {counts}; "
-                         "with untrained weights a single empty answer is possible, all of them is not plausible")
+    assert any(counts), (
+        f"{what + ': ' if what else ''}every prompt came back with zero regions {counts}; "
+        "with untrained weights a single empty answer is possible, all of them is not plausible"
+    )

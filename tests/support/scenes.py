@@ -31,8 +31,15 @@ class DiscScene:
         image = np.empty((self.height, self.width, 3), np.uint8)
         image[:] = BACKGROUND[::-1]
         shift = 4  # draw with sub-pixel precision so the truth below is the same disc
-        cv2.circle(image, (round(self.cx * 16 - 8), round(self.cy * 16 - 8)), round(self.radius * 16),
-                   SHAPE[::-1], -1, lineType=cv2.LINE_8, shift=shift)
+        cv2.circle(
+            image,
+            (round(self.cx * 16 - 8), round(self.cy * 16 - 8)),
+            round(self.radius * 16),
+            SHAPE[::-1],
+            -1,
+            lineType=cv2.LINE_8,
+            shift=shift,
+        )
         cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
         return path
 
@@ -43,13 +50,17 @@ class DiscScene:
     def window(self, margin: float = 0.5) -> tuple[int, int, int, int]:
         """A region around the disc (x0, y0, x1, y1) in which IoUs are measured."""
         r = self.radius * (1 + margin) + 8
-        return (max(0, int(self.cx - r)), max(0, int(self.cy - r)),
-                min(self.width, int(self.cx + r) + 1), min(self.height, int(self.cy + r) + 1))
+        return (
+            max(0, int(self.cx - r)),
+            max(0, int(self.cy - r)),
+            min(self.width, int(self.cx + r) + 1),
+            min(self.height, int(self.cy + r) + 1),
+        )
 
     def truth(self, window) -> np.ndarray:
         x0, y0, x1, y1 = window
         ys, xs = np.mgrid[y0:y1, x0:x1]
-        return (xs + 0.5 - self.cx) ** 2 + (ys + 0.5 - self.cy) ** 2 <= self.radius ** 2
+        return (xs + 0.5 - self.cx) ** 2 + (ys + 0.5 - self.cy) ** 2 <= self.radius**2
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -66,8 +77,11 @@ def brush_mask(region: dict) -> np.ndarray:
 def polygon_mask(region: dict, window) -> np.ndarray:
     """The polygon rasterised (pixel centres inside) over `window` of the image."""
     x0, y0, x1, y1 = window
-    points = np.array(region["value"]["points"], dtype=np.float64) / 100 * (region["original_width"],
-                                                                            region["original_height"])
+    points = (
+        np.array(region["value"]["points"], dtype=np.float64)
+        / 100
+        * (region["original_width"], region["original_height"])
+    )
     canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
     cv2.fillPoly(canvas, [np.round((points - (x0, y0) - 0.5) * 16).astype(np.int32)], 1, shift=4)
     return canvas.astype(bool)
@@ -95,12 +109,18 @@ def rect_context(box, width: int, height: int, label: str = "object") -> dict:
 def point_context(points, width: int, height: int, positive=None, label: str = "object") -> dict:
     """The editor's context of smart key points [(x, y), ...], positive unless `positive` says otherwise."""
     positive = positive or [True] * len(points)
-    return context(*(keypoint_region(x, y, width, height, positive=flag, from_name="point", labels=[label])
-                     for (x, y), flag in zip(points, positive, strict=True)))
+    return context(
+        *(
+            keypoint_region(x, y, width, height, positive=flag, from_name="point", labels=[label])
+            for (x, y), flag in zip(points, positive, strict=True)
+        )
+    )
 
 
 def label_config(output_tag: str = "BrushLabels", label: str = "object") -> str:
     """Smart rectangle ("prompt") and key point ("point") controls and the output tag ("output")."""
-    return contexts.label_config(control("RectangleLabels", "prompt", smart=True, labels=[label]),
-                                 control("KeyPointLabels", "point", smart=True, labels=[label]),
-                                 control(output_tag, "output", labels=[label]))
+    return contexts.label_config(
+        control("RectangleLabels", "prompt", smart=True, labels=[label]),
+        control("KeyPointLabels", "point", smart=True, labels=[label]),
+        control(output_tag, "output", labels=[label]),
+    )

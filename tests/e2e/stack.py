@@ -3,7 +3,8 @@
 Label Studio is installed into its own venv by scripts/label-studio.sh (cached between runs,
 about a minute the first time) and started with a fresh SQLite data dir, a user, a legacy
 API token and ML_BLOCK_LOCAL_IP/SSRF_PROTECTION_ENABLED lifted so it can call 127.0.0.1.
-Both servers are started by the fixtures and stopped afterwards; nothing is skipped.
+Both servers are started by the session fixtures (registered in tests/conftest.py, so tests/e2e and
+tests/browser share them) and stopped afterwards; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -57,17 +58,40 @@ def label_studio(tmp_path_factory) -> LabelStudio:
     subprocess.run(["bash", str(LS_SCRIPT), "install"], check=True, timeout=LS_INSTALL_TIMEOUT)
     workdir = tmp_path_factory.mktemp("label-studio")
     port = free_port()
-    ls = LabelStudio(url=f"http://127.0.0.1:{port}", username="e2e@example.com",
-                     password=secrets.token_urlsafe(12), token=secrets.token_hex(20), log=workdir / "ls.log")
+    ls = LabelStudio(
+        url=f"http://127.0.0.1:{port}",
+        username="e2e@example.com",
+        password=secrets.token_urlsafe(12),
+        token=secrets.token_hex(20),
+        log=workdir / "ls.log",
+    )
     env = {key: value for key, value in os.environ.items() if not key.startswith("LABEL_STUDIO_")}
     process = start_logged(
-        ["bash", str(LS_SCRIPT), "start", "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", str(workdir / "data"), "--username", ls.username, "--password", ls.password,
-         "--token", ls.token], env, ls.log)
+        [
+            "bash",
+            str(LS_SCRIPT),
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(workdir / "data"),
+            "--username",
+            ls.username,
+            "--password",
+            ls.password,
+            "--token",
+            ls.token,
+        ],
+        env,
+        ls.log,
+    )
     try:
         wait_for(f"{ls.url}/health", process, ls.log, LS_START_TIMEOUT, "Label Studio")
-        who = requests.get(f"{ls.url}/api/current-user/whoami", headers={"Authorization": f"Token {ls.token}"},
-                           timeout=30)
+        who = requests.get(
+            f"{ls.url}/api/current-user/whoami", headers={"Authorization": f"Token {ls.token}"}, timeout=30
+        )
         assert who.status_code == 200 and who.json()["email"] == ls.username, who.text
         yield ls
     finally:
@@ -78,9 +102,16 @@ def label_studio(tmp_path_factory) -> LabelStudio:
 def sam2plus_backend(workdir: Path, label_studio_url: str, api_key: str, extra_env: dict | None = None):
     """SAM2Plus under gunicorn (the contract's command line), untrained hiera-t on CPU;
     `extra_env` adds or overrides backend settings (IMAGE_HOSTS, ...)."""
-    env = {"CACHE_DIR": str(workdir / "cache"), "MODEL_DIR": str(workdir / "models"),
-           "LABEL_STUDIO_URL": label_studio_url, "LABEL_STUDIO_API_KEY": api_key,
-           "IMAGE_HOSTS": "", "BASIC_AUTH_USER": "", "BASIC_AUTH_PASS": "", **(extra_env or {})}
+    env = {
+        "CACHE_DIR": str(workdir / "cache"),
+        "MODEL_DIR": str(workdir / "models"),
+        "LABEL_STUDIO_URL": label_studio_url,
+        "LABEL_STUDIO_API_KEY": api_key,
+        "IMAGE_HOSTS": "",
+        "BASIC_AUTH_USER": "",
+        "BASIC_AUTH_PASS": "",
+        **(extra_env or {}),
+    }
     with gunicorn_backend(env, workers=1, threads=4, timeout=BACKEND_START_TIMEOUT) as url:
         yield url
 
