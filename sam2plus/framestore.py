@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".rgb"
@@ -130,6 +132,7 @@ class FrameStore:
                 self.hits += 1
             else:
                 self.misses += 1
+        metrics.count_cache("frame", hit)
 
 
 def _map(path: Path, size: tuple[int, int]) -> np.ndarray | None:

@@ -34,6 +34,18 @@ class Prompt:
         return min(xs), min(ys), max(xs), max(ys)
 
 
+def check_prompt_size(context: Any, max_points: int) -> None:
+    """Refuse a context holding more than `max_points` keypoints (MAX_PROMPT_POINTS) before any of
+    them is read; anything else about the context is `parse_prompt`'s to judge."""
+    result = context.get("result") if isinstance(context, dict) else None
+    if not isinstance(result, list) or len(result) <= max_points:
+        return
+    points = sum(1 for region in result if isinstance(region, dict) and str(region.get("type", "")).lower() in POINT_TYPES)
+    if points > max_points:
+        raise RequestError("context.result", f"{points} keypoints exceed MAX_PROMPT_POINTS={max_points}, the most "
+                                             "one click may carry", 413)
+
+
 def parse_prompt(context: Any) -> Prompt:
     """Read the keypoints and the rectangle of `context.result` (the last rectangle wins)."""
     if not isinstance(context, dict) or not isinstance(context.get("result"), list) or not context["result"]:

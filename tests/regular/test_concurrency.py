@@ -70,7 +70,7 @@ def test_simultaneous_clients_on_distinct_images_get_their_own_answers(tmp_path,
             thread.start()
         for thread in threads:
             thread.join()
-        metrics = requests.get(f"{url}/metrics", timeout=5).json()
+        metrics = requests.get(f"{url}/metrics?format=json", timeout=5).json()
 
     if workers == 1:  # /metrics speaks for the worker that answers it
         assert metrics["encoder_runs"] == 2 * CLIENTS, "every request encoded its own image (nothing cached)"

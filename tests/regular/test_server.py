@@ -156,7 +156,7 @@ def test_webhook_versions_and_metrics(backend):
     assert version["versions"] == [version["model_version"]]
     client.post("/predict", json=predict_body())
     client.post("/predict", json={"tasks": []})
-    metrics = client.get("/metrics").get_json()
+    metrics = client.get("/metrics?format=json").get_json()
     assert metrics["predictions"] == 1 and metrics["errors"] == {"400": 1}
     assert metrics["frame_cache"]["misses"] == 1
 
@@ -363,10 +363,10 @@ def test_a_click_whose_client_went_away_stops_before_the_model(backend):
     finally:
         ours.close()
     assert answer.status_code == 499 and "stopped after fetch" in answer.get_json()["error"]
-    metrics = client.get("/metrics").get_json()
+    metrics = client.get("/metrics?format=json").get_json()
     assert metrics["encoder_runs"] == 0 and metrics["predictions"] == 0 and metrics["errors"] == {"499": 1}
     assert client.post("/predict", json=predict_body()).status_code == 200
-    assert client.get("/metrics").get_json()["encoder_runs"] == 1
+    assert client.get("/metrics?format=json").get_json()["encoder_runs"] == 1
 
 
 # --- under gunicorn, real SAM2 (hiera-t, untrained, CPU) -------------------------------------
@@ -397,7 +397,8 @@ def test_under_gunicorn_a_click_whose_client_left_never_reaches_the_encoder(one_
     assert metrics["encoder_runs"] == 1 and metrics["predictions"] == 1, metrics
     assert metrics["errors"].get("499") == 1, metrics
     again = requests.post(f"{url}/predict", json=predict_body(image="other.jpg"), timeout=120)
-    assert again.status_code == 200 and requests.get(f"{url}/metrics", timeout=30).json()["encoder_runs"] == 2
+    assert again.status_code == 200
+    assert requests.get(f"{url}/metrics?format=json", timeout=30).json()["encoder_runs"] == 2
 
 
 @pytest.mark.slow
