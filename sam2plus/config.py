@@ -9,7 +9,6 @@ from typing import Mapping
 
 from .urls import parse_host_rule, parse_origin
 
-
 ARTIFACT_MODES = ("off", "on", "request")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 UNTRAINED = "untrained"  # MODEL_CHECKPOINT for SAM2's architecture with random weights

@@ -40,7 +40,8 @@ def check_prompt_size(context: Any, max_points: int) -> None:
     result = context.get("result") if isinstance(context, dict) else None
     if not isinstance(result, list) or len(result) <= max_points:
         return
-    points = sum(1 for region in result if isinstance(region, dict) and str(region.get("type", "")).lower() in POINT_TYPES)
+    points = sum(1 for region in result
+                 if isinstance(region, dict) and str(region.get("type", "")).lower() in POINT_TYPES)
     if points > max_points:
         raise RequestError("context.result", f"{points} keypoints exceed MAX_PROMPT_POINTS={max_points}, the most "
                                              "one click may carry", 413)

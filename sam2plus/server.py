@@ -68,7 +68,8 @@ def create_app(model) -> Flask:
         response.headers[REQUEST_ID_HEADER] = _request_id()
         if "started" in g:  # counted once, also when a later after_request handler fails
             route = request.path if request.path in routes else "other"
-            metrics.request_finished(route, request.method, response.status_code, time.perf_counter() - g.pop("started"))
+            seconds = time.perf_counter() - g.pop("started")
+            metrics.request_finished(route, request.method, response.status_code, seconds)
             metrics.update_memory()
         return response
 
@@ -269,6 +270,8 @@ def reason_phrase(problems: tuple[str, ...] | list[str], limit: int = REASON_LIM
     """The problems `; `-separated in printable ASCII: as many whole ones as fit in `limit` characters,
     then how many were left out (the body's `error` has them all)."""
     texts = ["".join(ch if 32 <= ord(ch) < 127 else "?" for ch in problem) for problem in problems]
+    if len("; ".join(texts)) <= limit:
+        return "; ".join(texts)
     kept = [texts[0][:limit if len(texts) == 1 else limit - 16]]
     for index, text in enumerate(texts[1:], start=1):
         after = len(texts) - index - 1

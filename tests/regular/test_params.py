@@ -463,3 +463,27 @@ def test_bad_oversize_padding_is_rejected(value, shown):
 def test_bools_are_rejected_where_numbers_are_expected(raw, field):
     err = _assert_error(raw, field)
     assert "true" in err.message or "false" in err.message
+
+
+# -- every error at once --------------------------------------------------------------------
+
+def test_every_error_is_reported_at_once_section_by_section_in_the_order_given():
+    """Issue 9: an extra_params with two mistakes reported only the first."""
+    err = _error({"postprocess": {"fill_holes": 2, "dilate": -1}, "bogus": 1,
+                  "return_format": {"type": "Brush", "epsilon": 0.5}, "subpatching": {"mode": "x", "patch-size": 9}})
+    assert [problem.split(":")[0] for problem in err.problems] == [
+        "extra_params.postprocess.fill_holes", "extra_params.postprocess.dilate", "extra_params.bogus",
+        "extra_params.return_format.epsilon", "extra_params.subpatching.patch_size", "extra_params.subpatching.mode"]
+    assert err.field == "extra_params.postprocess.fill_holes" and err.message == "; ".join(err.problems)
+    assert "\n" not in err.message
+
+
+def test_one_error_is_reported_alone():
+    err = _error({"subpatching": {"patch_size": 7}})
+    assert err.problems == (err.message,) and err.message.startswith("extra_params.subpatching.patch_size: ")
+
+
+def test_a_section_that_is_not_an_object_is_one_error_beside_the_others():
+    err = _error({"subpatching": 5, "postprocess": {"dilate": "big"}})
+    assert [problem.split(":")[0] for problem in err.problems] == ["extra_params.subpatching",
+                                                                   "extra_params.postprocess.dilate"]

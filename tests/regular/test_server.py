@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import socket
-
 import threading
 import time
 
@@ -23,31 +22,14 @@ from sam2plus.config import ServerConfig
 from sam2plus.server import REQUEST_ID_HEADER, client_gone, create_app
 from sam2plus.settings import SettingsStore
 from tests.support.geometry_segmenter import ColorRegionSegmenter
+from tests.support.inprocess import PROJECT, SCENE, make_backend, predict_body
 from tests.support.scenes import DiscScene, label_config, point_context, rect_context
 from tests.support.servers import gunicorn_backend
-
-SCENE = DiscScene(1600, 1200, 700, 500, 120)
-PROJECT = "7.1795599678"
-
-
-def make_backend(tmp_path, segmenter=None, **settings):
-    """The app around SAM2Plus with `settings` (ServerConfig fields), the scene in its cache."""
-    config = ServerConfig(cache_dir=str(tmp_path / "cache"), model_dir=str(tmp_path / "models"), **settings)
-    (tmp_path / "cache").mkdir(exist_ok=True)
-    SCENE.write(tmp_path / "cache" / "scene.jpg")
-    model = SAM2Plus(config, segmenter=segmenter or ColorRegionSegmenter())
-    return create_app(model).test_client(), tmp_path / "cache"
 
 
 @pytest.fixture
 def backend(tmp_path):
     return make_backend(tmp_path)
-
-
-def predict_body(fmt="BrushLabels", context=None, image="scene.jpg", **extra):
-    return {"tasks": [{"id": 1, "data": {"image": image}}], "project": PROJECT, "label_config": label_config(fmt),
-            "params": {"login": None, "password": None,
-                       "context": context or rect_context(SCENE.box(), SCENE.width, SCENE.height)}, **extra}
 
 
 def test_health_answers_up_on_both_paths(backend):
