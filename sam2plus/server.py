@@ -86,8 +86,10 @@ def create_app(model) -> Flask:
     @app.post("/predict")
     def predict():
         body = _json_body()
-        params = body.get("params") if isinstance(body.get("params"), dict) else {}
-        context = body.get("context", params.get("context"))
+        params = body.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise RequestError("params", f"must be a JSON object (holding the context), got {describe(params)}")
+        context = body.get("context", (params or {}).get("context"))
         tasks = body.get("tasks")
         if isinstance(tasks, list) and len(tasks) > config.max_tasks:
             raise RequestError("tasks", f"{len(tasks)} tasks exceed MAX_TASKS={config.max_tasks}, the most one "
