@@ -12,8 +12,10 @@ never reused.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path, PurePosixPath
@@ -29,6 +31,8 @@ from .transport import HttpClient, PrivateAddressError
 from .urls import Target, UrlPolicy, check_characters, parse_data_url, parse_origin
 
 __all__ = ["ImageFetcher", "LabelStudioAuth", "LocalImage", "sha1_of_file"]
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 MAX_REDIRECTS = 5
@@ -141,7 +145,7 @@ class ImageFetcher:
         """A data: URL image, stored by content like a download."""
         data = parse_data_url(value, field, self.max_bytes)
         digest = hashlib.sha1(data.body).hexdigest()
-        return self.downloads.get(digest, data.suffix) or self.downloads.store([data.body], data.suffix)
+        return self.downloads.get(digest, data.suffix) or self._store([data.body], data.suffix, field, value)
 
     # -- downloads ------------------------------------------------------------------------------
     def _download(self, target: Target, field: str, value: str) -> LocalImage:
@@ -165,7 +169,7 @@ class ImageFetcher:
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > self.max_bytes:
                 raise _too_large(field, value, self.max_bytes)
-            local = self.downloads.store(self._body(response, field, value), suffix)
+            local = self._store(self._body(response, field, value), suffix, field, value)
             consumed = True
         finally:
             _finish(response, consumed)
@@ -173,6 +177,17 @@ class ImageFetcher:
                                                 "etag": response.headers.get("ETag"),
                                                 "last_modified": response.headers.get("Last-Modified")})
         return local
+
+    def _store(self, chunks, suffix: str, field: str, value: str) -> LocalImage:
+        """The download cache's `store`, with a full disk told as such (507) instead of a fault."""
+        try:
+            return self.downloads.store(chunks, suffix)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            log.error("cannot store a download of %r in %s: %s", value, self.download_dir, exc)
+            raise RequestError(field, f"cannot store {describe(value)}: no space left on the disk of CACHE_DIR "
+                                      "(the backend's operator must free some)", 507) from None
 
     def _follow(self, target: Target, headers: dict[str, str], field: str, value: str) -> HTTPResponse:
         """GET `target`, following redirects as the policy allows (a few hops)."""

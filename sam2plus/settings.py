@@ -12,6 +12,8 @@ from pathlib import Path
 
 from .params import ExtraParams, parse_extra_params
 
+BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's write lock (then: 503, try again)
+
 
 class SettingsStore:
     def __init__(self, model_dir: str | Path):
@@ -23,7 +25,7 @@ class SettingsStore:
                        "project TEXT PRIMARY KEY, extra_params TEXT NOT NULL, updated REAL NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
 
     def save(self, project: str, params: ExtraParams) -> None:
         with self._connect() as db:
