@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -140,8 +141,9 @@ class ServerConfig:
         if label_studio_url:
             try:
                 parse_origin(label_studio_url)
-            except ValueError as exc:
-                label_studio_url = env.problem(f"LABEL_STUDIO_URL={exc}")
+            except ValueError:
+                label_studio_url = env.problem(f"LABEL_STUDIO_URL={_without_userinfo(label_studio_url)!r} is not "
+                                               "http(s)://host[:port][/path]")
         block_private = env.text("IMAGE_HOSTS_BLOCK_PRIVATE", "true").lower()
         if block_private not in ("true", "false", "on", "off", "1", "0"):
             env.problem(f"IMAGE_HOSTS_BLOCK_PRIVATE={block_private!r} must be true or false")
@@ -209,3 +211,8 @@ class ServingConfig:
     def __post_init__(self):
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL={self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+
+
+def _without_userinfo(url: str) -> str:
+    """The URL for messages: a user and password written into it are secrets, shown as ***."""
+    return re.sub(r"(?<=//)[^/?#]*@", "***@", url)
