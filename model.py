@@ -16,6 +16,7 @@ from sam2plus.params import ExtraParams, parse_extra_params
 from sam2plus.pipeline import Pipeline
 from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
 from sam2plus.settings import SettingsStore
+from sam2plus.warmup import Warmup
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class SAM2Plus:
         frames = FrameStore(Path(config.cache_dir) / "frames", config.frame_cache_mb << 20)
         self.pipeline = Pipeline(segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir)
         self.settings = SettingsStore(config.model_dir)
+        self.warmup = Warmup(self.pipeline)
         self.model_version = f"SAM2Plus-{sam2plus.__version__}:{segmenter.name}"
 
     def set_extra_params(self, project: str, extra_params, schema: str | None = None) -> ExtraParams:
@@ -61,6 +63,8 @@ class SAM2Plus:
                 **_ignored) -> dict:
         """Label Studio's /predict: one interactive click -> {"results": [{"result": [...], "score": ...}]}.
 
+        Without a context (Label Studio opening a task, or a batch of tasks to pre-annotate) the
+        answer is no results, at once, and each task's image is warmed up in the background.
         `artifacts`: the client asks for review artifacts (allowed only with ARTIFACTS=request);
         `should_stop`: called between stages, True stops the click (its client went away).
         """
@@ -69,11 +73,14 @@ class SAM2Plus:
         if context is not None and not isinstance(context, dict):
             raise RequestError("context", f"must be a JSON object with a 'result' list, got {describe(context)}")
         if not context or not context.get("result"):
-            return {"results": [], "model_version": self.model_version}  # batch pre-annotation: not interactive
+            if context is None:
+                self._warm_up(tasks, project, label_config)
+            return {"results": [], "model_version": self.model_version}
         write_artifacts = self._artifacts_wanted(artifacts)
-        params = self.settings.load(_project_id(project)) if project is not None else ExtraParams()
-        prediction = self.pipeline.run(tasks[0], context, label_config, params, artifacts=write_artifacts,
-                                       should_stop=should_stop)
+        params = self._params(project)
+        with self.warmup.click():
+            prediction = self.pipeline.run(tasks[0], context, label_config, params, artifacts=write_artifacts,
+                                           should_stop=should_stop)
         answer = {"result": prediction.regions, "score": prediction.score, "model_version": self.model_version}
         response = {"results": [answer], "model_version": self.model_version}
         if prediction.artifacts:
@@ -90,6 +97,18 @@ class SAM2Plus:
             raise RequestError("artifacts", "this backend writes no review artifacts (ARTIFACTS=off); "
                                             "its operator can allow them with ARTIFACTS=request")
         return mode == "on" or (requested and mode == "request")
+
+    def _params(self, project) -> ExtraParams:
+        return self.settings.load(_project_id(project)) if project is not None else ExtraParams()
+
+    def _warm_up(self, tasks: list, project, label_config) -> None:
+        """Queue the tasks' warm-ups; a project whose settings cannot be read is logged and skipped."""
+        try:
+            params = self._params(project)
+        except RequestError as exc:
+            log.warning("no warm-up for project %s: %s", describe(project), exc)
+            return
+        self.warmup.submit(tasks, label_config, params, project)
 
 
 def _project_id(project) -> str:

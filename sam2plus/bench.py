@@ -10,6 +10,16 @@ the whole image, `set_image` on it on every click, `predict`, and label-studio-s
 `mask2rle` of the full-resolution mask. Every figure is a median in milliseconds over runs
 in this process. SAM2Plus is measured first and its peak memory read before anything else
 allocates (`peak_rss_mb`); the stock part's peak is `stock_peak_rss_mb`.
+
+Two scenarios measure what Label Studio really sends (contexts built by `sam2plus.contexts`,
+as the editor serialises them: a refinement click resends every earlier point of the object):
+- a session on the big image, subpatching 1024: the task opens (`/predict` without a context,
+  then the warm-up runs), object 1 takes 4 accumulating clicks (+, +, -, +), object 2 one
+  click 150 px away, object 3 a rectangle far away (`session_*`, `refine_ms`, `warm_first_ms`;
+  `cold_first_ms` is the same first click without the warm-up);
+- 4 annotators at once (threads through `SAM2Plus.predict`) on 4 images of 3000x2000 without
+  subpatching, each a first click and 6 refinement clicks 0.3 s apart, starting 1 s after one
+  another, against the same clicks alone, before and after (`multi_*`).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +42,20 @@ import numpy as np
 from PIL import Image
 
 from .config import ServerConfig
+from .contexts import context, keypoint_region, rectangle_region
+from .frames import extract_patch, plan_frame
 from .images import read_info
+from .labelconfig import find_output_control
 from .masks import mask_in_image
+from .pipeline import padding_fill
+from .prompts import parse_prompt
 from .rle import encode_brush_rle
 from .segmenter import UNTRAINED, to_model_input
 
 PROMPT = 320
 LABEL_CONFIG = ('<View><Image name="image" value="$image"/>'
                 '<RectangleLabels name="prompt" toName="image" smart="true"><Label value="object"/></RectangleLabels>'
+                '<KeyPointLabels name="point" toName="image" smart="true"><Label value="object"/></KeyPointLabels>'
                 '<BrushLabels name="brush" toName="image"><Label value="object"/></BrushLabels>'
                 '<PolygonLabels name="polygon" toName="image"><Label value="object"/></PolygonLabels></View>')
 
@@ -63,17 +80,32 @@ class Scene:
         return [self.box(0.15, 0.15), self.box(0.8, 0.26), self.box(0.6, 0.88)]
 
     def context(self, box) -> dict:
-        x0, y0, x1, y1 = box
-        w, h = self.width, self.height
-        return {"result": [{"original_width": w, "original_height": h, "type": "rectanglelabels",
-                            "from_name": "prompt", "to_name": "image",
-                            "value": {"x": x0 / w * 100, "y": y0 / h * 100, "width": (x1 - x0) / w * 100,
-                                      "height": (y1 - y0) / h * 100, "rotation": 0, "rectanglelabels": ["object"]}}]}
+        return context(rectangle_region(box, self.width, self.height, labels=["object"]))
+
+    def clicks(self, points) -> dict:
+        """The context of a refinement click: every point of the object so far, (x, y, positive)."""
+        return context(*(keypoint_region(x, y, self.width, self.height, positive=positive, from_name="point",
+                                         labels=["object"]) for x, y, positive in points))
+
+    def object_points(self, fx: float, fy: float, offsets) -> list[tuple[float, float, bool]]:
+        """Clicks on an object at (fx, fy) of the image, (dx, dy, positive) px from its centre."""
+        cx, cy = fx * self.width, fy * self.height
+        return [(cx + dx, cy + dy, positive) for dx, dy, positive in offsets]
 
 
-def make_image(path, width: int, height: int) -> Path:
+# Object 1 of the session: 4 clicks (+, +, -, +) within about 130 px of the first.
+OBJECT_1 = [(0, 0, True), (60, -45, True), (-110, 70, False), (30, 95, True)]
+OBJECT_2 = (120, -90)  # one click 150 px from object 1's first
+# An annotator of the multi-annotator scenario: a first click, then 6 refinement clicks.
+ANNOTATOR = [(0, 0, True), (70, 40, True), (-90, -60, False), (40, -100, True), (-60, 110, True),
+             (130, -20, False), (-120, 30, True)]
+ANNOTATORS, MULTI_SIZE, THINK_S, STAGGER_S = 4, (3000, 2000), 0.3, 1.0
+LOOK_S = 1.0  # how long the annotator looks at a task before the first click
+
+
+def make_image(path, width: int, height: int, seed: int = 0) -> Path:
     """A JPEG with texture and shapes, so that the file and its decode are realistic."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     small = rng.integers(0, 255, (max(1, height // 64), max(1, width // 64), 3), dtype=np.uint8)
     image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
     for _ in range(400):
@@ -126,6 +158,7 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
     task = [{"id": 1, "data": {"image": image_path.name}}]
     for fmt in ("BrushLabels", "PolygonLabels"):
         model.setup(fmt, LABEL_CONFIG, {"subpatching": {"patch_size": 1024}, "return_format": {"type": fmt}})
+    model.setup("stock", LABEL_CONFIG, None)
 
     def click(fmt="BrushLabels", box=scene.main_box):
         return model.predict(task, scene.context(box), fmt, LABEL_CONFIG)
@@ -146,6 +179,8 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
     figures["other_window_ms"], _ = median_ms(lambda: click(box=next(boxes)), len(scene.other_boxes))
     click("PolygonLabels")
     figures["polygon_repeat_ms"], _ = median_ms(lambda: click("PolygonLabels"), repeats * 3)
+    figures.update(session_figures(model, task, scene, repeats, cold))
+    figures.update(multi_figures(model, workdir, cold))
     figures["peak_rss_mb"] = _status_mb("VmHWM")  # the request path ends here
     figures["process_rss_mb"] = _status_mb("VmRSS")
     figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
@@ -198,8 +233,120 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
         "rle_sdk_over_rle": figures["rle_sdk_ms"] / figures["rle_ms"],
         "first_over_decode_plus_encoder": figures["first_ms"] / (figures["decode_ms"] + figures["encoder_ms"]),
         "stock_first_over_first": figures["stock_first_ms"] / figures["first_ms"],
+        "refine_over_decoder": figures["refine_ms"] / figures["decoder_ms"],
+        "warm_first_over_encoder": figures["warm_first_ms"] / figures["session_encoder_ms"],
+        "warm_first_over_cold_first": figures["warm_first_ms"] / figures["cold_first_ms"],
+        "multi_p95_over_alone": figures["multi_refine_p95_ms"] / figures["multi_alone_refine_p95_ms"],
     }
     return figures
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return (time.perf_counter() - started) * 1000
+
+
+def session_figures(model, task: list, scene: Scene, repeats: int, cold) -> dict:
+    """One annotator on the big image, `repeats` times from cold caches: open the task (the warm-up
+    runs while the annotator looks), object 1 in 4 accumulating clicks, object 2 one click 150 px
+    away, object 3 a rectangle far away; each time followed by the first click without the warm-up.
+    The annotator looks at the task for LOOK_S before the first click, warmed up or not; the bare
+    encoder is timed on the first click's own window right after it (`session_encoder_ms`)."""
+    segmenter, project = model.pipeline.segmenter, "BrushLabels"
+    object_1 = scene.object_points(0.4, 0.62, OBJECT_1)
+    object_2 = scene.object_points(0.4, 0.62, [(*OBJECT_2, True)])
+    far = scene.box(0.8, 0.26)
+
+    def click(ctx):
+        return model.predict(task, ctx, project, LABEL_CONFIG)
+
+    opens, warm_ups, firsts, colds, encoders, refines, objects, runs = [], [], [], [], [], [], [], []
+    for _ in range(repeats):
+        cold()
+        before = segmenter.encoder_runs
+        opens.append(_timed(lambda: model.predict(task, None, project, LABEL_CONFIG)))
+        warm_ups.append(_timed(model.warmup.wait) + opens[-1])
+        time.sleep(LOOK_S)
+        clicks = [_timed(lambda n=n: click(scene.clicks(object_1[:n]))) for n in range(1, len(object_1) + 1)]
+        encoders.append(encode_ms(segmenter, first_patch(model, task, scene.clicks(object_1[:1]), project)))
+        second = _timed(lambda: click(scene.clicks(object_2)))
+        third = _timed(lambda: click(scene.context(far)))
+        firsts.append(clicks[0])
+        refines += clicks[1:] + [second]
+        objects.append(clicks + [second, third])
+        runs.append(segmenter.encoder_runs - before)
+        cold()  # the same first click without the warm-up, right after (a drifting CPU weighs on both)
+        time.sleep(LOOK_S)
+        colds.append(_timed(lambda: click(scene.clicks(object_1[:1]))))
+    return {"session_encoder_runs": max(runs), "session_open_ms": statistics.median(opens),
+            "session_warm_up_ms": statistics.median(warm_ups), "warm_first_ms": statistics.median(firsts),
+            "session_encoder_ms": statistics.median(encoders),
+            "cold_first_ms": statistics.median(colds), "refine_ms": statistics.median(refines),
+            "session_clicks_ms": [statistics.median(column) for column in zip(*objects)]}
+
+
+def first_patch(model, task: list, ctx: dict, project: str) -> np.ndarray:
+    """The patch of a first click (a window centred on its prompt), as the request path cuts it."""
+    pipeline, params = model.pipeline, model.settings.load(project)
+    local, info, field = pipeline.image(task[0], find_output_control(LABEL_CONFIG, params.return_format.type))
+    frame_map = plan_frame(info.size, parse_prompt(ctx), params)
+    frame = pipeline.frame(local, info, frame_map.frame_size, field)
+    return np.ascontiguousarray(extract_patch(frame, frame_map, padding_fill(params)))
+
+
+def encode_ms(segmenter, patch: np.ndarray) -> float:
+    """One bare run of SAM2's image encoder on `patch`, as the segmenter runs it."""
+    with segmenter._autocast():
+        return _timed(lambda: segmenter.predictor.set_image(to_model_input(patch, segmenter.input_size)))
+
+
+def multi_figures(model, workdir: Path, cold) -> dict:
+    """4 annotators on 4 images (no subpatching), alone one after another, then all at once."""
+    width, height = MULTI_SIZE
+    names = [f"annotator-{i}.jpg" for i in range(ANNOTATORS)]
+    subprocess.run([sys.executable, "-c", "from sam2plus.bench import make_image; "
+                    + "; ".join(f"make_image({str(workdir / name)!r}, {width}, {height}, {i + 1})"
+                               for i, name in enumerate(names))],
+                   check=True)
+    scene = Scene(width, height)
+    points = scene.object_points(0.5, 0.5, ANNOTATOR)
+
+    def annotate(i: int, times: dict, think: float = 0.0, delay: float = 0.0) -> None:
+        time.sleep(delay)
+        task = [{"id": 100 + i, "data": {"image": names[i]}}]
+        for n in range(1, len(points) + 1):
+            times[i, n] = _timed(lambda: model.predict(task, scene.clicks(points[:n]), "stock", LABEL_CONFIG))
+            time.sleep(think)
+
+    def alone() -> dict:
+        times: dict = {}
+        for i in range(ANNOTATORS):
+            cold()
+            annotate(i, times)
+        return times
+
+    # The clicks alone before and after the annotators together, so that a machine whose speed
+    # drifts (a shared CPU) weighs on both sides alike.
+    before = alone()
+    cold()
+    together: dict = {}
+    threads = [threading.Thread(target=annotate, args=(i, together, THINK_S, i * STAGGER_S)) for i in range(ANNOTATORS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = alone()
+
+    def refinements(*runs: dict) -> list[float]:
+        return [ms for times in runs for (_, n), ms in times.items() if n > 1]
+
+    return {"multi_refine_p50_ms": float(np.percentile(refinements(together), 50)),
+            "multi_refine_p95_ms": float(np.percentile(refinements(together), 95)),
+            "multi_alone_refine_p50_ms": float(np.percentile(refinements(before, after), 50)),
+            "multi_alone_refine_p95_ms": float(np.percentile(refinements(before, after), 95)),
+            "multi_first_max_ms": max(ms for (_, n), ms in together.items() if n == 1),
+            "multi_alone_first_max_ms": max(ms for times in (before, after) for (_, n), ms in times.items() if n == 1)}
 
 
 def print_table(figures: dict) -> None:
@@ -212,8 +359,19 @@ def print_table(figures: dict) -> None:
     width, height = figures["image_size"]
     print(f"SAM2Plus benchmark: {figures['config']} ({figures['checkpoint']}) on {figures['device']}, "
           f"{width}x{height} JPEG ({figures['image_bytes'] / 1e6:.1f} MB)")
+    rows += [("session: task open answered", "session_open_ms"), ("session: open until warmed up", "session_warm_up_ms"),
+             ("session: first click after warm-up", "warm_first_ms"), ("session: same first click, cold", "cold_first_ms"),
+             ("session: encoder alone, first window", "session_encoder_ms"),
+             ("session: refinement click (median)", "refine_ms"),
+             ("4 annotators: refinement p50", "multi_refine_p50_ms"), ("4 annotators: refinement p95", "multi_refine_p95_ms"),
+             ("same clicks alone: p50", "multi_alone_refine_p50_ms"), ("same clicks alone: p95", "multi_alone_refine_p95_ms"),
+             ("4 annotators: slowest first click", "multi_first_max_ms"),
+             ("alone: slowest first click", "multi_alone_first_max_ms")]
     for label, key in rows:
         print(f"  {label:38s} {figures[key]:10.1f} ms")
+    print(f"  {'session: encoder runs':38s} {figures['session_encoder_runs']:10d}")
+    print("  session clicks (object 1 x4, object 2, object 3): "
+          + ", ".join(f"{ms:.0f}" for ms in figures["session_clicks_ms"]) + " ms")
     print(f"  {'peak RSS, SAM2Plus request path':38s} {figures['peak_rss_mb']:10.0f} MB")
     print(f"  {'peak RSS, with the stock pipeline':38s} {figures['stock_peak_rss_mb']:10.0f} MB")
     print(f"  RLE identical to label-studio-sdk: {figures['rle_identical']} ({figures['rle_mask_px']} mask px)")

@@ -2,11 +2,25 @@
 
 Coordinates are continuous: pixel i covers [i, i + 1). One `FrameMap` carries the whole chain
 image -> frame (scale) -> patch (offset) and back, so no stage does its own arithmetic.
+
+Window reuse (subpatching): an annotator refines an object with more clicks and segments its
+neighbours next, and re-centring the window on every prompt would re-run SAM2's image encoder
+for each of them. So a prompt is served from a window already encoded for the same frame when
+its bounds lie at least `REUSE_INSET` (1/8) of the window's size inside it on every side, a side
+that reaches the frame's edge excepted (there is nothing more to show there); of several such
+windows the one whose centre is nearest the prompt's wins. Only windows of the size this prompt
+gets (the patch size, or its oversize growth) qualify. Otherwise the window is centred on the
+prompt as before. What it changes in what SAM2 sees: the same pixels at the same scale, but the
+prompt may sit off-centre (at least 1/8 of the patch from its edges, so 128 px of context at
+1024 instead of up to 512), and which window serves a prompt depends on the windows encoded
+before it. Results are mapped back through the window actually used, so they land in the image
+exactly as from a centred window.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +28,8 @@ import numpy as np
 from .errors import RequestError
 from .params import ROOT, ExtraParams
 from .prompts import Prompt
+
+REUSE_INSET = 1 / 8  # of the window's width and height: the least margin between a prompt and a reused window's edge
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,7 @@ class FrameMap:
     frame_size: tuple[int, int]
     window: Window
     mode: str  # "fullframe", "patch" or "fallback" (a patch would not fit the frame)
+    reused: bool = False  # True when the window is one encoded before for another prompt
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -64,18 +81,34 @@ class FrameMap:
         return self.frame_size == self.image_size
 
 
-def plan_frame(image_size: tuple[int, int], prompt: Prompt, params: ExtraParams) -> FrameMap:
-    """Decide the frame size and the patch window for this prompt on an image of this size."""
+def frame_size(image_size: tuple[int, int], params: ExtraParams) -> tuple[int, int]:
+    """The size of the frame SAM2 works on: the image after the fullframe resize, if any."""
     width, height = image_size
-    frame_w, frame_h = (params.fullframe_resize.frame_size(width, height)
-                        if params.fullframe_resize else image_size)
-    full = FrameMap(image_size, (frame_w, frame_h), Window(0, 0, frame_w, frame_h), "fullframe")
+    return params.fullframe_resize.frame_size(width, height) if params.fullframe_resize else image_size
+
+
+def full_frame(image_size: tuple[int, int], params: ExtraParams) -> FrameMap:
+    """The map that hands SAM2 the whole frame (no subpatching)."""
+    frame_w, frame_h = frame_size(image_size, params)
+    return FrameMap(image_size, (frame_w, frame_h), Window(0, 0, frame_w, frame_h), "fullframe")
+
+
+def plan_frame(image_size: tuple[int, int], prompt: Prompt, params: ExtraParams,
+               encoded: Iterable[Window] = ()) -> FrameMap:
+    """Decide the frame size and the patch window for this prompt on an image of this size.
+
+    `encoded` are the windows already encoded for this frame (same image content, frame size and
+    padding fill); a prompt that fits one of them well inside is served from it (module docstring).
+    """
+    full = full_frame(image_size, params)
+    frame_w, frame_h = full.frame_size
     sub = params.subpatching
     if sub is None:
         return full
 
     x0, y0, x1, y1 = prompt.bounds()
-    box_w, box_h = (x1 - x0) * frame_w, (y1 - y0) * frame_h
+    bounds = (x0 * frame_w, y0 * frame_h, x1 * frame_w, y1 * frame_h)
+    box_w, box_h = bounds[2] - bounds[0], bounds[3] - bounds[1]
     patch_w, patch_h = sub.patch_size
     if box_w > patch_w or box_h > patch_h:
         if not sub.allow_oversize:
@@ -86,16 +119,38 @@ def plan_frame(image_size: tuple[int, int], prompt: Prompt, params: ExtraParams)
         grow = max(box_w / patch_w, box_h / patch_h) * (1 + sub.oversize_padding)
         patch_w, patch_h = math.ceil(patch_w * grow), math.ceil(patch_h * grow)
         if patch_w > frame_w or patch_h > frame_h:
-            return FrameMap(image_size, (frame_w, frame_h), full.window, "fallback")
+            return FrameMap(image_size, full.frame_size, full.window, "fallback")
 
-    centre_x, centre_y = (x0 + x1) / 2 * frame_w, (y0 + y1) / 2 * frame_h
+    reused = _reusable(encoded, bounds, (patch_w, patch_h), full.frame_size)
+    if reused is not None:
+        return FrameMap(image_size, full.frame_size, reused, "patch", reused=True)
+    centre_x, centre_y = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
     window = Window(
         _place(centre_x, patch_w, frame_w, sub.mode == "padding"),
         _place(centre_y, patch_h, frame_h, sub.mode == "padding"),
         patch_w,
         patch_h,
     )
-    return FrameMap(image_size, (frame_w, frame_h), window, "patch")
+    return FrameMap(image_size, full.frame_size, window, "patch")
+
+
+def _reusable(encoded: Iterable[Window], bounds: tuple[float, float, float, float], size: tuple[int, int],
+              frame: tuple[int, int]) -> Window | None:
+    """The encoded window of this size that holds `bounds` (frame px) at least REUSE_INSET inside on
+    every side not at the frame's edge, nearest the prompt's centre; None when there is none."""
+    x0, y0, x1, y1 = bounds
+    inset_x, inset_y = size[0] * REUSE_INSET, size[1] * REUSE_INSET
+
+    def holds(w: Window) -> bool:
+        right, bottom = w.x + w.width, w.y + w.height
+        return ((w.width, w.height) == size and w.x <= x0 and w.y <= y0 and x1 <= right and y1 <= bottom
+                and (x0 - w.x >= inset_x or w.x <= 0) and (right - x1 >= inset_x or right >= frame[0])
+                and (y0 - w.y >= inset_y or w.y <= 0) and (bottom - y1 >= inset_y or bottom >= frame[1]))
+
+    centre_x, centre_y = (x0 + x1) / 2, (y0 + y1) / 2
+    fitting = [w for w in encoded if holds(w)]
+    return min(fitting, key=lambda w: (math.hypot(w.x + w.width / 2 - centre_x, w.y + w.height / 2 - centre_y),
+                                       w.y, w.x), default=None)
 
 
 def _place(centre: float, size: int, frame: int, padding: bool) -> int:

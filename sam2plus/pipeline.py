@@ -1,7 +1,8 @@
 """One click, end to end: task + context -> prompt -> frame -> model -> mask -> regions.
 
 `Pipeline.run` is the whole request path without HTTP, shared by the server, the benchmark
-and the in-process probe.
+and the in-process probe; `Pipeline.warm` prepares an image before its first click (the
+warm-up when a task opens).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import numpy as np
 from .artifacts import new_request_dir, write_artifacts
 from .errors import RequestError, Stopped, describe
 from .fetch import ImageFetcher, LocalImage
-from .frames import FrameMap, extract_patch, plan_frame
+from .frames import FrameMap, Window, extract_patch, frame_size, full_frame, plan_frame
 from .framestore import FrameStore
 from .images import ImageInfo, decode_frame, read_info
-from .labelconfig import find_output_control
+from .labelconfig import OutputControl, find_output_control
 from .masks import Mask, mask_from_logits
 from .params import ExtraParams
 from .postprocess import postprocess
@@ -50,15 +51,25 @@ def patch_prompt(prompt: Prompt, frame_map: FrameMap) -> PatchPrompt:
     return PatchPrompt(points, np.array(prompt.labels, dtype=np.int64), box)
 
 
+def embedding_key(digest: str, frame_map: FrameMap, fill: tuple[int, int, int]) -> tuple:
+    """What names a window's embedding: the image's content, the frame size, the window and, for a
+    window reaching past the frame, the padding colour."""
+    padded = frame_map.valid_box() != (0, 0, *frame_map.patch_size)
+    return digest, frame_map.frame_size, astuple(frame_map.window), fill if padded else None
+
+
+def padding_fill(params: ExtraParams) -> tuple[int, int, int]:
+    return params.subpatching.padding_fill if params.subpatching else (0, 0, 0)
+
+
 class Pipeline:
     def __init__(self, segmenter, fetcher: ImageFetcher, frames: FrameStore, max_pixels: int,
-                 cache_dir: str | Path, artifacts: bool = False):
+                 cache_dir: str | Path):
         self.segmenter = segmenter
         self.fetcher = fetcher
         self.frames = frames
         self.max_pixels = max_pixels
         self.cache_dir = Path(cache_dir)
-        self.artifacts = artifacts
 
     def run(self, task: dict, context: dict, label_config: str, params: ExtraParams,
             artifacts: bool = False, should_stop: Callable[[], bool] | None = None) -> Prediction:
@@ -67,48 +78,79 @@ class Pipeline:
         fmt = params.return_format
         control = find_output_control(label_config, fmt.type)
         prompt = parse_prompt(context)
+        local, info, field = self.image(task, control)
+        with local:  # the download stays leased (never evicted) until the click is done
+            _check_context_size(context, info.size)
+            clock.lap("fetch")
+            _stop_if(should_stop, "fetch")
+
+            fill = padding_fill(params)
+            encoded = self.encoded_windows(local.digest, frame_size(info.size, params), fill) if params.subpatching else ()
+            frame_map = plan_frame(info.size, prompt, params, encoded)
+            frame = self.frame(local, info, frame_map.frame_size, field)
+            clock.lap("decode")
+            _stop_if(should_stop, "decode")
+            patch = extract_patch(frame, frame_map, fill)
+            prompt_in_patch = patch_prompt(prompt, frame_map)
+            output = self.segmenter.predict(patch, embedding_key(local.digest, frame_map, fill), prompt_in_patch)
+            clock.lap("model")
+            _stop_if(should_stop, "model")
+
+            mask = postprocess(mask_from_logits(output.low_res_logits, frame_map), params.postprocess,
+                               frame_map.valid_box())
+            label = prompt.label or (control.labels[0] if control.labels else None)
+            result = regions(mask, frame_map, fmt, control, label, output.score)
+            clock.lap("regions")
+
+            folder = None
+            if artifacts:
+                folder = new_request_dir(self.cache_dir)
+                rings = polygons(mask, fmt) if fmt.kind == "polygon" else []
+                summary = {"image": describe(task["data"][control.image_key], 300), "image_size": info.size,
+                           "frame_size": frame_map.frame_size, "window": astuple(frame_map.window),
+                           "mode": frame_map.mode, "reused_window": frame_map.reused, "score": output.score,
+                           "regions": len(result)}
+                write_artifacts(folder, frame, frame_map, patch, prompt_in_patch, mask, rings, summary)
+                clock.lap("artifacts")
+            log.info("predict: %s %dx%d window %s%s, %s, %d regions; %s ms", frame_map.mode, *frame_map.frame_size,
+                     astuple(frame_map.window), " (reused)" if frame_map.reused else "",
+                     "encoded" if output.encoded else "cached embedding", len(result),
+                     ", ".join(f"{name} {ms:.0f}" for name, ms in clock.laps.items()))
+            return Prediction(result, output.score, frame_map, mask, folder)
+
+    def warm(self, task: dict, label_config: str, params: ExtraParams, pause=lambda: None) -> str:
+        """Prepare the task's image for its first click: fetch it, decode its frame into the frame
+        store and, without subpatching, encode the whole frame. `pause()` runs before each stage
+        (the warm-up waits there for clicks in flight). Returns what was done, for the log."""
+        control = find_output_control(label_config, params.return_format.type)
+        pause()
+        local, info, field = self.image(task, control)
+        with local:
+            frame_map = full_frame(info.size, params)
+            pause()
+            frame = self.frame(local, info, frame_map.frame_size, field)
+            if params.subpatching is not None:
+                return f"frame {frame_map.frame_size[0]}x{frame_map.frame_size[1]} stored"
+            pause()
+            fill = padding_fill(params)
+            encoded = self.segmenter.embed(extract_patch(frame, frame_map, fill), embedding_key(local.digest, frame_map, fill))
+            return f"frame {frame_map.frame_size[0]}x{frame_map.frame_size[1]} stored, " + \
+                ("embedding encoded" if encoded else "embedding was cached")
+
+    def image(self, task: dict, control: OutputControl) -> tuple[LocalImage, ImageInfo, str]:
+        """The task's image as a local file with its size and orientation, and the request field naming it."""
         data = task.get("data") if isinstance(task, dict) else None
         field = f"tasks[0].data.{control.image_key}"
         if not isinstance(data, dict) or control.image_key not in data:
             raise RequestError(field, f"missing: the task has no image under {describe(control.image_key)}")
         local = self.fetcher.fetch(data[control.image_key], field, task.get("id"))
-        info = read_info(local.path, self.max_pixels, field)
-        _check_context_size(context, info.size)
-        clock.lap("fetch")
-        _stop_if(should_stop, "fetch")
+        return local, read_info(local.path, self.max_pixels, field), field
 
-        frame_map = plan_frame(info.size, prompt, params)
-        frame = self.frame(local, info, frame_map.frame_size, field)
-        clock.lap("decode")
-        _stop_if(should_stop, "decode")
-        fill = params.subpatching.padding_fill if params.subpatching else (0, 0, 0)
-        padded = frame_map.valid_box() != (0, 0, *frame_map.patch_size)
-        patch = extract_patch(frame, frame_map, fill)
-        key = (local.digest, frame_map.frame_size, astuple(frame_map.window), fill if padded else None)
-        prompt_in_patch = patch_prompt(prompt, frame_map)
-        output = self.segmenter.predict(patch, key, prompt_in_patch)
-        clock.lap("model")
-        _stop_if(should_stop, "model")
-
-        mask = postprocess(mask_from_logits(output.low_res_logits, frame_map), params.postprocess,
-                           frame_map.valid_box())
-        label = prompt.label or (control.labels[0] if control.labels else None)
-        result = regions(mask, frame_map, fmt, control, label, output.score)
-        clock.lap("regions")
-
-        folder = None
-        if artifacts or self.artifacts:
-            folder = new_request_dir(self.cache_dir)
-            rings = polygons(mask, fmt) if fmt.kind == "polygon" else []
-            summary = {"image": str(data[control.image_key]), "image_size": info.size,
-                       "frame_size": frame_map.frame_size, "window": astuple(frame_map.window),
-                       "mode": frame_map.mode, "score": output.score, "regions": len(result)}
-            write_artifacts(folder, frame, frame_map, patch, prompt_in_patch, mask, rings, summary)
-            clock.lap("artifacts")
-        log.info("predict: %s %dx%d window %s, %s, %d regions; %s ms", frame_map.mode, *frame_map.frame_size,
-                 astuple(frame_map.window), "encoded" if output.encoded else "cached embedding", len(result),
-                 ", ".join(f"{name} {ms:.0f}" for name, ms in clock.laps.items()))
-        return Prediction(result, output.score, frame_map, mask, folder)
+    def encoded_windows(self, digest: str, size: tuple[int, int], fill: tuple[int, int, int]) -> list[Window]:
+        """The windows of this image's frame of this size whose embedding the segmenter holds and that
+        show the same pixels with this padding fill (a window inside the frame shows no fill)."""
+        return [Window(*window) for key_digest, key_size, window, key_fill in self.segmenter.cached_keys()
+                if key_digest == digest and key_size == size and key_fill in (None, fill)]
 
     def frame(self, local: LocalImage, info: ImageInfo, frame_size: tuple[int, int], field: str) -> np.ndarray:
         """The image's frame of this size from the frame store, decoded into it on a miss."""

@@ -1,14 +1,20 @@
 """SAM2 behind a tiny surface: build once, `predict(patch, key, prompt)` -> low-res logits.
 
 The image encoder's output is kept per patch key in a memory-bounded LRU, so a repeated
-click on the same patch runs only the prompt encoder and the mask decoder. One lock guards
-the predictor: `SAM2ImagePredictor` keeps the last image's features on the instance, and
-sharing it unguarded between threads hands one request another request's image.
+click on the same patch runs only the prompt encoder and the mask decoder.
+
+Threads: the model is one and read-only; the image state lives in a predictor of each call
+(`SAM2ImagePredictor` keeps the current image's features on the instance, so one shared
+instance would hand a request another request's image). Encoder runs take their own lock,
+which caps the encoder's working memory at one run per process and encodes a window once when
+several requests want it; prompt encoder and mask decoder runs take no lock, so a click whose
+embedding is cached never waits for another request's encoder run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import logging
 import os
@@ -27,6 +33,7 @@ log = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
 UNTRAINED_SEED = 0
+LOW_RES = 256  # SAM2's mask logits are 256x256 for its 1024x1024 input
 CHECKPOINT_HINT = "download it with `python scripts/download-checkpoints.py CHECKPOINT_DIR NAME` (or set MODEL_CHECKPOINT=untrained for a plumbing check)"
 
 
@@ -123,36 +130,50 @@ def _resize_uint8(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class EmbeddingCache:
-    """Image features per patch key, on the model's device, bounded in bytes."""
+    """Image features per patch key, on the model's device, bounded in bytes; safe across threads."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple, tuple[dict, int]] = OrderedDict()
+        self._lock = threading.Lock()
         self.bytes = 0
         self.hits = self.misses = 0
 
     def clear(self) -> None:
-        self._items.clear()
-        self.bytes = 0
+        with self._lock:
+            self._items.clear()
+            self.bytes = 0
 
-    def get(self, key: tuple) -> dict | None:
-        item = self._items.get(key)
-        if item is None:
-            self.misses += 1
-            return None
-        self._items.move_to_end(key)
-        self.hits += 1
-        return item[0]
+    def get(self, key: tuple, count: bool = True) -> dict | None:
+        """The features under `key` (now the most recently used), or None; counted as a hit or a
+        miss unless `count` is false."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            if count:
+                if item is None:
+                    self.misses += 1
+                else:
+                    self.hits += 1
+            return None if item is None else item[0]
+
+    def keys(self) -> list[tuple]:
+        with self._lock:
+            return list(self._items)
 
     def put(self, key: tuple, features: dict) -> None:
         size = sum(t.numel() * t.element_size() for t in _tensors(features))
         if size > self.max_bytes:
             return
-        self._items[key] = (features, size)
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, (_, old) = self._items.popitem(last=False)
-            self.bytes -= old
+        with self._lock:
+            if key in self._items:
+                self.bytes -= self._items.pop(key)[1]
+            self._items[key] = (features, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, old) = self._items.popitem(last=False)
+                self.bytes -= old
 
 
 def _tensors(features: dict):
@@ -163,8 +184,14 @@ def _tensors(features: dict):
             yield from value
 
 
+def multimask(prompt: PatchPrompt) -> bool:
+    """SAM2's guidance: three candidate masks for an ambiguous prompt (a single point), the best
+    score wins; one mask for a rectangle or several points."""
+    return prompt.box is None and len(prompt.points) == 1
+
+
 class Segmenter:
-    """The real SAM2 image predictor with an embedding cache and a lock."""
+    """The real SAM2 image predictor with an embedding cache and an encoder lock."""
 
     def __init__(self, model_config: str, checkpoint: str | None, device: str, cache_bytes: int):
         from sam2.build_sam import build_sam2
@@ -188,7 +215,7 @@ class Segmenter:
         self.input_size = int(model.image_size)
         self.cache = EmbeddingCache(cache_bytes)
         self.encoder_runs = 0
-        self._lock = threading.Lock()
+        self._encoder = threading.Lock()
         if device.startswith("cuda") and torch.cuda.get_device_properties(0).major >= 8:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -206,28 +233,57 @@ class Segmenter:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def cached_keys(self) -> list[tuple]:
+        """The patch keys whose embedding is held now."""
+        return self.cache.keys()
+
+    def embed(self, patch: np.ndarray, key: tuple) -> bool:
+        """Make sure the embedding of `patch` is cached under `key`; True when this call encoded it."""
+        return self._features(patch, key)[1]
+
     def predict(self, patch: np.ndarray, key: tuple, prompt: PatchPrompt) -> SegmentOutput:
         """Segment `prompt` on `patch` (H x W x 3 uint8); `key` names the patch's content."""
         height, width = patch.shape[:2]
-        scale = np.array([self.input_size / width, self.input_size / height])
-        # SAM2 takes pixel-index coordinates (it adds 0.5 itself); ours are continuous.
-        points = prompt.points * scale - 0.5 if len(prompt.points) else None
-        box = (prompt.box.reshape(2, 2) * scale - 0.5).reshape(4) if prompt.box is not None else None
-        with self._lock, torch.inference_mode(), self._autocast():
-            features = self.cache.get(key)
-            predictor = self.predictor
-            if features is None:
-                release_free_memory()  # so the encoder's working memory does not stack on idle heap
-                predictor.set_image(to_model_input(patch, self.input_size))
-                self.encoder_runs += 1
-                self.cache.put(key, predictor._features)
-                release_free_memory()
-            else:
-                predictor._features = features
-                predictor._orig_hw = [(self.input_size, self.input_size)]
-                predictor._is_image_set, predictor._is_batch = True, False
+        # SAM2 takes pixel-index coordinates of its input (it adds 0.5 itself); ours are continuous
+        # patch coordinates. They are handed over as fractions of the input, so that SAM2 needs no
+        # image size: with one of LOW_RES it upsamples its masks to nothing (we use the low-res
+        # logits), where the input size would cost a 1024x1024 upsampling per candidate and click.
+        scale = np.array([1 / width, 1 / height])
+        points = (prompt.points * scale - 0.5 / self.input_size) if len(prompt.points) else None
+        box = (prompt.box.reshape(2, 2) * scale - 0.5 / self.input_size).reshape(4) if prompt.box is not None else None
+        features, encoded = self._features(patch, key)
+        predictor = self._predictor()
+        predictor._features = features
+        predictor._orig_hw = [(LOW_RES, LOW_RES)]
+        predictor._is_image_set = True
+        with torch.inference_mode(), self._autocast():
             _, scores, low_res = predictor.predict(
                 point_coords=points, point_labels=prompt.labels if points is not None else None,
-                box=box, multimask_output=True, return_logits=True)
+                box=box, multimask_output=multimask(prompt), return_logits=True, normalize_coords=False)
         best = int(np.argmax(scores))
-        return SegmentOutput(np.asarray(low_res[best], dtype=np.float32), float(scores[best]), features is None)
+        return SegmentOutput(np.asarray(low_res[best], dtype=np.float32), float(scores[best]), encoded)
+
+    def _predictor(self):
+        """A predictor of this call over the shared model: its own image state, the model's weights."""
+        predictor = copy.copy(self.predictor)
+        predictor.reset_predictor()
+        return predictor
+
+    def _features(self, patch: np.ndarray, key: tuple) -> tuple[dict, bool]:
+        """The patch's image features from the cache, or from an encoder run under the encoder lock
+        (a request that waited there for another's run of the same key takes its result)."""
+        features = self.cache.get(key)
+        if features is not None:
+            return features, False
+        with self._encoder:
+            features = self.cache.get(key, count=False)
+            if features is not None:
+                return features, False
+            release_free_memory()  # so the encoder's working memory does not stack on idle heap
+            predictor = self._predictor()
+            with torch.inference_mode(), self._autocast():
+                predictor.set_image(to_model_input(patch, self.input_size))
+            self.encoder_runs += 1
+            self.cache.put(key, predictor._features)
+            release_free_memory()
+            return predictor._features, True

@@ -156,3 +156,35 @@ def test_subpatching_keeps_small_objects_in_10000px_images(tmp_path):
           f"with subpatching {scores['subpatch-1024']:.3f}")
     assert scores["subpatch-1024"] >= 0.95  # measured 0.98 (README, subpatching)
     assert scores["fullframe"] <= 0.05  # measured 0.00: the disc is 2.5 px wide in the 1024 px view
+
+
+# A window encoded for an earlier click (on the background, away from the disc) serves the disc's
+# rectangle: the disc sits off-centre in it, and must come back exactly where it was drawn.
+# (id, scene, extra_params without return_format, the earlier click in image px)
+REUSE_CASES = [
+    ("reuse-offcentre", DiscScene(6000, 4000, 2500, 1800, 150), {"subpatching": {"patch_size": 1024}}, (2700, 1950)),
+    ("reuse-resize-padding-past-edge", DiscScene(6000, 4000, 400, 3500, 120),
+     {"fullframe_resize": 0.5, "subpatching": {"patch_size": 512, "mode": "padding", "padding_fill": "white"}},
+     (300, 3700)),
+    ("reuse-non-square", DiscScene(6000, 4000, 3000, 2000, 100), {"subpatching": {"patch_size": [900, 500]}},
+     (2800, 1950)),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", REUSE_CASES, ids=[c[0] for c in REUSE_CASES])
+def test_a_disc_served_from_an_off_centre_reused_window_maps_back_exactly(case, tmp_path):
+    name, scene, params, (px, py) = case
+    path = scene.write(tmp_path / f"{name}.jpg")
+    fresh = _run(make_pipeline(tmp_path), scene, path, params, "BrushLabels").frame_map
+    pipeline = make_pipeline(tmp_path)
+    earlier = _run(pipeline, scene, path, params, "BrushLabels", point_context([(px, py)], scene.width, scene.height))
+    window = earlier.frame_map.window
+    assert window != fresh.window, "the case must put the disc off-centre, away from where it would be placed"
+    for fmt in FORMATS:
+        prediction = _run(pipeline, scene, path, params, fmt)
+        assert prediction.frame_map.reused and prediction.frame_map.window == window
+        score = _check_regions(prediction, scene, fmt, MIN_IOU)
+        print(f"{name:32s} {fmt:16s} IoU {score:.4f} window {window}")
+        assert score >= MIN_IOU, f"{name} {fmt}: IoU {score:.3f} < {MIN_IOU}"
+    assert pipeline.segmenter.encoder_runs == 1, "the disc's prompts ran no encoder of their own"

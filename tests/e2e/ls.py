@@ -15,6 +15,9 @@ from pathlib import Path
 
 import requests
 
+# The smart regions as the editor serialises them live in the backend (the benchmark sends them too).
+from sam2plus.contexts import context, keypoint_region, rectangle_region  # noqa: F401
+
 # str(requests.HTTPError) as Label Studio keeps it: "<status> Client Error: <reason> for url: <url>"
 HTTP_ERROR = re.compile(r"^(?P<status>\d{3}) (?:Client|Server) Error: (?P<reason>.*) for url: (?P<url>\S+)$")
 STANDARD_REASONS = {phrase.lower() for status in http.HTTPStatus
@@ -112,43 +115,6 @@ class LabelStudioAPI:
     def interactive(self, ml_id: int, task: int, context: dict) -> dict:
         """What the editor gets back for a smart region: {"data": {...}} or {"errors": [...]}."""
         return self.ok("POST", f"/api/ml/{ml_id}/interactive-annotating", json={"task": task, "context": context})
-
-
-# -- smart regions as the editor serialises them ------------------------------------------------
-def rectangle_region(box, width: int, height: int, *, from_name: str = "prompt", labels=None) -> dict:
-    """A smart rectangle from pixel corners (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = box
-    value = {"x": 100 * x0 / width, "y": 100 * y0 / height,
-             "width": 100 * (x1 - x0) / width, "height": 100 * (y1 - y0) / height, "rotation": 0}
-    kind = "rectangle"
-    if labels is not None:
-        value["rectanglelabels"] = list(labels)
-        kind = "rectanglelabels"
-    return _region(value, kind, width, height, from_name)
-
-
-def keypoint_region(x: float, y: float, width: int, height: int, *, positive: bool = True,
-                    from_name: str = "prompt", labels=None) -> dict:
-    """A smart key point at pixel (x, y); Alt-click in the editor makes it negative."""
-    value = {"x": 100 * x / width, "y": 100 * y / height, "width": 0.6}
-    kind = "keypoint"
-    if labels is not None:
-        value["keypointlabels"] = list(labels)
-        value["labels"] = list(labels)
-        kind = "keypointlabels"
-    region = _region(value, kind, width, height, from_name)
-    region["is_positive"] = positive
-    return region
-
-
-def _region(value: dict, kind: str, width: int, height: int, from_name: str) -> dict:
-    return {"original_width": width, "original_height": height, "image_rotation": 0, "value": value,
-            "id": uuid.uuid4().hex[:10], "from_name": from_name, "to_name": "image", "type": kind,
-            "origin": "manual"}
-
-
-def context(*regions: dict) -> dict:
-    return {"result": list(regions)}
 
 
 def label_config(prompt_tag: str, output_tag: str, label: str = "Obj") -> str:

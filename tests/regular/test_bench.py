@@ -11,18 +11,30 @@ import pytest
 from tests.support.servers import ROOT
 
 KEYS = {"stock_first_ms", "stock_repeat_ms", "first_ms", "repeat_ms", "other_window_ms", "polygon_repeat_ms",
-        "rle_sdk_ms", "rle_ms", "decoder_ms", "peak_rss_mb", "config", "device", "image_px"}
+        "rle_sdk_ms", "rle_ms", "decoder_ms", "peak_rss_mb", "config", "device", "image_px",
+        # the annotation session and the 4 annotators
+        "session_encoder_runs", "session_encoder_ms", "session_open_ms", "session_warm_up_ms", "warm_first_ms", "cold_first_ms", "refine_ms",
+        "multi_refine_p50_ms", "multi_refine_p95_ms", "multi_alone_refine_p50_ms", "multi_alone_refine_p95_ms",
+        "multi_first_max_ms"}
+RATIOS = {"stock_repeat_over_repeat", "repeat_over_decoder", "rle_sdk_over_rle", "refine_over_decoder",
+          "warm_first_over_encoder", "warm_first_over_cold_first", "multi_p95_over_alone"}
 
 
 @pytest.mark.slow
 def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run([sys.executable, "-m", "sam2plus.bench", "--size", "2400x1800", "--repeats", "1",
-                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-2000:]
     figures = json.loads(out.read_text())
     assert KEYS <= figures.keys()
     assert figures["image_px"] == 2400 * 1800 and figures["device"] == "cpu"
     assert figures["rle_identical"] is True
     assert all(figures[key] > 0 for key in KEYS if key.endswith("_ms"))
+    assert RATIOS <= figures["ratios"].keys() and all(value > 0 for value in figures["ratios"].values())
+    # Facts, not timings: object 1's refinement clicks and object 2 reuse object 1's window, object 3
+    # (far away) needs its own; the session has 6 clicks.
+    assert figures["session_encoder_runs"] == 2
+    assert len(figures["session_clicks_ms"]) == 6
     assert "SAM2Plus repeated click" in run.stdout and "stock_repeat_over_repeat" in run.stdout
+    assert "multi_p95_over_alone" in run.stdout and "session: encoder runs" in run.stdout

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sam2plus.errors import RequestError
-from sam2plus.frames import FrameMap, Window, extract_patch, plan_frame
+from sam2plus.frames import REUSE_INSET, FrameMap, Window, extract_patch, frame_size, full_frame, plan_frame
 from sam2plus.masks import Mask, mask_from_logits, mask_in_image
 from sam2plus.params import parse_extra_params
 from sam2plus.prompts import Prompt
@@ -176,6 +176,109 @@ def test_fullframe_resize_upscale_error_comes_through_plan_frame():
     with pytest.raises(RequestError) as info:
         plan_frame((500, 500), _point(0.5, 0.5), _params(fullframe_resize=1024))
     assert info.value.field == "extra_params.fullframe_resize"
+
+
+# -- window reuse ----------------------------------------------------------------------------
+
+SUB = {"subpatching": {"patch_size": 1024}}
+
+
+def _px(x, y, size=(4000, 3000)):
+    """A point prompt at image pixel (x, y)."""
+    return _point(x / size[0], y / size[1])
+
+
+def test_a_prompt_well_inside_an_encoded_window_is_served_from_it():
+    encoded = [Window(1000, 900, 1024, 1024)]
+    fm = plan_frame((4000, 3000), _px(1700, 1200), _params(**SUB), encoded)
+    assert (_window(fm), fm.mode, fm.reused) == ((1000, 900, 1024, 1024), "patch", True)
+    assert fm.image_to_patch(np.array([[1700.0, 1200.0]])) == pytest.approx(np.array([[700.0, 300.0]]))
+
+
+@pytest.mark.parametrize("x, y, reused", [
+    (1128, 1500, True), (1127.9, 1500, False),    # left: 1/8 of 1024 = 128 px
+    (1896, 1500, True), (1896.1, 1500, False),    # right
+    (1500, 1028, True), (1500, 1027.9, False),    # top
+    (1500, 1796, True), (1500, 1796.1, False),    # bottom
+])
+def test_reuse_needs_an_eighth_of_the_window_on_every_side(x, y, reused):
+    assert REUSE_INSET == 1 / 8
+    fm = plan_frame((4000, 3000), _px(x, y), _params(**SUB), [Window(1000, 900, 1024, 1024)])
+    assert fm.reused is reused
+    if not reused:
+        assert _window(fm) == (round(x - 512), round(y - 512), 1024, 1024), "otherwise centred on the prompt"
+
+
+def test_the_whole_prompt_must_fit_with_the_margin():
+    # Refinement clicks 700 px apart: their bounds leave less than 128 px on one side.
+    prompt = Prompt(points=((1100 / 4000, 1500 / 3000), (1850 / 4000, 1500 / 3000)), labels=(1, 0))
+    fm = plan_frame((4000, 3000), prompt, _params(**SUB), [Window(1000, 900, 1024, 1024)])
+    assert not fm.reused and _window(fm) == (963, 988, 1024, 1024)
+
+
+def test_no_margin_is_needed_where_the_window_meets_the_frame_edge():
+    corner = Window(0, 1976, 1024, 1024)  # the bottom-left corner window of a 4000 x 3000 frame
+    fm = plan_frame((4000, 3000), _px(10, 2990), _params(**SUB), [corner])
+    assert fm.reused and fm.window == corner
+    inner_side = plan_frame((4000, 3000), _px(1000, 2990), _params(**SUB), [corner])
+    assert not inner_side.reused, "the side inside the frame still needs its margin"
+
+
+def test_of_several_fitting_windows_the_nearest_centre_wins():
+    windows = [Window(1300, 900, 1024, 1024), Window(1000, 900, 1024, 1024), Window(1100, 1000, 1024, 1024)]
+    fm = plan_frame((4000, 3000), _px(1550, 1450), _params(**SUB), windows)
+    assert fm.window == Window(1000, 900, 1024, 1024)  # centres 265, 54 and 88 px from the prompt
+    assert plan_frame((4000, 3000), _px(1550, 1450), _params(**SUB), windows[::-1]).window == fm.window
+
+
+def test_only_windows_of_the_prompts_own_size_are_reused():
+    small = [Window(1000, 900, 512, 512)]
+    assert not plan_frame((4000, 3000), _px(1256, 1156), _params(**SUB), small).reused
+    assert plan_frame((4000, 3000), _px(1256, 1156), _params(subpatching={"patch_size": 512}), small).reused
+    wide = [Window(1000, 900, 800, 400)]
+    assert plan_frame((4000, 3000), _px(1400, 1100), _params(subpatching={"patch_size": [800, 400]}), wide).reused
+    assert not plan_frame((4000, 3000), _px(1400, 1100), _params(subpatching={"patch_size": [400, 800]}), wide).reused
+
+
+def test_a_grown_window_is_not_reused_for_a_small_prompt_nor_a_small_one_for_a_large_prompt():
+    big = _box(0.1, 0.1, 0.5, 0.5)  # 1600 x 1200 frame px: grows to 1680 x 1680
+    grown = plan_frame((4000, 3000), big, _params(**SUB))
+    assert grown.patch_size == (1680, 1680)
+    small_after = plan_frame((4000, 3000), _px(1000, 800), _params(**SUB), [grown.window])
+    assert not small_after.reused and small_after.patch_size == (1024, 1024)
+    big_after = plan_frame((4000, 3000), big, _params(**SUB), [Window(400, 300, 1024, 1024)])
+    assert not big_after.reused and big_after.patch_size == (1680, 1680)
+
+
+def test_fallback_and_fullframe_ignore_encoded_windows():
+    windows = [Window(0, 0, 1024, 1024)]
+    fm = plan_frame((1000, 1000), _box(0.02, 0.3, 0.98, 0.4), _params(subpatching={"patch_size": 256}), windows)
+    assert fm.mode == "fallback" and not fm.reused
+    assert plan_frame((4000, 3000), _px(500, 500), _params(), windows).mode == "fullframe"
+
+
+def test_padding_mode_reuses_a_window_past_the_edge_and_still_centres_new_ones():
+    params = _params(subpatching={"patch_size": 1024, "mode": "padding"})
+    padded = Window(-472, 2458, 1024, 1024)  # centred on (40, 2970): reaches past two edges
+    fm = plan_frame((4000, 3000), _px(300, 2800), params, [padded])
+    assert fm.reused and fm.window == padded
+    assert fm.valid_box() == (472, 0, 1024, 542)
+    new = plan_frame((4000, 3000), _px(2000, 1500), params, [padded])
+    assert not new.reused and _window(new) == (1488, 988, 1024, 1024)
+
+
+def test_a_resized_frame_judges_reuse_in_frame_pixels():
+    params = _params(fullframe_resize=0.5, subpatching={"patch_size": 512})
+    window = Window(500, 400, 512, 512)  # frame px; image px 1000..2024 x 800..1824
+    assert plan_frame((4000, 3000), _px(1200, 1000), params, [window]).reused  # frame (600, 500): 100 px in
+    assert not plan_frame((4000, 3000), _px(1100, 1000), params, [window]).reused  # frame (550, 500): 50 < 64
+
+
+def test_frame_size_and_full_frame_are_what_plan_frame_uses():
+    params = _params(fullframe_resize=0.25)
+    assert frame_size((4000, 3000), params) == (1000, 750) == plan_frame((4000, 3000), _px(5, 5), params).frame_size
+    assert full_frame((4000, 3000), params) == plan_frame((4000, 3000), _px(5, 5), params)
+    assert frame_size((4000, 3000), _params()) == (4000, 3000)
 
 
 # -- extract_patch ---------------------------------------------------------------------------

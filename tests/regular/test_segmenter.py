@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import threading
 import warnings
 
 import cv2
@@ -19,7 +20,8 @@ from sam2.utils.transforms import SAM2Transforms
 
 from sam2plus import segmenter as seg
 from sam2plus.config import ConfigError
-from sam2plus.segmenter import EmbeddingCache, PatchPrompt, Segmenter, resolve_checkpoint, resolve_device, to_model_input
+from sam2plus.segmenter import (EmbeddingCache, PatchPrompt, Segmenter, multimask, resolve_checkpoint, resolve_device,
+                                to_model_input)
 
 TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 CONFIGS = [f"configs/{family}/{family}_hiera_{size}.yaml" for family in ("sam2.1", "sam2") for size in ("t", "s", "b+", "l")]
@@ -173,6 +175,30 @@ def test_clear_empties_the_embedding_cache():
     assert cache.get(("a",)) is None and cache.bytes == 0
 
 
+def test_the_embedding_cache_lists_its_keys_and_replaces_a_key_put_twice():
+    cache = EmbeddingCache(max_bytes=4 << 20)
+    cache.put(("a",), _features(1))
+    cache.put(("b",), _features(1))
+    cache.put(("a",), _features(1, 5.0))
+    assert cache.keys() == [("b",), ("a",)] and cache.bytes == 2 << 20
+    assert cache.get(("a",), count=False)["image_embed"][0] == 5.0 and (cache.hits, cache.misses) == (0, 0)
+
+
+# ---------------------------------------------------------------- multimask output
+
+
+@pytest.mark.parametrize("points, box, expected", [
+    (1, False, True),   # a single key point is ambiguous: three candidates, the best score wins
+    (2, False, False),  # several points: one mask
+    (0, True, False),   # a rectangle: one mask
+    (1, True, False),   # a rectangle and a point: one mask
+])
+def test_multimask_output_follows_sam2s_guidance(points, box, expected):
+    prompt = PatchPrompt(np.full((points, 2), 10.0), np.ones(points, np.int64),
+                         np.array([0.0, 0.0, 50.0, 50.0]) if box else None)
+    assert multimask(prompt) is expected
+
+
 # ---------------------------------------------------------------- the real SAM2 (slow)
 
 
@@ -185,6 +211,7 @@ def _scene(seed: int) -> np.ndarray:
 
 POINT = PatchPrompt(np.array([[512.0, 512.0]]), np.array([1]), None)
 BOX = PatchPrompt(np.zeros((0, 2)), np.zeros(0, np.int64), np.array([350.0, 350.0, 670.0, 670.0]))
+TWO_POINTS = PatchPrompt(np.array([[512.0, 512.0], [800.0, 300.0]]), np.array([1, 0]), None)
 
 
 @pytest.mark.slow
@@ -246,3 +273,77 @@ def test_a_checkpoint_file_is_loaded(tiny, tmp_path):
 def test_an_unknown_config_is_a_start_up_error_naming_it():
     with pytest.raises(ConfigError, match="MODEL_CONFIG=configs/sam2.1/sam2.1_hiera_xl.yaml"):
         Segmenter("configs/sam2.1/sam2.1_hiera_xl.yaml", None, "cpu", 1 << 20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt, candidates", [(POINT, 3), (BOX, 1), (TWO_POINTS, 1)], ids=["point", "box", "two-points"])
+def test_sam2_is_asked_for_three_candidates_only_for_a_single_point(tiny, monkeypatch, prompt, candidates):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    seen = []
+    real = SAM2ImagePredictor._predict
+
+    def spy(self, *args, **kwargs):
+        masks, scores, low_res = real(self, *args, **kwargs)
+        seen.append(scores.shape[-1])
+        return masks, scores, low_res
+
+    monkeypatch.setattr(SAM2ImagePredictor, "_predict", spy)
+    output = tiny.predict(_scene(5), ("e",), prompt)
+    assert seen == [candidates]
+    assert output.low_res_logits.shape == (256, 256)
+
+
+@pytest.mark.slow
+def test_a_cached_click_never_waits_for_another_requests_encoder_run(tiny, monkeypatch):
+    """While one request's encoder run is held half-way, a click on a cached embedding is answered
+    (with exactly its serial answer), and another encoder run waits for the first to end."""
+    cached = tiny.predict(_scene(6), ("f",), POINT)
+    encoding, release = threading.Event(), threading.Event()
+
+    def held(patch, size):  # the encoder run's first step, under the encoder lock
+        encoding.set()
+        assert release.wait(120)
+        return to_model_input(patch, size)
+
+    monkeypatch.setattr(seg, "to_model_input", held)
+    answers = {}
+    first = threading.Thread(target=lambda: answers.setdefault("g", tiny.predict(_scene(7), ("g",), BOX)))
+    first.start()
+    try:
+        assert encoding.wait(60), "the encoder run did not start"
+        encoding.clear()
+        again = tiny.predict(_scene(6), ("f",), POINT)  # would deadlock behind a shared lock
+        assert not again.encoded and np.array_equal(again.low_res_logits, cached.low_res_logits)
+        second = threading.Thread(target=lambda: answers.setdefault("h", tiny.predict(_scene(8), ("h",), BOX)))
+        second.start()
+        assert not encoding.wait(1), "a second encoder run started beside the first"
+    finally:
+        release.set()
+    first.join(120)
+    second.join(120)
+    assert answers["g"].encoded and answers["h"].encoded
+    monkeypatch.undo()
+    assert np.array_equal(answers["g"].low_res_logits, Segmenter.predict(tiny, _scene(7), ("g",), BOX).low_res_logits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", [POINT, BOX, TWO_POINTS], ids=["point", "box", "two-points"])
+def test_prompts_reach_sam2_where_its_own_predictor_puts_them(tiny, prompt):
+    """Our fractions of the input give the logits SAM2's predictor gives for pixel-index coordinates
+    of the 1024x1024 input on an image of that size (its documented use), on a non-square patch
+    (a prompt may reach past the patch: only the mapping is compared)."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    patch = cv2.resize(_scene(9), (700, 500), interpolation=cv2.INTER_AREA)
+    ours = tiny.predict(patch, ("i",), prompt)
+    reference = SAM2ImagePredictor(tiny.predictor.model)
+    reference.set_image(to_model_input(patch, 1024))
+    to_input = np.array([1024 / 700, 1024 / 500])
+    points = prompt.points * to_input - 0.5 if len(prompt.points) else None
+    box = (prompt.box.reshape(2, 2) * to_input - 0.5).reshape(4) if prompt.box is not None else None
+    with torch.inference_mode():
+        _, scores, logits = reference.predict(point_coords=points, point_labels=prompt.labels if len(prompt.points) else None,
+                                              box=box, multimask_output=multimask(prompt), return_logits=True)
+    best = int(np.argmax(scores))
+    assert np.allclose(ours.low_res_logits, logits[best], atol=1e-4) and ours.score == pytest.approx(float(scores[best]))

@@ -24,7 +24,21 @@ class ColorRegionSegmenter:
     def __init__(self, tolerance: int = 40):
         self.tolerance = tolerance
         self.encoder_runs = 0
-        self._encoded: set = set()
+        self._encoded: dict = {}  # key -> None, in the order encoded
+
+    def cached_keys(self) -> list[tuple]:
+        """The keys "encoded" so far (the double forgets nothing)."""
+        return list(self._encoded)
+
+    def embed(self, patch: np.ndarray, key: tuple) -> bool:
+        return self._encode(key)
+
+    def _encode(self, key: tuple) -> bool:
+        encoded = key not in self._encoded
+        if encoded:
+            self._encoded[key] = None
+            self.encoder_runs += 1
+        return encoded
 
     def predict(self, patch: np.ndarray, key: tuple, prompt: PatchPrompt) -> SegmentOutput:
         height, width = patch.shape[:2]
@@ -40,8 +54,4 @@ class ColorRegionSegmenter:
         _, components = cv2.connectedComponents(near, connectivity=4)
         region = (components == components[sy, sx]).astype(np.float32)
         fraction = cv2.resize(region, (LOW_RES, LOW_RES), interpolation=cv2.INTER_AREA)
-        encoded = key not in self._encoded
-        if encoded:
-            self._encoded.add(key)
-            self.encoder_runs += 1
-        return SegmentOutput((fraction - 0.5) * 20, 1.0, encoded)
+        return SegmentOutput((fraction - 0.5) * 20, 1.0, self._encode(key))

@@ -1,0 +1,176 @@
+"""Warm-up when a task opens: /predict without a context answers at once and prepares the image.
+
+SAM2Plus around the `ColorRegionSegmenter` test double (it counts encoder runs as SAM2 would),
+through Flask's test client; the real SAM2 and a real Label Studio do the same in
+tests/e2e/test_warmup.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+import pytest
+
+from model import SAM2Plus
+from sam2plus.config import ServerConfig
+from sam2plus.server import create_app
+from sam2plus.warmup import Warmup
+from tests.support.geometry_segmenter import ColorRegionSegmenter
+from tests.support.scenes import DiscScene, label_config, point_context
+
+SCENE = DiscScene(1600, 1200, 700, 500, 120)
+PROJECT = "3.1795599678"
+WAIT = 30
+
+
+@pytest.fixture
+def backend(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    SCENE.write(cache / "scene.jpg")
+    DiscScene(1600, 1200, 300, 300, 90).write(cache / "other.jpg")
+    model = SAM2Plus(ServerConfig(cache_dir=str(cache), model_dir=str(tmp_path / "models")),
+                     segmenter=ColorRegionSegmenter())
+    return model, create_app(model).test_client(), cache
+
+
+def _setup(client, extra_params):
+    answer = client.post("/setup", json={"project": PROJECT, "schema": label_config(), "extra_params": extra_params})
+    assert answer.status_code == 200, answer.get_json()
+
+
+def _open(client, *images, context=None):
+    """What Label Studio sends when a task opens: the task, and params.context null."""
+    body = {"tasks": [{"id": i + 1, "data": {"image": image}} for i, image in enumerate(images)],
+            "project": PROJECT, "label_config": label_config(), "params": {"login": None, "password": None,
+                                                                           "context": context}}
+    answer = client.post("/predict", json=body)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["results"] == []
+    return answer
+
+
+def _click(client, image="scene.jpg"):
+    body = {"tasks": [{"id": 1, "data": {"image": image}}], "project": PROJECT, "label_config": label_config(),
+            "params": {"context": point_context([(SCENE.cx, SCENE.cy)], SCENE.width, SCENE.height)}}
+    answer = client.post("/predict", json=body)
+    assert answer.status_code == 200, answer.get_json()
+    return answer.get_json()["results"][0]["result"]
+
+
+def _frames(cache):
+    return sorted(p.name for p in (cache / "frames").glob("*.rgb"))
+
+
+def _digest(path):
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def test_opening_a_task_stores_its_frame_and_encodes_the_full_frame_without_subpatching(backend):
+    model, client, cache = backend
+    _setup(client, None)
+    _open(client, "scene.jpg")
+    assert model.warmup.wait(WAIT)
+    assert _frames(cache) == [f"{_digest(cache / 'scene.jpg')}-1600x1200.rgb"]
+    segmenter, frames = model.pipeline.segmenter, model.pipeline.frames
+    assert (model.warmup.queued, model.warmup.done, model.warmup.failed) == (1, 1, 0)
+    assert segmenter.encoder_runs == 1 and frames.misses == 1
+    assert _click(client), "the disc is found"
+    assert segmenter.encoder_runs == 1, "the first click ran no encoder"
+    assert (frames.misses, frames.hits) == (1, 1), "the first click ran no decode"
+
+
+def test_with_subpatching_only_the_frame_is_prepared_at_its_resized_size(backend):
+    model, client, cache = backend
+    _setup(client, {"fullframe_resize": 0.5, "subpatching": {"patch_size": 256}})
+    _open(client, "scene.jpg")
+    assert model.warmup.wait(WAIT)
+    assert _frames(cache) == [f"{_digest(cache / 'scene.jpg')}-800x600.rgb"]
+    assert model.pipeline.segmenter.encoder_runs == 0, "the window depends on the click"
+    _click(client)
+    assert model.pipeline.frames.misses == 1 and model.pipeline.segmenter.encoder_runs == 1
+
+
+def test_a_batch_warms_every_task_image(backend):
+    model, client, cache = backend
+    _setup(client, {"subpatching": {}})
+    _open(client, "scene.jpg", "other.jpg")
+    assert model.warmup.wait(WAIT)
+    assert model.warmup.done == 2 and len(_frames(cache)) == 2
+
+
+def test_the_answer_comes_at_once_and_clicks_go_first(backend):
+    """While a click is in flight the warm-up waits; the open itself never waits for it."""
+    model, client, cache = backend
+    _setup(client, {"subpatching": {}})
+    with model.warmup.click():  # a click in flight
+        _open(client, "scene.jpg")
+        assert not model.warmup.wait(0.5), "the warm-up started while a click was in flight"
+        assert model.warmup.done == 0 and _frames(cache) == []
+    assert model.warmup.wait(WAIT) and model.warmup.done == 1 and len(_frames(cache)) == 1
+
+
+def test_the_queue_is_bounded_and_drops_the_rest_with_a_log_line(backend, caplog):
+    model, client, cache = backend
+    model.warmup = Warmup(model.pipeline, max_queued=2)
+    _setup(client, {"subpatching": {}})
+    caplog.set_level(logging.WARNING, "sam2plus.warmup")
+    with model.warmup.click():
+        _open(client, "scene.jpg", "other.jpg", "scene.jpg", "other.jpg")
+        assert (model.warmup.queued, model.warmup.dropped) == (2, 2)
+        _open(client, "scene.jpg")  # the same task of the same project is queued once
+        assert (model.warmup.queued, model.warmup.dropped) == (2, 2)
+    assert model.warmup.wait(WAIT) and model.warmup.done == 2
+    assert sum("warm-up dropped" in record.getMessage() for record in caplog.records) == 2
+
+
+def test_a_failing_warm_up_is_logged_and_the_server_keeps_serving(backend, caplog):
+    model, client, cache = backend
+    _setup(client, {"subpatching": {}})
+    caplog.set_level(logging.WARNING, "sam2plus.warmup")
+    _open(client, "missing.jpg")
+    _open(client, "scene.jpg")
+    assert model.warmup.wait(WAIT)
+    assert (model.warmup.failed, model.warmup.done) == (1, 1)
+    assert any("warm-up failed" in r.getMessage() and "missing.jpg" in r.getMessage() for r in caplog.records)
+    assert _click(client)
+
+
+@pytest.mark.parametrize("context", [{"result": []}, {}])
+def test_only_a_null_context_warms_up(backend, context):
+    """An empty result list is the editor's last prompt deleted: nothing to prepare."""
+    model, client, cache = backend
+    _open(client, "scene.jpg", context=context)
+    assert model.warmup.wait(WAIT) and model.warmup.queued == 0 and _frames(cache) == []
+
+
+def test_an_unreadable_project_is_no_error_when_a_task_opens(backend):
+    model, client, _ = backend
+    body = {"tasks": [{"id": 1, "data": {"image": "scene.jpg"}}], "project": {"id": 1}, "label_config": label_config(),
+            "params": {"context": None}}
+    answer = client.post("/predict", json=body)
+    assert answer.status_code == 200 and answer.get_json()["results"] == []
+    assert model.warmup.queued == 0
+
+
+def test_warm_ups_never_block_clicks_on_other_images(backend):
+    """A click on another image goes through while a warm-up is held inside one of its stages."""
+    model, client, cache = backend
+    _setup(client, {"subpatching": {}})
+    inside, release = threading.Event(), threading.Event()
+    frame = model.pipeline.frame
+
+    def held_frame(local, *args):
+        if local.path.name == "other.jpg":
+            inside.set()
+            release.wait(WAIT)
+        return frame(local, *args)
+
+    model.pipeline.frame = held_frame
+    _open(client, "other.jpg")
+    assert inside.wait(WAIT)
+    assert _click(client, "scene.jpg")
+    release.set()
+    assert model.warmup.wait(WAIT) and model.warmup.done == 1
