@@ -18,6 +18,13 @@ MAX_JSON_DEPTH = 512
 _ARTIFACT_ALIASES = {"false": "off", "0": "off", "true": "on", "1": "on"}
 
 
+def checkpoint_file(checkpoint: str, checkpoint_dir: str) -> Path | None:
+    """The file MODEL_CHECKPOINT names (in CHECKPOINT_DIR unless it is absolute); None for untrained weights."""
+    if checkpoint == UNTRAINED:
+        return None
+    return Path(checkpoint_dir) / checkpoint  # an absolute checkpoint replaces the directory
+
+
 class ConfigError(RuntimeError):
     """Settings of the environment that the backend cannot start with: one line per problem."""
 
@@ -112,13 +119,6 @@ class ServerConfig:
             problems.append(f"MAX_JSON_DEPTH={self.max_json_depth} must be from 2 to {MAX_JSON_DEPTH}")
         if problems:
             raise ConfigError(*problems)
-
-    @property
-    def checkpoint_path(self) -> Path | None:
-        """The checkpoint file MODEL_CHECKPOINT names (in CHECKPOINT_DIR unless absolute); None for untrained."""
-        if self.model_checkpoint == UNTRAINED:
-            return None
-        return Path(self.checkpoint_dir) / self.model_checkpoint  # an absolute MODEL_CHECKPOINT replaces the dir
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ServerConfig":

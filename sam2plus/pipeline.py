@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import metrics
 from .artifacts import new_request_dir, write_artifacts
 from .errors import RequestError, Stopped, describe
 from .fetch import ImageFetcher, LocalImage
@@ -179,4 +180,6 @@ class _Clock:
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.laps[name] = (now - self._last) * 1000
+        if name != "model":  # the segmenter times the model's encoder and decoder apart
+            metrics.observe_stage(name, now - self._last)
         self._last = now

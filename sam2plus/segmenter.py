@@ -17,7 +17,6 @@ import contextlib
 import copy
 import ctypes
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -27,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ConfigError
+from . import metrics
+from .config import UNTRAINED, ConfigError, checkpoint_file
+from .startup import checkpoint_problem
 
 log = logging.getLogger(__name__)
 
-UNTRAINED = "untrained"
 UNTRAINED_SEED = 0
 LOW_RES = 256  # SAM2's mask logits are 256x256 for its 1024x1024 input
-CHECKPOINT_HINT = "download it with `python scripts/download-checkpoints.py CHECKPOINT_DIR NAME` (or set MODEL_CHECKPOINT=untrained for a plumbing check)"
 
 
 @dataclass(frozen=True)
@@ -71,14 +70,13 @@ def release_free_memory() -> None:
 
 
 def resolve_checkpoint(checkpoint: str, checkpoint_dir: str) -> str | None:
-    """The checkpoint file to load, None for untrained weights; a missing file is a ConfigError."""
-    if checkpoint == UNTRAINED:
-        return None
-    path = Path(checkpoint) if os.path.isabs(checkpoint) else Path(checkpoint_dir) / checkpoint
-    if not path.is_file():
-        raise ConfigError(f"SAM2 checkpoint {path} not found (MODEL_CHECKPOINT={checkpoint}, "
-                          f"CHECKPOINT_DIR={checkpoint_dir}): {CHECKPOINT_HINT}")
-    return str(path)
+    """The checkpoint file to load, None for untrained weights; a missing file is a ConfigError
+    naming its path and the command that fetches it."""
+    problem = checkpoint_problem(checkpoint, checkpoint_dir)
+    if problem:
+        raise ConfigError(problem)
+    path = checkpoint_file(checkpoint, checkpoint_dir)
+    return None if path is None else str(path)
 
 
 def resolve_device(device: str) -> str:
@@ -156,7 +154,9 @@ class EmbeddingCache:
                     self.misses += 1
                 else:
                     self.hits += 1
-            return None if item is None else item[0]
+        if count:
+            metrics.count_cache("embedding", item is not None)
+        return None if item is None else item[0]
 
     def keys(self) -> list[tuple]:
         with self._lock:
@@ -256,10 +256,12 @@ class Segmenter:
         predictor._features = features
         predictor._orig_hw = [(LOW_RES, LOW_RES)]
         predictor._is_image_set = True
+        started = time.perf_counter()
         with torch.inference_mode(), self._autocast():
             _, scores, low_res = predictor.predict(
                 point_coords=points, point_labels=prompt.labels if points is not None else None,
                 box=box, multimask_output=multimask(prompt), return_logits=True, normalize_coords=False)
+        metrics.observe_stage("decoder", time.perf_counter() - started)
         best = int(np.argmax(scores))
         return SegmentOutput(np.asarray(low_res[best], dtype=np.float32), float(scores[best]), encoded)
 
@@ -281,9 +283,11 @@ class Segmenter:
                 return features, False
             release_free_memory()  # so the encoder's working memory does not stack on idle heap
             predictor = self._predictor()
+            started = time.perf_counter()
             with torch.inference_mode(), self._autocast():
                 predictor.set_image(to_model_input(patch, self.input_size))
             self.encoder_runs += 1
+            metrics.count_encoder_run(time.perf_counter() - started)
             self.cache.put(key, predictor._features)
             release_free_memory()
             return predictor._features, True

@@ -118,7 +118,7 @@ def create_app(model) -> Flask:
         view = request.args.get("format", "prometheus")
         if view == "json":
             return jsonify(model_version=model.model_version, pid=os.getpid(), **counts.snapshot(),
-                           **_cache_counts(model))
+                           **_worker_counts(model))
         if view != "prometheus":
             raise RequestError("format", f"must be prometheus (the default) or json, got {describe(view)}")
         text, content_type = metrics.exposition()
@@ -165,14 +165,17 @@ def create_app(model) -> Flask:
     return app
 
 
-def _cache_counts(model) -> dict:
-    """This worker's encoder runs and cache counters (the JSON view of /metrics)."""
+def _worker_counts(model) -> dict:
+    """This worker's encoder runs, cache and warm-up counters (the JSON view of /metrics)."""
     segmenter = model.pipeline.segmenter
     cache = getattr(segmenter, "cache", None)
     frames = model.pipeline.frames
+    warmup = model.warmup
     return {"encoder_runs": getattr(segmenter, "encoder_runs", None),
             "embedding_cache": {"hits": cache.hits, "misses": cache.misses, "bytes": cache.bytes} if cache else None,
-            "frame_cache": {"hits": frames.hits, "misses": frames.misses}}
+            "frame_cache": {"hits": frames.hits, "misses": frames.misses},
+            "warmups": {"queued": warmup.queued, "dropped": warmup.dropped, "done": warmup.done,
+                        "failed": warmup.failed}}
 
 
 def _storage_fault(exc: Exception) -> tuple[int, str]:

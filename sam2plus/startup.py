@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from .config import UNTRAINED, ConfigError, ServerConfig
+from .config import UNTRAINED, ConfigError, ServerConfig, checkpoint_file
 
 __all__ = ["check_environment", "checkpoint_problem", "report"]
 
@@ -28,7 +28,7 @@ PREFIX = "sam2plus: configuration error: "
 def check_environment(config: ServerConfig) -> None:
     """Raise a ConfigError listing every problem of `config` on this machine; nothing when it can start."""
     problems = [problem for problem in (
-        checkpoint_problem(config),
+        checkpoint_problem(config.model_checkpoint, config.checkpoint_dir),
         _model_config_problem(config.model_config),
         _device_problem(config.device),
         _writable_problem("CACHE_DIR", config.cache_dir),
@@ -46,15 +46,15 @@ def report(error: ConfigError, stream: TextIO | None = None) -> None:
     stream.flush()
 
 
-def checkpoint_problem(config: ServerConfig) -> str | None:
-    """What is wrong with MODEL_CHECKPOINT, with the command that fetches it, or None."""
-    path = config.checkpoint_path
+def checkpoint_problem(checkpoint: str, checkpoint_dir: str) -> str | None:
+    """What is wrong with MODEL_CHECKPOINT in CHECKPOINT_DIR, with the command that fetches it, or None."""
+    path = checkpoint_file(checkpoint, checkpoint_dir)
     if path is None or path.is_file():
         return None
     if path.exists():
-        return f"SAM2 checkpoint {path} is not a file (MODEL_CHECKPOINT={config.model_checkpoint})"
-    return (f"SAM2 checkpoint {path} not found (MODEL_CHECKPOINT={config.model_checkpoint}, "
-            f"CHECKPOINT_DIR={config.checkpoint_dir}): download it with "
+        return f"SAM2 checkpoint {path} is not a file (MODEL_CHECKPOINT={checkpoint})"
+    return (f"SAM2 checkpoint {path} not found (MODEL_CHECKPOINT={checkpoint}, "
+            f"CHECKPOINT_DIR={checkpoint_dir}): download it with "
             f"`python scripts/download-checkpoints.py {path.parent} {path.name}`, or set "
             f"MODEL_CHECKPOINT={UNTRAINED} for a plumbing check with random weights")
 

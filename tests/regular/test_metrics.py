@@ -86,6 +86,35 @@ def test_frame_cache_hits_and_misses(backend):
     assert delta(after, before, "sam2plus_cache_lookups_total", cache="frame", result="hit") == 1
 
 
+def test_each_stage_of_a_click_is_timed(backend):
+    client, _ = backend
+    before = scrape(client)
+    assert client.post("/predict", json=predict_body()).status_code == 200
+    after = scrape(client)
+    for stage in ("fetch", "decode", "regions"):
+        assert delta(after, before, "sam2plus_stage_seconds_count", stage=stage) == 1, stage
+        assert delta(after, before, "sam2plus_stage_seconds_sum", stage=stage) > 0, stage
+    assert delta(after, before, "sam2plus_stage_seconds_count", stage="artifacts") == 0, "none were asked for"
+
+
+def test_warm_ups_are_counted_when_a_task_opens(backend):
+    """Label Studio opening a task: /predict without a context queues a warm-up of its image."""
+    client, _ = backend
+    before = scrape(client)
+    body = predict_body()
+    body["params"]["context"] = None
+    assert client.post("/predict", json=body).get_json()["results"] == []
+    deadline = time.monotonic() + 30
+    while delta(scrape(client), before, "sam2plus_warmups_total", event="done") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = scrape(client)
+    assert delta(after, before, "sam2plus_warmups_total", event="queued") == 1
+    assert delta(after, before, "sam2plus_warmups_total", event="done") == 1
+    assert delta(after, before, "sam2plus_warmups_total", event="failed") == 0
+    assert client.get("/metrics?format=json").get_json()["warmups"] == {"queued": 1, "dropped": 0, "done": 1,
+                                                                        "failed": 0}
+
+
 def test_every_metric_of_the_readme_is_exposed(backend):
     client, _ = backend
     client.get("/health")
@@ -239,3 +268,24 @@ def test_a_given_metrics_directory_is_emptied_at_start_and_kept_and_a_temporary_
         temporary = line.rsplit("metrics in ", 1)[1].strip()
         assert os.path.isdir(temporary) and "sam2plus-metrics-" in temporary
     assert not os.path.exists(temporary), "the temporary directory goes with the server"
+
+
+@pytest.mark.slow
+def test_under_gunicorn_the_real_segmenter_counts_encoder_runs_embedding_lookups_and_decoder_times(tmp_path):
+    (tmp_path / "cache").mkdir()
+    SCENE.write(tmp_path / "cache" / "scene.jpg")
+    env = {"CACHE_DIR": str(tmp_path / "cache"), "MODEL_DIR": str(tmp_path / "models")}
+    with gunicorn_server(env, workers=1, threads=4, log_dir=tmp_path) as server:
+        before = _scrape(server.url)
+        for _ in range(2):  # the second click reuses the first one's embedding
+            assert requests.post(f"{server.url}/predict", json=predict_body(), timeout=120).status_code == 200
+        after = _scrape(server.url)
+    assert delta(after, before, "sam2plus_encoder_runs_total") == 1
+    assert delta(after, before, "sam2plus_stage_seconds_count", stage="encoder") == 1
+    assert delta(after, before, "sam2plus_stage_seconds_sum", stage="encoder") > 0.1, "SAM2's encoder takes a while"
+    assert delta(after, before, "sam2plus_stage_seconds_count", stage="decoder") == 2
+    assert delta(after, before, "sam2plus_cache_lookups_total", cache="embedding", result="miss") == 1
+    assert delta(after, before, "sam2plus_cache_lookups_total", cache="embedding", result="hit") == 1
+    (info,) = [dict(labels) for name, labels in after if name == "sam2plus_model_info"]
+    assert info["config"] == "configs/sam2.1/sam2.1_hiera_t.yaml" and info["untrained"] == "true"
+    assert info["device"] == "cpu" and info["checkpoint"] == "untrained" and info["version"].endswith(":untrained")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.support.prometheus import requests_by_route_and_status, samples
+from tests.support.prometheus import requests_by_route_and_status, samples, value
 from tests.support.scenes import DiscScene, label_config, point_context, rect_context
 from tests.support.servers import gunicorn_server, static_server
 
@@ -201,6 +201,17 @@ def test_soak_mixed_load_on_two_workers(tmp_path):
     before_counts = requests_by_route_and_status(before)
     delta = {key: counted[key] - before_counts.get(key, 0) for key in counted}
     assert {key: n for key, n in delta.items() if n} == expected_counts, "Prometheus counted what the clients sent"
+    clicks = REQUESTS - sum(1 for index, _ in plan if index is None)
+
+    def grown(name: str, **labels) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    for stage in ("fetch", "decode", "decoder", "regions"):
+        assert grown("sam2plus_stage_seconds_count", stage=stage) == clicks, stage
+    misses = grown("sam2plus_cache_lookups_total", cache="embedding", result="miss")
+    assert grown("sam2plus_cache_lookups_total", cache="embedding") == clicks
+    encoder_runs = grown("sam2plus_encoder_runs_total")
+    assert encoder_runs == grown("sam2plus_stage_seconds_count", stage="encoder") <= misses
 
     bound = EMBEDDING_CACHE_MB + ENCODER_WORKING_MB << 20
     for pid in workers:
@@ -210,7 +221,7 @@ def test_soak_mixed_load_on_two_workers(tmp_path):
     good_latencies = [latency for (index, _), (_, latency, _) in zip(plan, results) if index is not None]
     print(f"\nsoak: {len(good)} serial clicks in {serial_seconds:.0f} s; then {REQUESTS} requests "
           f"({len(good_latencies)} clicks, {REQUESTS - len(good_latencies)} bad) from {CLIENTS} clients in "
-          f"{load_seconds:.0f} s ({REQUESTS / load_seconds:.1f} requests/s)")
+          f"{load_seconds:.0f} s ({REQUESTS / load_seconds:.1f} requests/s, {encoder_runs:.0f} encoder runs)")
     print(f"soak: all requests {_percentiles([latency for _, latency, _ in results])}; "
           f"clicks {_percentiles(good_latencies)}")
     for pid in workers:

@@ -46,10 +46,10 @@ def test_a_missing_checkpoint_names_the_real_path_and_the_command_that_fetches_i
 
 def test_an_absolute_checkpoint_path_is_taken_as_it_is(tmp_path):
     given = tmp_path / "mine" / "model.pt"
-    assert f"SAM2 checkpoint {given} not found" in checkpoint_problem(_config(tmp_path, model_checkpoint=str(given)))
+    assert f"SAM2 checkpoint {given} not found" in checkpoint_problem(str(given), "/elsewhere")
     given.parent.mkdir()
     given.write_bytes(b"weights")
-    assert checkpoint_problem(_config(tmp_path, model_checkpoint=str(given))) is None
+    assert checkpoint_problem(str(given), "/elsewhere") is None
 
 
 def test_a_model_config_sam2_does_not_ship_lists_those_it_does(tmp_path):
