@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
+import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
+from model import SAM2Plus
 from sam2plus import metrics
+from sam2plus.config import ServerConfig
+from sam2plus.server import create_app
+from sam2plus.warmup import Warmup
+from tests.support.geometry_segmenter import ColorRegionSegmenter
 from tests.support.inprocess import SCENE, make_backend, predict_body
 from tests.support.prometheus import requests_by_route_and_status, samples, value
 from tests.support.scenes import label_config
@@ -115,18 +124,72 @@ def test_warm_ups_are_counted_when_a_task_opens(backend):
                                                                         "failed": 0}
 
 
-def test_every_metric_of_the_readme_is_exposed(backend):
+def test_a_warm_up_dropped_for_a_full_queue_is_counted(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in ("scene.jpg", "other.jpg"):
+        SCENE.write(cache / name)
+    model = SAM2Plus(ServerConfig(cache_dir=str(cache), model_dir=str(tmp_path / "models")),
+                     segmenter=ColorRegionSegmenter())
+    model.warmup = Warmup(model.pipeline, max_queued=1)
+    client = create_app(model).test_client()
+    before = scrape(client)
+    body = predict_body()
+    body["params"]["context"] = None
+    body["tasks"] = [{"id": 1, "data": {"image": "scene.jpg"}}, {"id": 2, "data": {"image": "other.jpg"}}]
+    with model.warmup.click():  # a click in flight: the first warm-up waits, the second finds the queue full
+        assert client.post("/predict", json=body).get_json()["results"] == []
+    assert model.warmup.wait(30)
+    after = scrape(client)
+    assert {event: delta(after, before, "sam2plus_warmups_total", event=event)
+            for event in ("queued", "dropped", "done", "failed")} == {"queued": 1, "dropped": 1, "done": 1, "failed": 0}
+
+
+def test_a_click_whose_client_left_is_counted_as_499(backend):
     client, _ = backend
-    client.get("/health")
-    names = {family for family, _ in scrape(client)}
-    for name in ("sam2plus_requests_total", "sam2plus_request_seconds_bucket", "sam2plus_requests_in_progress",
-                 "sam2plus_stage_seconds_bucket", "sam2plus_cache_lookups_total", "sam2plus_encoder_runs_total",
-                 "sam2plus_warmups_total", "sam2plus_model_info", "sam2plus_worker_resident_bytes",
-                 "sam2plus_worker_peak_resident_bytes"):
-        assert name in names, name
-    stages = {dict(labels)["stage"] for name, labels in scrape(client) if name == "sam2plus_stage_seconds_count"}
-    assert stages >= {"fetch", "decode", "encoder", "decoder", "regions"}
-    events = {dict(labels)["event"] for name, labels in scrape(client) if name == "sam2plus_warmups_total"}
+    before = scrape(client)
+    ours, peer = socket.socketpair()
+    peer.close()  # the client is gone before the click starts
+    try:
+        answer = client.post("/predict", json=predict_body(), environ_base={"gunicorn.socket": ours})
+    finally:
+        ours.close()
+    assert answer.status_code == 499
+    after = scrape(client)
+    assert delta(after, before, "sam2plus_requests_total", route="/predict", method="POST", status="499") == 1
+    assert delta(after, before, "sam2plus_stage_seconds_count", stage="decode") == 0, "it stopped after the fetch"
+
+
+def _readme_metrics() -> dict[str, tuple[str, set[str]]]:
+    """The README's table of metrics (Operations > Metrics): name -> (type, label names)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = re.search(r"^### Metrics\n(.*?)(?=^#)", readme, re.S | re.M)
+    assert section, "README: Operations > Metrics"
+    rows = {}
+    for line in section.group(1).splitlines():
+        if line.startswith("| `sam2plus_"):
+            name, kind, labels = (cell.strip() for cell in line.strip("|").split("|")[:3])
+            rows[name.strip("`")] = (kind, set(re.findall(r"`(\w+)`", labels)))
+    return rows
+
+
+def test_the_readme_lists_exactly_the_metrics_exposed_with_their_types_and_labels(backend):
+    client, _ = backend
+    assert client.post("/predict", json=predict_body()).status_code == 200
+    text = client.get("/metrics").get_data(as_text=True)
+    exposed = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        labels = {key for sample in family.samples for key in sample.labels} - {"le"}
+        exposed[name] = (family.type, labels)
+    listed = _readme_metrics()
+    assert listed.keys() == exposed.keys()
+    for name, (kind, labels) in listed.items():
+        assert kind == exposed[name][0], name
+        assert labels - {"pid"} == exposed[name][1], name  # pid: a per-worker gauge's label under gunicorn
+    stages = {dict(labels)["stage"] for name, labels in samples(text) if name == "sam2plus_stage_seconds_count"}
+    assert stages == {"fetch", "decode", "encoder", "decoder", "regions", "artifacts"}
+    events = {dict(labels)["event"] for name, labels in samples(text) if name == "sam2plus_warmups_total"}
     assert events == {"queued", "dropped", "done", "failed"}
 
 
