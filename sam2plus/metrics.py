@@ -168,8 +168,29 @@ def exposition() -> tuple[bytes, str]:
     if directory is None:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)
+    registry.register(_WorkerFiles(directory))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _WorkerFiles:
+    """prometheus-client's multiprocess collector over the workers' files that have been sized.
+
+    A worker creates its file empty and sizes it a moment later; prometheus-client 0.26 fails the
+    whole scrape on an empty file (client_python issue 1199), and one left by a worker killed in that
+    moment would fail every later scrape. An empty file holds no counts, so it is left out."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def collect(self):
+        files = []
+        for path in Path(self.directory).glob("*.db"):
+            try:
+                if path.stat().st_size > 0:
+                    files.append(str(path))
+            except FileNotFoundError:  # a dead worker's live gauges, removed since the glob
+                continue
+        return multiprocess.MultiProcessCollector.merge(files, accumulate=True)
 
 
 def prepare_multiprocess_dir(directory: str) -> None:

@@ -12,6 +12,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from tests.support.scenes import label_config
 from tests.support.servers import gunicorn_server
 
 GEOMETRY_APP = "tests.support.geometry_app:app"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def scrape(client) -> dict:
@@ -162,8 +165,8 @@ def test_a_click_whose_client_left_is_counted_as_499(backend):
 
 def _readme_metrics() -> dict[str, tuple[str, set[str]]]:
     """The README's table of metrics (Operations > Metrics): name -> (type, label names)."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = re.search(r"^### Metrics\n(.*?)(?=^#)", readme, re.S | re.M)
+    readme = (ROOT / "README.md").read_text()
+    section = re.search(r"^### Metrics\n(.*?)(?=^#)", readme, re.DOTALL | re.MULTILINE)
     assert section, "README: Operations > Metrics"
     rows = {}
     for line in section.group(1).splitlines():
@@ -241,6 +244,26 @@ def test_a_metric_that_fails_never_fails_the_request(backend, monkeypatch, caplo
             assert client.post("/predict", json=predict_body()).status_code == 200
     warnings = [r.getMessage() for r in caplog.records if r.name == "sam2plus.metrics"]
     assert len(warnings) == 1 and "count_cache failed" in warnings[0]
+
+
+def test_an_empty_metrics_file_is_read_as_no_counts(tmp_path):
+    """A worker creates its metrics file empty and sizes it a moment later (prometheus-client's
+    MmapedDict); a scrape in between, or a worker killed in between, left the file empty and
+    made every scrape a 500. Here in prometheus-client's multiprocess mode, in a process of its own."""
+    script = (
+        "import os, sys\n"
+        "from sam2plus import metrics\n"
+        "metrics.observe_request('/health', 'GET', 200, 0.01)\n"
+        "open(os.path.join(os.environ['PROMETHEUS_MULTIPROC_DIR'], 'counter_424242.db'), 'wb').close()\n"
+        "assert metrics.multiprocess_dir()\n"
+        "sys.stdout.write(metrics.exposition()[0].decode())\n")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    scraped = samples(done.stdout)
+    assert value(scraped, "sam2plus_requests_total", route="/health", method="GET", status="200") == 1
+    assert (tmp_path / "counter_424242.db").stat().st_size == 0
 
 
 # --- under gunicorn: several worker processes ----------------------------------------------------
