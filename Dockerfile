@@ -33,7 +33,7 @@ RUN if [ -n "$BAKE_CHECKPOINTS" ]; then \
         python scripts/download-checkpoints.py /sam2/checkpoints $BAKE_CHECKPOINTS; \
     fi
 
-COPY pyproject.toml README.md model.py _wsgi.py ./
+COPY pyproject.toml README.md model.py _wsgi.py gunicorn.conf.py ./
 COPY sam2plus/ sam2plus/
 COPY probe/ probe/
 RUN pip install . && python -c "import cv2, sam2.build_sam, sam2plus"
@@ -49,12 +49,13 @@ ENV DEVICE=cuda \
     LOG_LEVEL=INFO \
     WORKERS=1 \
     THREADS=8 \
+    HOST=0.0.0.0 \
     PORT=9090
 EXPOSE 9090
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=4)"]
 
-# --timeout 0, as in Label Studio's own backends: a worker that loads SAM2 at start-up
-# may take longer than gunicorn's default 30 s and would be killed and restarted in a loop.
-CMD ["sh", "-c", "exec gunicorn --bind 0.0.0.0:${PORT} --workers ${WORKERS} --threads ${THREADS} --timeout 0 _wsgi:app"]
+# gunicorn reads /app/gunicorn.conf.py by itself: HOST:PORT, WORKERS, THREADS, TIMEOUT (300 s, long
+# enough for a worker loading SAM2) from the environment, and a configuration check at start.
+CMD ["gunicorn", "_wsgi:app"]

@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .config import ServerConfig
+from .config import UNTRAINED, ServerConfig
 from .contexts import context, control, keypoint_region, label_config, rectangle_region
 from .frames import extract_patch, plan_frame
 from .images import read_info
@@ -50,7 +50,7 @@ from .masks import mask_in_image
 from .pipeline import padding_fill
 from .prompts import parse_prompt
 from .rle import encode_brush_rle
-from .segmenter import UNTRAINED, to_model_input
+from .segmenter import to_model_input
 
 PROMPT = 320
 LABEL_CONFIG = label_config(

@@ -16,11 +16,23 @@ class RequestError(Exception):
         self.field = field
         self.problem = problem
         self.status = status
-        super().__init__(f"{field}: {problem}" if field else problem)
+        self.problems: tuple[str, ...] = (f"{field}: {problem}" if field else problem,)
+        super().__init__(self.problems[0])
 
     @property
     def message(self) -> str:
         return str(self)
+
+    @classmethod
+    def combine(cls, errors: list[RequestError]) -> RequestError:
+        """One error holding several, in order: the first's field and status, every message
+        `; `-separated in `message`, and each of them in `problems`."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        combined = cls(first.field, "; ".join([first.problem, *(error.message for error in errors[1:])]), first.status)
+        combined.problems = tuple(error.message for error in errors)
+        return combined
 
 
 class Stopped(Exception):

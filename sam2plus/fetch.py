@@ -12,8 +12,10 @@ never reused.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ from .urls import Target, UrlPolicy, check_characters, parse_data_url, parse_ori
 
 __all__ = ["ImageFetcher", "LabelStudioAuth", "LocalImage"]
 
+log = logging.getLogger(__name__)
 MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -44,8 +47,14 @@ class LabelStudioAuth:
         self.url = origin.url
         self.api_key = api_key or ""
         self.client = client or HttpClient(timeout)
-        self._refresh = Target(f"{origin.url}/api/token/refresh/", origin.host, origin.port, label_studio=True,
-                               via_label_studio=True, public_only=False)
+        self._refresh = Target(
+            f"{origin.url}/api/token/refresh/",
+            origin.host,
+            origin.port,
+            label_studio=True,
+            via_label_studio=True,
+            public_only=False,
+        )
         self._access: tuple[str, float] | None = None
         self._lock = threading.Lock()
 
@@ -72,8 +81,12 @@ class LabelStudioAuth:
                 except (ValueError, KeyError, TypeError):
                     access = None
                 if not isinstance(access, str):
-                    raise RequestError("LABEL_STUDIO_API_KEY", f"Label Studio refused the personal access token "
-                                       f"(HTTP {response.status} from /api/token/refresh/)", 502)
+                    raise RequestError(
+                        "LABEL_STUDIO_API_KEY",
+                        f"Label Studio refused the personal access token "
+                        f"(HTTP {response.status} from /api/token/refresh/)",
+                        502,
+                    )
                 self._access = (access, float(_jwt_claims(access).get("exp", time.time() + 60)))
             return {"Authorization": f"Bearer {self._access[0]}"}
 
@@ -81,9 +94,17 @@ class LabelStudioAuth:
 class ImageFetcher:
     """Resolves task image values to local files (see the module docstring for the forms)."""
 
-    def __init__(self, cache_dir: str | Path, label_studio: LabelStudioAuth | None = None,
-                 image_hosts: tuple[str, ...] = (), max_bytes: int = 1 << 30, timeout: float = 60.0, *,
-                 block_private: bool = True, cache_bytes: int = 10 << 30):
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        label_studio: LabelStudioAuth | None = None,
+        image_hosts: tuple[str, ...] = (),
+        max_bytes: int = 1 << 30,
+        timeout: float = 60.0,
+        *,
+        block_private: bool = True,
+        cache_bytes: int = 10 << 30,
+    ):
         self.cache_dir = Path(cache_dir).resolve()
         self.downloads = DownloadCache(self.cache_dir / "downloads", cache_bytes)
         self.download_dir = self.downloads.directory
@@ -141,7 +162,7 @@ class ImageFetcher:
         """A data: URL image, stored by content like a download."""
         data = parse_data_url(value, field, self.max_bytes)
         digest = hashlib.sha1(data.body).hexdigest()
-        return self.downloads.get(digest, data.suffix) or self.downloads.store([data.body], data.suffix)
+        return self.downloads.get(digest, data.suffix) or self._store([data.body], data.suffix, field, value)
 
     # -- downloads ------------------------------------------------------------------------------
     def _download(self, target: Target, field: str, value: str) -> LocalImage:
@@ -165,14 +186,35 @@ class ImageFetcher:
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > self.max_bytes:
                 raise _too_large(field, value, self.max_bytes)
-            local = self.downloads.store(self._body(response, field, value), suffix)
+            local = self._store(self._body(response, field, value), suffix, field, value)
             consumed = True
         finally:
             _finish(response, consumed)
-        self.downloads.save_record(target.url, {"url": target.url, "digest": local.digest,
-                                                "etag": response.headers.get("ETag"),
-                                                "last_modified": response.headers.get("Last-Modified")})
+        self.downloads.save_record(
+            target.url,
+            {
+                "url": target.url,
+                "digest": local.digest,
+                "etag": response.headers.get("ETag"),
+                "last_modified": response.headers.get("Last-Modified"),
+            },
+        )
         return local
+
+    def _store(self, chunks, suffix: str, field: str, value: str) -> LocalImage:
+        """The download cache's `store`, with a full disk told as such (507) instead of a fault."""
+        try:
+            return self.downloads.store(chunks, suffix)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            log.error("cannot store a download of %r in %s: %s", value, self.download_dir, exc)
+            raise RequestError(
+                field,
+                f"cannot store {describe(value)}: no space left on the disk of CACHE_DIR "
+                "(the backend's operator must free some)",
+                507,
+            ) from None
 
     def _follow(self, target: Target, headers: dict[str, str], field: str, value: str) -> HTTPResponse:
         """GET `target`, following redirects as the policy allows (a few hops)."""
@@ -196,9 +238,12 @@ class ImageFetcher:
                 _finish(response)  # the access token was revoked or expired early: renew once
                 response = self.client.request("GET", target, {**headers, **auth.header(renew=True)})
         except PrivateAddressError as exc:
-            raise RequestError(field, f"{what}: host {target.netloc!r} resolves to {exc.address}, which is not a "
-                               "public address (IMAGE_HOSTS_BLOCK_PRIVATE); name the host in IMAGE_HOSTS to "
-                               "allow it") from None
+            raise RequestError(
+                field,
+                f"{what}: host {target.netloc!r} resolves to {exc.address}, which is not a "
+                "public address (IMAGE_HOSTS_BLOCK_PRIVATE); name the host in IMAGE_HOSTS to "
+                "allow it",
+            ) from None
         except HTTPError as exc:
             raise RequestError(field, f"cannot fetch {what}: {_failure(exc)}", 422) from None
         return response

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import metrics
 from .files import PART_PREFIX, part_file, remove_stale_parts
 
 __all__ = ["Decoder", "FrameStore"]
@@ -87,8 +88,9 @@ class FrameStore:
                 # Reserve the blocks now: writing a memory map past a full disk kills the process.
                 os.posix_fallocate(part.fd, 0, nbytes)
             except OSError as exc:
-                log.warning("cannot store a %dx%d frame in %s (%s): decoding it in memory", width, height,
-                            self.directory, exc)
+                log.warning(
+                    "cannot store a %dx%d frame in %s (%s): decoding it in memory", width, height, self.directory, exc
+                )
                 return decode(None)
             decode(np.frombuffer(mmap.mmap(part.fd, nbytes), np.uint8).reshape(height, width, 3))
             os.replace(part.path, path)
@@ -118,6 +120,7 @@ class FrameStore:
                 self.hits += 1
             else:
                 self.misses += 1
+        metrics.count_cache("frame", hit)
 
 
 def _map(path: Path, size: tuple[int, int]) -> np.ndarray | None:

@@ -1,6 +1,6 @@
 """Project `extra_params` -> a frozen, validated `ExtraParams`.
 
-Keys may use dashes or underscores (normalised to underscores); unknown, misplaced and
+Keys may use dashes or underscores (normalised to underscores). Unknown, misplaced and
 duplicate keys are errors naming the key's path, e.g. ``extra_params.subpatching.patch_size``.
 A section given as null is the same as a section left out.
 Empty extra_params mean the stock backend: full image in, one BrushLabels RLE out.
@@ -52,7 +52,7 @@ class FullframeResize:
         if fw > width or fh > height:
             raise RequestError(
                 f"{ROOT}.fullframe_resize",
-                f"{fw}x{fh} would upscale the {width}x{height} image; only downscaling is allowed",
+                f"{fw}x{fh} would upscale the {width}x{height} image (only downscaling is allowed)",
             )
         return fw, fh
 
@@ -113,7 +113,10 @@ class ExtraParams:
 
 
 def parse_extra_params(raw: Any) -> ExtraParams:
-    """Validate extra_params as Label Studio sends them (a JSON object, a JSON string or null)."""
+    """Validate extra_params as Label Studio sends them (a JSON object, a JSON string or null).
+
+    Every error found is reported, in the order of the keys as given: one RequestError naming
+    the first one's field, all of them `; `-separated in its message and listed in its `problems`."""
     if isinstance(raw, str):
         if not raw.strip():
             return ExtraParams()
@@ -123,21 +126,54 @@ def parse_extra_params(raw: Any) -> ExtraParams:
             raise RequestError(ROOT, f"not valid JSON ({exc.msg} at character {exc.pos})") from None
     if raw is None:
         return ExtraParams()
-    obj = _normalised_object(raw, ROOT)
-    _reject_unknown(obj, TOP_KEYS, ROOT)
+    problems = _Problems()
+    obj = _normalised_object(raw, ROOT, problems)
+    _reject_unknown(obj, TOP_KEYS, ROOT, problems)
 
-    return_format = _return_format(obj.get("return_format"))
-    postprocess = _postprocess(obj.get("postprocess"), return_format)
-    return ExtraParams(
-        fullframe_resize=_fullframe_resize(obj["fullframe_resize"]) if obj.get("fullframe_resize") is not None else None,
-        subpatching=_subpatching(obj["subpatching"]) if obj.get("subpatching") is not None else None,
-        postprocess=postprocess,
+    def section(key: str, parse, *args):
+        return problems.take(parse, obj[key], problems, *args) if obj.get(key) is not None else None
+
+    return_format = section("return_format", _return_format) or ReturnFormat()
+    params = ExtraParams(
+        fullframe_resize=problems.take(_fullframe_resize, obj["fullframe_resize"])
+        if obj.get("fullframe_resize") is not None
+        else None,
+        subpatching=section("subpatching", _subpatching),
+        postprocess=problems.take(_postprocess, obj.get("postprocess"), problems, return_format) or Postprocess(),
         return_format=return_format,
         source=obj,
     )
+    problems.raise_any(order=list(obj))
+    return params
+
+
+class _Problems:
+    """The errors found so far: `take` runs one check and keeps its error instead of raising it."""
+
+    def __init__(self):
+        self.errors: list[RequestError] = []
+
+    def add(self, error: RequestError) -> None:
+        self.errors.append(error)
+
+    def take(self, check, *args, default=None):
+        try:
+            return check(*args)
+        except RequestError as exc:
+            self.errors.append(exc)
+            return default
+
+    def raise_any(self, order: list[str]) -> None:
+        """Raise every error found as one, sorted by the position of its top-level key in `order`."""
+        if not self.errors:
+            return
+        rank = {key: index for index, key in enumerate(order)}
+        self.errors.sort(key=lambda error: rank.get(error.field.removeprefix(ROOT + ".").split(".")[0], -1))
+        raise RequestError.combine(self.errors)
 
 
 # -- sections -----------------------------------------------------------------------------
+
 
 def _fullframe_resize(value: Any) -> FullframeResize:
     path = f"{ROOT}.fullframe_resize"
@@ -152,74 +188,109 @@ def _fullframe_resize(value: Any) -> FullframeResize:
     raise RequestError(path, f"must be a fraction, an int or [width, height], got {describe(value)}")
 
 
-def _subpatching(value: Any) -> Subpatching:
+def _subpatching(value: Any, problems: _Problems) -> Subpatching:
     path = f"{ROOT}.subpatching"
-    obj = _normalised_object(value, path)
-    _reject_unknown(obj, SECTION_KEYS["subpatching"], path)
-    default = Subpatching()
-    size = obj.get("patch_size", default.patch_size)
-    if _is_int(size):
-        size = [size, size]
-    if not isinstance(size, (list, tuple)):
-        raise RequestError(f"{path}.patch_size", f"must be an int or [width, height], got {describe(size)}")
-    mode = obj.get("mode", default.mode)
-    if not isinstance(mode, str) or mode.lower() not in ("default", "padding"):
-        raise RequestError(f"{path}.mode", f"must be 'default' or 'padding', got {describe(mode)}")
+    obj = _normalised_object(value, path, problems)
+    _reject_unknown(obj, SECTION_KEYS["subpatching"], path, problems)
+    d = Subpatching()
     return Subpatching(
-        patch_size=_size_pair(size, f"{path}.patch_size", minimum=MIN_PATCH_SIZE, maximum=MAX_PATCH_SIZE),
-        mode=mode.lower(),
-        padding_fill=_color(obj.get("padding_fill", "black"), f"{path}.padding_fill"),
-        allow_oversize=_bool(obj.get("allow_oversize", default.allow_oversize), f"{path}.allow_oversize"),
-        oversize_padding=_number_in(obj.get("oversize_padding", default.oversize_padding),
-                                    f"{path}.oversize_padding", 0.0, 10.0),
+        patch_size=problems.take(
+            _patch_size, obj.get("patch_size", d.patch_size), f"{path}.patch_size", default=d.patch_size
+        ),
+        mode=problems.take(_mode, obj.get("mode", d.mode), f"{path}.mode", default=d.mode),
+        padding_fill=problems.take(
+            _color, obj.get("padding_fill", "black"), f"{path}.padding_fill", default=d.padding_fill
+        ),
+        allow_oversize=problems.take(
+            _bool, obj.get("allow_oversize", d.allow_oversize), f"{path}.allow_oversize", default=d.allow_oversize
+        ),
+        oversize_padding=problems.take(
+            _number_in,
+            obj.get("oversize_padding", d.oversize_padding),
+            f"{path}.oversize_padding",
+            0.0,
+            10.0,
+            default=d.oversize_padding,
+        ),
     )
 
 
-def _postprocess(value: Any, return_format: ReturnFormat) -> Postprocess:
+def _patch_size(size: Any, path: str) -> tuple[int, int]:
+    if _is_int(size):
+        size = [size, size]
+    if not isinstance(size, (list, tuple)):
+        raise RequestError(path, f"must be an int or [width, height], got {describe(size)}")
+    return _size_pair(size, path, minimum=MIN_PATCH_SIZE, maximum=MAX_PATCH_SIZE)
+
+
+def _mode(mode: Any, path: str) -> str:
+    if not isinstance(mode, str) or mode.lower() not in ("default", "padding"):
+        raise RequestError(path, f"must be 'default' or 'padding', got {describe(mode)}")
+    return mode.lower()
+
+
+def _postprocess(value: Any, problems: _Problems, return_format: ReturnFormat) -> Postprocess:
     path = f"{ROOT}.postprocess"
     polygon = return_format.kind == "polygon"
     if value is None:
         return Postprocess(fill_holes=polygon)
-    obj = _normalised_object(value, path)
-    _reject_unknown(obj, SECTION_KEYS["postprocess"], path)
-    fill_holes = _bool(obj.get("fill_holes", polygon), f"{path}.fill_holes")
+    obj = _normalised_object(value, path, problems)
+    _reject_unknown(obj, SECTION_KEYS["postprocess"], path, problems)
+    fill_holes = problems.take(_bool, obj.get("fill_holes", polygon), f"{path}.fill_holes", default=polygon)
     if polygon and not fill_holes:
-        raise RequestError(f"{path}.fill_holes",
-                           f"cannot be false with return_format.type {return_format.type} "
-                           "(a polygon ring cannot hold holes)")
-    dilate = obj.get("dilate", 0)
-    if _is_int(dilate):
-        dilate = int(_number_in(dilate, f"{path}.dilate", 0, MAX_DILATE_PX))
-    elif _is_number(dilate):
-        dilate = _number_in(dilate, f"{path}.dilate", 0.0, MAX_DILATE_FRACTION)
-    else:
-        raise RequestError(f"{path}.dilate", f"must be an int (pixels) or a float (fraction of the radius), "
-                                             f"got {describe(dilate)}")
+        problems.add(
+            RequestError(
+                f"{path}.fill_holes",
+                f"cannot be false with return_format.type {return_format.type} (a polygon ring cannot hold holes)",
+            )
+        )
     return Postprocess(
-        mask_size_threshold=_number_in(obj.get("mask_size_threshold", 0), f"{path}.mask_size_threshold", 0.0, 1.0),
+        mask_size_threshold=problems.take(
+            _number_in, obj.get("mask_size_threshold", 0), f"{path}.mask_size_threshold", 0.0, 1.0, default=0.0
+        ),
         fill_holes=fill_holes,
-        dilate=dilate,
+        dilate=problems.take(_dilate, obj.get("dilate", 0), f"{path}.dilate", default=0),
     )
 
 
-def _return_format(value: Any) -> ReturnFormat:
+def _dilate(dilate: Any, path: str) -> int | float:
+    if _is_int(dilate):
+        return int(_number_in(dilate, path, 0, MAX_DILATE_PX))
+    if _is_number(dilate):
+        return _number_in(dilate, path, 0.0, MAX_DILATE_FRACTION)
+    raise RequestError(path, f"must be an int (pixels) or a float (fraction of the radius), got {describe(dilate)}")
+
+
+def _return_format(value: Any, problems: _Problems) -> ReturnFormat:
     path = f"{ROOT}.return_format"
-    if value is None:
-        return ReturnFormat()
-    obj = _normalised_object(value, path)
-    _reject_unknown(obj, SECTION_KEYS["return_format"], path)
-    type_ = _return_type(obj.get("type", ReturnFormat.type), f"{path}.type")
-    if not type_.startswith("Polygon"):
+    obj = _normalised_object(value, path, problems)
+    _reject_unknown(obj, SECTION_KEYS["return_format"], path, problems)
+    type_ = problems.take(_return_type, obj.get("type", ReturnFormat.type), f"{path}.type")
+    d = ReturnFormat()
+    if type_ is not None and not type_.startswith("Polygon"):
         for key in POLYGON_ONLY_KEYS:
             if key in obj:
-                raise RequestError(f"{path}.{key}", f"only applies to polygon return formats, not {type_}")
-    max_points = obj.get("max_points", ReturnFormat.max_points)
-    if not _is_int(max_points) or not 3 <= max_points <= MAX_POINTS:
-        raise RequestError(f"{path}.max_points", f"must be an int from 3 to {MAX_POINTS}, got {describe(max_points)}")
-    epsilon = obj.get("epsilon", ReturnFormat.epsilon)
-    if not _is_number(epsilon) or not 0 < epsilon <= MAX_EPSILON:  # NaN fails both comparisons
-        raise RequestError(f"{path}.epsilon", f"must be a number > 0 and <= {MAX_EPSILON:g}, got {describe(epsilon)}")
-    return ReturnFormat(type=type_, epsilon=float(epsilon), max_points=int(max_points))
+                problems.add(RequestError(f"{path}.{key}", f"only applies to polygon return formats, not {type_}"))
+        return ReturnFormat(type=type_)
+    return ReturnFormat(
+        type=type_ or d.type,
+        epsilon=problems.take(_epsilon, obj.get("epsilon", d.epsilon), f"{path}.epsilon", default=d.epsilon),
+        max_points=problems.take(
+            _max_points, obj.get("max_points", d.max_points), f"{path}.max_points", default=d.max_points
+        ),
+    )
+
+
+def _max_points(value: Any, path: str) -> int:
+    if not _is_int(value) or not 3 <= value <= MAX_POINTS:
+        raise RequestError(path, f"must be an int from 3 to {MAX_POINTS}, got {describe(value)}")
+    return int(value)
+
+
+def _epsilon(value: Any, path: str) -> float:
+    if not _is_number(value) or not 0 < value <= MAX_EPSILON:  # NaN fails both comparisons
+        raise RequestError(path, f"must be a number > 0 and <= {MAX_EPSILON:g}, got {describe(value)}")
+    return float(value)
 
 
 def _return_type(value: Any, path: str) -> str:
@@ -228,35 +299,39 @@ def _return_type(value: Any, path: str) -> str:
             if value.lower() == known.lower():
                 return known
             if value.lower() == known.lower().removesuffix("s") and known.endswith("Labels"):
-                raise RequestError(path, f"{describe(value)} is not a return format; did you mean {known}?")
+                raise RequestError(path, f"{describe(value)} is not a return format (did you mean {known}?)")
     raise RequestError(path, f"must be one of {', '.join(RETURN_TYPES)}, got {describe(value)}")
 
 
 # -- primitives ---------------------------------------------------------------------------
 
-def _normalised_object(value: Any, path: str) -> dict:
-    """A dict with dash keys turned to underscores; the same key in both forms is an error."""
+
+def _normalised_object(value: Any, path: str, problems: _Problems) -> dict:
+    """A dict with dash keys turned to underscores; the same key in both forms is an error (the
+    first spelling is kept), a value that is not an object an error raised at once."""
     if not isinstance(value, dict):
         raise RequestError(path, f"must be a JSON object, got {describe(value)}")
-    for key in value:
-        if not isinstance(key, str):
-            raise RequestError(path, f"keys must be strings, got {describe(key)}")
-    out, clashes = underscore_keys(value)
-    if clashes:
-        norm, first, second = clashes[0]
-        raise RequestError(f"{path}.{norm}", f"given twice (as {describe(first)} and {describe(second)})")
+    strings = {}
+    for key, item in value.items():
+        if isinstance(key, str):
+            strings[key] = item
+        else:
+            problems.add(RequestError(path, f"keys must be strings, got {describe(key)}"))
+    out, clashes = underscore_keys(strings)
+    for norm, first, second in clashes:
+        problems.add(RequestError(f"{path}.{norm}", f"given twice (as {describe(first)} and {describe(second)})"))
     return out
 
 
-def _reject_unknown(obj: dict, allowed: tuple[str, ...], path: str) -> None:
+def _reject_unknown(obj: dict, allowed: tuple[str, ...], path: str, problems: _Problems) -> None:
     for key in obj:
         if key in allowed:
             continue
         home = [f"{ROOT}.{section}" for section, keys in SECTION_KEYS.items() if key in keys]
         if key in TOP_KEYS:
             home = [ROOT]
-        hint = f"; it belongs in {home[0]}" if home else f"; known keys here: {', '.join(allowed)}"
-        raise RequestError(f"{path}.{key}", f"unknown key{hint}")
+        hint = f"it belongs in {home[0]}" if home else f"known keys here: {', '.join(allowed)}"
+        problems.add(RequestError(f"{path}.{key}", f"unknown key ({hint})"))
 
 
 def _is_int(value: Any) -> bool:

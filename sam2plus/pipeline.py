@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from . import metrics
 from .artifacts import new_request_dir, write_artifacts
 from .errors import RequestError, Stopped, describe
 from .fetch import ImageFetcher, LocalImage
@@ -63,16 +64,22 @@ def padding_fill(params: ExtraParams) -> tuple[int, int, int]:
 
 
 class Pipeline:
-    def __init__(self, segmenter, fetcher: ImageFetcher, frames: FrameStore, max_pixels: int,
-                 cache_dir: str | Path):
+    def __init__(self, segmenter, fetcher: ImageFetcher, frames: FrameStore, max_pixels: int, cache_dir: str | Path):
         self.segmenter = segmenter
         self.fetcher = fetcher
         self.frames = frames
         self.max_pixels = max_pixels
         self.cache_dir = Path(cache_dir)
 
-    def run(self, task: dict, context: dict, label_config: str, params: ExtraParams,
-            artifacts: bool = False, should_stop: Callable[[], bool] | None = None) -> Prediction:
+    def run(
+        self,
+        task: dict,
+        context: dict,
+        label_config: str,
+        params: ExtraParams,
+        artifacts: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Prediction:
         """One click; `should_stop` is asked between stages and True raises `Stopped`."""
         clock = _Clock()
         fmt = params.return_format
@@ -85,7 +92,9 @@ class Pipeline:
             _stop_if(should_stop, "fetch")
 
             fill = padding_fill(params)
-            encoded = self.encoded_windows(local.digest, frame_size(info.size, params), fill) if params.subpatching else ()
+            encoded = (
+                self.encoded_windows(local.digest, frame_size(info.size, params), fill) if params.subpatching else ()
+            )
             frame_map = plan_frame(info.size, prompt, params, encoded)
             frame = self.frame(local, info, frame_map.frame_size, field)
             clock.lap("decode")
@@ -96,8 +105,9 @@ class Pipeline:
             clock.lap("model")
             _stop_if(should_stop, "model")
 
-            mask = postprocess(mask_from_logits(output.low_res_logits, frame_map), params.postprocess,
-                               frame_map.valid_box())
+            mask = postprocess(
+                mask_from_logits(output.low_res_logits, frame_map), params.postprocess, frame_map.valid_box()
+            )
             label = prompt.label or (control.labels[0] if control.labels else None)
             result = regions(mask, frame_map, fmt, control, label, output.score)
             clock.lap("regions")
@@ -106,16 +116,28 @@ class Pipeline:
             if artifacts:
                 folder = new_request_dir(self.cache_dir)
                 rings = polygons(mask, fmt) if fmt.kind == "polygon" else []
-                summary = {"image": describe(task["data"][control.image_key], 300), "image_size": info.size,
-                           "frame_size": frame_map.frame_size, "window": astuple(frame_map.window),
-                           "mode": frame_map.mode, "reused_window": frame_map.reused, "score": output.score,
-                           "regions": len(result)}
+                summary = {
+                    "image": describe(task["data"][control.image_key], 300),
+                    "image_size": info.size,
+                    "frame_size": frame_map.frame_size,
+                    "window": astuple(frame_map.window),
+                    "mode": frame_map.mode,
+                    "reused_window": frame_map.reused,
+                    "score": output.score,
+                    "regions": len(result),
+                }
                 write_artifacts(folder, frame, frame_map, patch, prompt_in_patch, mask, rings, summary)
                 clock.lap("artifacts")
-            log.info("predict: %s %dx%d window %s%s, %s, %d regions; %s ms", frame_map.mode, *frame_map.frame_size,
-                     astuple(frame_map.window), " (reused)" if frame_map.reused else "",
-                     "encoded" if output.encoded else "cached embedding", len(result),
-                     ", ".join(f"{name} {ms:.0f}" for name, ms in clock.laps.items()))
+            log.info(
+                "predict: %s %dx%d window %s%s, %s, %d regions; %s ms",
+                frame_map.mode,
+                *frame_map.frame_size,
+                astuple(frame_map.window),
+                " (reused)" if frame_map.reused else "",
+                "encoded" if output.encoded else "cached embedding",
+                len(result),
+                ", ".join(f"{name} {ms:.0f}" for name, ms in clock.laps.items()),
+            )
             return Prediction(result, output.score, frame_map, mask, folder)
 
     def warm(self, task: dict, label_config: str, params: ExtraParams, pause=lambda: None) -> str:
@@ -133,9 +155,12 @@ class Pipeline:
                 return f"frame {frame_map.frame_size[0]}x{frame_map.frame_size[1]} stored"
             pause()
             fill = padding_fill(params)
-            encoded = self.segmenter.embed(extract_patch(frame, frame_map, fill), embedding_key(local.digest, frame_map, fill))
-            return f"frame {frame_map.frame_size[0]}x{frame_map.frame_size[1]} stored, " + \
-                ("embedding encoded" if encoded else "embedding was cached")
+            encoded = self.segmenter.embed(
+                extract_patch(frame, frame_map, fill), embedding_key(local.digest, frame_map, fill)
+            )
+            return f"frame {frame_map.frame_size[0]}x{frame_map.frame_size[1]} stored, " + (
+                "embedding encoded" if encoded else "embedding was cached"
+            )
 
     def image(self, task: dict, control: OutputControl) -> tuple[LocalImage, ImageInfo, str]:
         """The task's image as a local file with its size and orientation, and the request field naming it."""
@@ -149,13 +174,17 @@ class Pipeline:
     def encoded_windows(self, digest: str, size: tuple[int, int], fill: tuple[int, int, int]) -> list[Window]:
         """The windows of this image's frame of this size whose embedding the segmenter holds and that
         show the same pixels with this padding fill (a window inside the frame shows no fill)."""
-        return [Window(*window) for key_digest, key_size, window, key_fill in self.segmenter.cached_keys()
-                if key_digest == digest and key_size == size and key_fill in (None, fill)]
+        return [
+            Window(*window)
+            for key_digest, key_size, window, key_fill in self.segmenter.cached_keys()
+            if key_digest == digest and key_size == size and key_fill in (None, fill)
+        ]
 
     def frame(self, local: LocalImage, info: ImageInfo, frame_size: tuple[int, int], field: str) -> np.ndarray:
         """The image's frame of this size from the frame store, decoded into it on a miss."""
-        return self.frames.get(local.digest, frame_size,
-                               lambda out: decode_frame(local.path, info, frame_size, field, out))
+        return self.frames.get(
+            local.digest, frame_size, lambda out: decode_frame(local.path, info, frame_size, field, out)
+        )
 
 
 def _stop_if(should_stop: Callable[[], bool] | None, stage: str) -> None:
@@ -167,8 +196,7 @@ def _check_context_size(context: dict, size: tuple[int, int]) -> None:
     first = context["result"][0]
     given = (first.get("original_width"), first.get("original_height"))
     if None not in given and tuple(given) != size:
-        log.warning("context says the image is %rx%r but it decodes to %sx%s; using the decoded size",
-                    *given, *size)
+        log.warning("context says the image is %rx%r but it decodes to %sx%s; using the decoded size", *given, *size)
 
 
 class _Clock:
@@ -179,4 +207,6 @@ class _Clock:
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.laps[name] = (now - self._last) * 1000
+        if name != "model":  # the segmenter times the model's encoder and decoder apart
+            metrics.observe_stage(name, now - self._last)
         self._last = now

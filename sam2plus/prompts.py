@@ -34,6 +34,23 @@ class Prompt:
         return min(xs), min(ys), max(xs), max(ys)
 
 
+def check_prompt_size(context: Any, max_points: int) -> None:
+    """Refuse a context holding more than `max_points` keypoints (MAX_PROMPT_POINTS) before any of
+    them is read; anything else about the context is `parse_prompt`'s to judge."""
+    result = context.get("result") if isinstance(context, dict) else None
+    if not isinstance(result, list) or len(result) <= max_points:
+        return
+    points = sum(
+        1 for region in result if isinstance(region, dict) and str(region.get("type", "")).lower() in POINT_TYPES
+    )
+    if points > max_points:
+        raise RequestError(
+            "context.result",
+            f"{points} keypoints exceed MAX_PROMPT_POINTS={max_points}, the most one click may carry",
+            413,
+        )
+
+
 def parse_prompt(context: Any) -> Prompt:
     """Read the keypoints and the rectangle of `context.result` (the last rectangle wins)."""
     if not isinstance(context, dict) or not isinstance(context.get("result"), list) or not context["result"]:
@@ -56,15 +73,22 @@ def parse_prompt(context: Any) -> Prompt:
             x1 = min(1.0, x0 + _extent(value, "width", path))
             y1 = min(1.0, y0 + _extent(value, "height", path))
             if value.get("rotation") not in (None, 0, 0.0):
-                raise RequestError(f"{path}.value.rotation", f"rotated rectangles are not supported, got {describe(value['rotation'])}")
+                raise RequestError(
+                    f"{path}.value.rotation", f"rotated rectangles are not supported, got {describe(value['rotation'])}"
+                )
             if x1 <= x0 or y1 <= y0:
                 raise RequestError(f"{path}.value", "the rectangle has no area inside the image")
             box = (x0, y0, x1, y1)
         else:
-            raise RequestError(f"{path}.type", f"must be keypointlabels, keypoint, rectanglelabels or rectangle, got {describe(region.get('type'))}")
+            raise RequestError(
+                f"{path}.type",
+                f"must be keypointlabels, keypoint, rectanglelabels or rectangle, got {describe(region.get('type'))}",
+            )
         label = _label(value, kind) or label
     if labels and not any(labels) and box is None:
-        raise RequestError("context.result", "only negative keypoints: place at least one positive keypoint or a rectangle")
+        raise RequestError(
+            "context.result", "only negative keypoints: place at least one positive keypoint or a rectangle"
+        )
     return Prompt(points=tuple(points), labels=tuple(labels), box=box, label=label)
 
 

@@ -17,7 +17,6 @@ import contextlib
 import copy
 import ctypes
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -27,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ConfigError
+from . import metrics
+from .config import UNTRAINED, ConfigError, checkpoint_file
+from .startup import checkpoint_problem
 
 log = logging.getLogger(__name__)
 
-UNTRAINED = "untrained"
 UNTRAINED_SEED = 0
 LOW_RES = 256  # SAM2's mask logits are 256x256 for its 1024x1024 input
-CHECKPOINT_HINT = "download it with `python scripts/download-checkpoints.py CHECKPOINT_DIR NAME` (or set MODEL_CHECKPOINT=untrained for a plumbing check)"
 
 
 @dataclass(frozen=True)
@@ -71,14 +70,13 @@ def release_free_memory() -> None:
 
 
 def resolve_checkpoint(checkpoint: str, checkpoint_dir: str) -> str | None:
-    """The checkpoint file to load, None for untrained weights; a missing file is a ConfigError."""
-    if checkpoint == UNTRAINED:
-        return None
-    path = Path(checkpoint) if os.path.isabs(checkpoint) else Path(checkpoint_dir) / checkpoint
-    if not path.is_file():
-        raise ConfigError(f"SAM2 checkpoint {path} not found (MODEL_CHECKPOINT={checkpoint}, "
-                          f"CHECKPOINT_DIR={checkpoint_dir}): {CHECKPOINT_HINT}")
-    return str(path)
+    """The checkpoint file to load, None for untrained weights; a missing file is a ConfigError
+    naming its path and the command that fetches it."""
+    problem = checkpoint_problem(checkpoint, checkpoint_dir)
+    if problem:
+        raise ConfigError(problem)
+    path = checkpoint_file(checkpoint, checkpoint_dir)
+    return None if path is None else str(path)
 
 
 def resolve_device(device: str) -> str:
@@ -112,8 +110,8 @@ def to_model_input(patch: np.ndarray, size: int) -> np.ndarray:
         rows = np.empty((height, size, 3), np.uint8)
         band = max(1, INPUT_BAND_BYTES // (width * 3))
         for top in range(0, height, band):
-            part = np.array(patch[top:top + band])  # contiguous and writable, as torch wants it
-            rows[top:top + len(part)] = _resize_uint8(part, len(part), size)
+            part = np.array(patch[top : top + band])  # contiguous and writable, as torch wants it
+            rows[top : top + len(part)] = _resize_uint8(part, len(part), size)
     elif not patch.flags.c_contiguous or not patch.flags.writeable:
         rows = np.array(patch)  # already `size` wide: a copy of at most size x H pixels
     if height != size:
@@ -124,8 +122,9 @@ def to_model_input(patch: np.ndarray, size: int) -> np.ndarray:
 def _resize_uint8(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """torch's antialiased bilinear resize (what torchvision's Resize runs) of a contiguous H x W x 3 uint8 image."""
     source = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
-    resized = torch.nn.functional.interpolate(source, size=(height, width), mode="bilinear", align_corners=False,
-                                              antialias=True)
+    resized = torch.nn.functional.interpolate(
+        source, size=(height, width), mode="bilinear", align_corners=False, antialias=True
+    )
     return resized[0].permute(1, 2, 0).numpy()
 
 
@@ -156,7 +155,9 @@ class EmbeddingCache:
                     self.misses += 1
                 else:
                     self.hits += 1
-            return None if item is None else item[0]
+        if count:
+            metrics.count_cache("embedding", item is not None)
+        return None if item is None else item[0]
 
     def keys(self) -> list[tuple]:
         with self._lock:
@@ -208,8 +209,13 @@ class Segmenter:
                 torch.manual_seed(UNTRAINED_SEED)
                 model = build_sam2(model_config, checkpoint, device=device)
         except Exception as exc:  # hydra names a missing config in many ways
-            if "config" in str(exc).lower() or type(exc).__name__ in ("MissingConfigException", "ConfigCompositionException"):
-                raise ConfigError(f"MODEL_CONFIG={model_config} is not a sam2 config ({type(exc).__name__}: {exc})") from None
+            if "config" in str(exc).lower() or type(exc).__name__ in (
+                "MissingConfigException",
+                "ConfigCompositionException",
+            ):
+                raise ConfigError(
+                    f"MODEL_CONFIG={model_config} is not a sam2 config ({type(exc).__name__}: {exc})"
+                ) from None
             raise
         self.predictor = SAM2ImagePredictor(model)
         self.input_size = int(model.image_size)
@@ -219,8 +225,13 @@ class Segmenter:
         if device.startswith("cuda") and torch.cuda.get_device_properties(0).major >= 8:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        log.info("SAM2 %s loaded on %s in %.1f s%s", model_config, device, time.perf_counter() - started,
-                 " with UNTRAINED random weights: masks are meaningless" if self.untrained else "")
+        log.info(
+            "SAM2 %s loaded on %s in %.1f s%s",
+            model_config,
+            device,
+            time.perf_counter() - started,
+            " with UNTRAINED random weights: masks are meaningless" if self.untrained else "",
+        )
         if self.untrained:
             log.warning("MODEL_CHECKPOINT=untrained: SAM2 runs with random weights, for tests and benchmarks only")
 
@@ -256,10 +267,17 @@ class Segmenter:
         predictor._features = features
         predictor._orig_hw = [(LOW_RES, LOW_RES)]
         predictor._is_image_set = True
+        started = time.perf_counter()
         with torch.inference_mode(), self._autocast():
             _, scores, low_res = predictor.predict(
-                point_coords=points, point_labels=prompt.labels if points is not None else None,
-                box=box, multimask_output=multimask(prompt), return_logits=True, normalize_coords=False)
+                point_coords=points,
+                point_labels=prompt.labels if points is not None else None,
+                box=box,
+                multimask_output=multimask(prompt),
+                return_logits=True,
+                normalize_coords=False,
+            )
+        metrics.observe_stage("decoder", time.perf_counter() - started)
         best = int(np.argmax(scores))
         return SegmentOutput(np.asarray(low_res[best], dtype=np.float32), float(scores[best]), encoded)
 
@@ -281,9 +299,11 @@ class Segmenter:
                 return features, False
             release_free_memory()  # so the encoder's working memory does not stack on idle heap
             predictor = self._predictor()
+            started = time.perf_counter()
             with torch.inference_mode(), self._autocast():
                 predictor.set_image(to_model_input(patch, self.input_size))
             self.encoder_runs += 1
+            metrics.count_encoder_run(time.perf_counter() - started)
             self.cache.put(key, predictor._features)
             release_free_memory()
             return predictor._features, True

@@ -1,31 +1,41 @@
-"""Label Studio's ML backend protocol over HTTP: routes, basic auth and JSON errors.
+"""Label Studio's ML backend protocol over HTTP: routes, basic auth, request limits and JSON errors.
 
 Every answer carries an `X-Request-Id`; a 500 says only `internal error` with that id, and the
-detail goes to the log. Values from requests are logged escaped (%r), never raw.
+detail goes to the log. Values from requests are logged escaped (%r), never raw. Every request
+is counted in the Prometheus metrics (`sam2plus.metrics`) by route and status.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hmac
+import json
 import logging
+import os
 import select
 import socket
+import sqlite3
 import threading
 import time
 import uuid
 
-from flask import Flask, Response, g, jsonify, request, send_file
+from flask import Flask, Response, current_app, g, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import artifacts as review
-from .errors import RequestError, Stopped
+from . import metrics
+from .errors import RequestError, Stopped, describe
+from .prompts import check_prompt_size
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client left before the answer
+INSUFFICIENT_STORAGE = 507
+REASON_LIMIT = 300  # characters of an error message repeated in the HTTP reason phrase
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def create_app(model) -> Flask:
@@ -33,21 +43,39 @@ def create_app(model) -> Flask:
     app = Flask("sam2plus")
     config = model.config
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
+    app.config["MAX_JSON_DEPTH"] = config.max_json_depth
     credentials = _Credentials(config.basic_auth_user, config.basic_auth_pass) if config.basic_auth_user else None
-    metrics = _Metrics()
+    counts = _WorkerCounts()
+    segmenter = model.pipeline.segmenter
+    metrics.set_model_info(
+        model.model_version,
+        getattr(segmenter, "model_config", type(segmenter).__name__),
+        config.model_checkpoint,
+        getattr(segmenter, "device", "-"),
+        bool(getattr(segmenter, "untrained", False)),
+    )
 
     @app.before_request
     def _authenticate():
         g.request_id = uuid.uuid4().hex[:16]
+        g.started = time.perf_counter()
+        metrics.request_started()
         if credentials and request.path != "/health" and not credentials.accept(request.headers.get("Authorization")):
             response = _error(401, "authorization: basic auth credentials are missing or wrong")
             response.headers["WWW-Authenticate"] = 'Basic realm="sam2plus", charset="UTF-8"'
             return response
         return None
 
+    routes = {rule.rule for rule in app.url_map.iter_rules()}  # filled in below; read per request
+
     @app.after_request
     def _tag(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = _request_id()
+        if "started" in g:  # counted once, also when a later after_request handler fails
+            route = request.path if request.path in routes else "other"
+            seconds = time.perf_counter() - g.pop("started")
+            metrics.request_finished(route, request.method, response.status_code, seconds)
+            metrics.update_memory()
         return response
 
     @app.get("/")
@@ -63,13 +91,29 @@ def create_app(model) -> Flask:
     @app.post("/predict")
     def predict():
         body = _json_body()
-        params = body.get("params") if isinstance(body.get("params"), dict) else {}
-        context = body.get("context", params.get("context"))
+        params = body.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise RequestError("params", f"must be a JSON object (holding the context), got {describe(params)}")
+        context = body.get("context", (params or {}).get("context"))
+        tasks = body.get("tasks")
+        if isinstance(tasks, list) and len(tasks) > config.max_tasks:
+            raise RequestError(
+                "tasks",
+                f"{len(tasks)} tasks exceed MAX_TASKS={config.max_tasks}, the most one "
+                "request may carry; send them in smaller batches",
+                413,
+            )
+        check_prompt_size(context, config.max_prompt_points)
         started = time.perf_counter()
-        answer = model.predict(body.get("tasks"), context=context, project=body.get("project"),
-                               label_config=body.get("label_config"), artifacts=body.get("artifacts") is True,
-                               should_stop=client_gone)
-        metrics.predicted(time.perf_counter() - started)
+        answer = model.predict(
+            tasks,
+            context=context,
+            project=body.get("project"),
+            label_config=body.get("label_config"),
+            artifacts=body.get("artifacts") is True,
+            should_stop=client_gone,
+        )
+        counts.predicted(time.perf_counter() - started)
         return jsonify(answer)
 
     @app.get("/artifacts/<ident>")
@@ -92,47 +136,87 @@ def create_app(model) -> Flask:
 
     @app.get("/metrics")
     def metrics_route():
-        segmenter = model.pipeline.segmenter
-        cache = getattr(segmenter, "cache", None)
-        frames = model.pipeline.frames
-        return jsonify(
-            model_version=model.model_version, **metrics.snapshot(),
-            encoder_runs=getattr(segmenter, "encoder_runs", None),
-            embedding_cache={"hits": cache.hits, "misses": cache.misses, "bytes": cache.bytes} if cache else None,
-            frame_cache={"hits": frames.hits, "misses": frames.misses},
-        )
+        """Prometheus' text format over all workers; `?format=json` this worker's counters."""
+        view = request.args.get("format", "prometheus")
+        if view == "json":
+            return jsonify(
+                model_version=model.model_version, pid=os.getpid(), **counts.snapshot(), **_worker_counts(model)
+            )
+        if view != "prometheus":
+            raise RequestError("format", f"must be prometheus (the default) or json, got {describe(view)}")
+        text, content_type = metrics.exposition()
+        return Response(text, content_type=content_type)
 
     @app.errorhandler(RequestError)
     def _request_error(exc: RequestError):
-        metrics.failed(exc.status)
+        counts.failed(exc.status)
         log.info("%s %r -> %d %r", request.method, request.path, exc.status, exc.message)
-        return _error(exc.status, exc.message)
+        return _error(exc.status, exc.message, exc.problems)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge):
-        metrics.failed(413)
+        counts.failed(413)
         limit = config.max_request_bytes
-        return _error(413, f"body: larger than MAX_REQUEST_BYTES={limit} ({limit / (1 << 20):g} MiB), "
-                           "the largest request body this backend accepts")
+        return _error(
+            413,
+            f"body: larger than MAX_REQUEST_BYTES={limit} ({limit / (1 << 20):g} MiB), "
+            "the largest request body this backend accepts",
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        metrics.failed(exc.code or 500)
+        counts.failed(exc.code or 500)
         return _error(exc.code or 500, f"{request.method} {request.path}: {exc.name}")
 
     @app.errorhandler(Stopped)
     def _stopped(exc: Stopped):
-        metrics.failed(CLIENT_CLOSED_REQUEST)
+        counts.failed(CLIENT_CLOSED_REQUEST)
         log.info("%s %s: %s (request id %s)", request.method, request.path, exc, _request_id())
         return _error(CLIENT_CLOSED_REQUEST, f"stopped: {exc}")
 
     @app.errorhandler(Exception)
     def _fault(exc: Exception):
-        metrics.failed(500)
+        status, message = _storage_fault(exc)
+        counts.failed(status)
+        if status != 500:
+            log.error("%s %r: %s: %s (request id %s)", request.method, request.path, message, exc, _request_id())
+            response = _error(status, f"{message} (request id {_request_id()})")
+            if status == 503:
+                response.headers["Retry-After"] = "5"
+            return response
         log.exception("%s %r failed (request id %s)", request.method, request.path, _request_id())
         return _error(500, f"internal error (request id {_request_id()}); the backend's log has the detail")
 
+    routes.update(rule.rule for rule in app.url_map.iter_rules())
     return app
+
+
+def _worker_counts(model) -> dict:
+    """This worker's encoder runs, cache and warm-up counters (the JSON view of /metrics)."""
+    segmenter = model.pipeline.segmenter
+    cache = getattr(segmenter, "cache", None)
+    frames = model.pipeline.frames
+    warmup = model.warmup
+    return {
+        "encoder_runs": getattr(segmenter, "encoder_runs", None),
+        "embedding_cache": {"hits": cache.hits, "misses": cache.misses, "bytes": cache.bytes} if cache else None,
+        "frame_cache": {"hits": frames.hits, "misses": frames.misses},
+        "warmups": {"queued": warmup.queued, "dropped": warmup.dropped, "done": warmup.done, "failed": warmup.failed},
+    }
+
+
+def _storage_fault(exc: Exception) -> tuple[int, str]:
+    """A full disk (507) or a settings store locked by someone else for too long (503), told as such;
+    any other fault is a 500."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return INSUFFICIENT_STORAGE, "no space left on a disk the backend writes (CACHE_DIR or MODEL_DIR)"
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if "full" in text:
+            return INSUFFICIENT_STORAGE, "no space left on the disk of MODEL_DIR (the settings store)"
+        if "locked" in text or "busy" in text:
+            return 503, "the settings store in MODEL_DIR is locked by another process; try again"
+    return 500, "internal error"
 
 
 def client_gone() -> bool:
@@ -169,22 +253,72 @@ def _request_id() -> str:
 
 
 def _json_body() -> dict:
+    """The request's JSON object, within MAX_REQUEST_BYTES and MAX_JSON_DEPTH."""
     data = request.get_data(cache=True)
     if request.content_length is None and len(data) >= request.max_content_length:
         # A chunked body is cut at the limit without an error (werkzeug's LimitedStream.readall).
         raise RequestEntityTooLarge()
-    body = request.get_json(silent=True)
+    max_depth = current_app.config["MAX_JSON_DEPTH"]
+    try:
+        body = json.loads(data)
+    except RecursionError:  # Python's parser stops at its recursion limit, long before the body's end
+        body = None
+        too_deep = True
+    except ValueError as exc:
+        raise RequestError("body", f"must be a JSON object; this is not valid JSON ({_json_problem(exc)})") from None
+    else:
+        too_deep = nesting_exceeds(body, max_depth)
+    if too_deep:
+        raise RequestError("body", f"nested deeper than MAX_JSON_DEPTH={max_depth} levels of arrays and objects")
     if not isinstance(body, dict):
-        raise RequestError("body", "must be a JSON object")
+        raise RequestError("body", f"must be a JSON object, got {describe(body)}")
     return body
 
 
-def _error(status: int, message: str) -> Response:
-    """A JSON error whose HTTP reason phrase repeats the message: Label Studio shows only that line."""
+def nesting_exceeds(value, limit: int) -> bool:
+    """Whether `value` (parsed JSON) nests arrays and objects more than `limit` levels deep; stops
+    at the first container past the limit, without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return False
+
+
+def _json_problem(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at character {exc.pos}"
+    return "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else type(exc).__name__
+
+
+def _error(status: int, message: str, problems: tuple[str, ...] = ()) -> Response:
+    """A JSON error whose HTTP reason phrase repeats the message: Label Studio shows only that line.
+    For several problems the reason holds the first ones that fit in REASON_LIMIT, whole."""
     response = jsonify(error=message, request_id=_request_id())
-    reason = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in message)[:300]
-    response.status = f"{status} {reason}"
+    response.status = f"{status} {reason_phrase(problems or (message,))}"
     return response
+
+
+def reason_phrase(problems: tuple[str, ...] | list[str], limit: int = REASON_LIMIT) -> str:
+    """The problems `; `-separated in printable ASCII: as many whole ones as fit in `limit` characters,
+    then how many were left out (the body's `error` has them all)."""
+    texts = ["".join(ch if 32 <= ord(ch) < 127 else "?" for ch in problem) for problem in problems]
+    if len("; ".join(texts)) <= limit:
+        return "; ".join(texts)
+    kept = [texts[0][: limit if len(texts) == 1 else limit - 16]]
+    for index, text in enumerate(texts[1:], start=1):
+        after = len(texts) - index - 1
+        tail = f"; and {after} more" if after else ""
+        if len("; ".join([*kept, text])) + len(tail) > limit:
+            return "; ".join(kept) + f"; and {len(texts) - index} more"
+        kept.append(text)
+    return "; ".join(kept)
 
 
 class _Credentials:
@@ -195,8 +329,9 @@ class _Credentials:
     does not decode (non-ASCII in the header, bad base64) is simply a wrong credential."""
 
     def __init__(self, user: str, password: str):
-        self.pairs = {(user.encode(enc), password.encode(enc))
-                      for enc in ("utf-8", "latin-1") if _encodes(user + password, enc)}
+        self.pairs = {
+            (user.encode(enc), password.encode(enc)) for enc in ("utf-8", "latin-1") if _encodes(user + password, enc)
+        }
 
     def accept(self, header: str | None) -> bool:
         if not header or not header.startswith("Basic "):
@@ -219,8 +354,8 @@ def _encodes(text: str, encoding: str) -> bool:
     return True
 
 
-class _Metrics:
-    """Request counters of this worker process."""
+class _WorkerCounts:
+    """This app's click and error counters: the JSON view of /metrics (one worker's own)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -240,5 +375,8 @@ class _Metrics:
     def snapshot(self) -> dict:
         with self._lock:
             mean = self.predict_seconds / self.predictions * 1000 if self.predictions else None
-            return {"predictions": self.predictions, "predict_mean_ms": mean,
-                    "errors": {str(k): v for k, v in sorted(self.errors.items())}}
+            return {
+                "predictions": self.predictions,
+                "predict_mean_ms": mean,
+                "errors": {str(k): v for k, v in sorted(self.errors.items())},
+            }

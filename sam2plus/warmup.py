@@ -22,6 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from . import metrics
 from .errors import describe
 from .params import ExtraParams
 
@@ -73,11 +74,13 @@ class Warmup:
                     continue
                 if len(self._jobs) >= self.max_queued:
                     self.dropped += 1
+                    metrics.count_warmup("dropped")
                     log.warning("warm-up dropped (%d already queued): %s", len(self._jobs), name)
                     continue
                 self._jobs.append(_Job(task, label_config, params, name))
                 self._names.add(name)
                 self.queued += 1
+                metrics.count_warmup("queued")
                 added += 1
             if added:
                 self._start()
@@ -110,10 +113,12 @@ class Warmup:
             except Exception as exc:  # a warm-up never fails a request: the click will say what is wrong
                 with self._state:
                     self.failed += 1
+                    metrics.count_warmup("failed")
                 log.warning("warm-up failed for %s: %s: %s", job.name, type(exc).__name__, exc)
             else:
                 with self._state:
                     self.done += 1
+                    metrics.count_warmup("done")
                 log.info("warm-up of %s: %s in %.0f ms", job.name, what, (time.perf_counter() - started) * 1000)
             finally:
                 with self._state:

@@ -17,6 +17,7 @@ export CACHE_DIR=${CACHE_DIR:-$PWD/vols/localhost/cache}
 export MODEL_DIR=${MODEL_DIR:-$PWD/vols/localhost/data/models}
 export DEVICE=${DEVICE:-auto}
 export ARTIFACTS=${ARTIFACTS:-request}
+export HOST=${HOST:-127.0.0.1} PORT=${PORT:-22201}
 mkdir -p "$CHECKPOINT_DIR" "$CACHE_DIR" "$MODEL_DIR"
 
 if [ "$MODEL_CHECKPOINT" != untrained ] && [ ! -f "$MODEL_CHECKPOINT" ] && [ ! -f "$CHECKPOINT_DIR/$MODEL_CHECKPOINT" ]; then
@@ -31,6 +32,6 @@ MSG
   fi
 fi
 
-echo "serve-local.sh: serving $MODEL_CONFIG ($MODEL_CHECKPOINT) on http://localhost:${PORT:-22201}"
-exec .venv/bin/gunicorn --bind "${HOST:-127.0.0.1}:${PORT:-22201}" --workers "${WORKERS:-1}" \
-  --threads "${THREADS:-8}" --timeout 300 _wsgi:app
+echo "serve-local.sh: serving $MODEL_CONFIG ($MODEL_CHECKPOINT) on http://$HOST:$PORT"
+# gunicorn.conf.py takes HOST, PORT, WORKERS, THREADS and TIMEOUT from the environment.
+exec .venv/bin/gunicorn _wsgi:app

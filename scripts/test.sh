@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install everything (scripts/install.sh) and run the whole test suite, slow end-to-end tests
-# included. Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/regular`.
+# Install everything (scripts/install.sh), run ruff (lint and format check) and the whole test
+# suite, slow end-to-end tests included. Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/regular`.
 # Tests write only into their temporary folders: a file of the repository created or changed
 # while they ran (ignored paths such as vols/ or probe_out/ included, Python's own caches
 # excepted) fails the run, even when pytest passed.
@@ -12,8 +12,11 @@ if [ "$#" -eq 0 ]; then set -- tests; fi
 started=$(mktemp)
 trap 'rm -f "$started"' EXIT
 status=0
+# Lint and format (pyproject.toml's [tool.ruff]) first; a finding fails the run, the tests still run.
+.venv/bin/ruff check . || status=$?
+.venv/bin/ruff format --check . || status=$?
 .venv/bin/python -m pytest "$@" || status=$?
-written=$(find . \( -path ./.git -o -path ./.venv -o -name __pycache__ -o -name .pytest_cache -o -name '*.egg-info' \) \
+written=$(find . \( -path ./.git -o -path ./.venv -o -name __pycache__ -o -name .pytest_cache -o -name .ruff_cache -o -name '*.egg-info' \) \
   -prune -o ! -type d -newer "$started" -print)
 if [ -n "$written" ]; then
   echo "scripts/test.sh: the tests wrote into the repository (only their temporary folders are theirs):" >&2

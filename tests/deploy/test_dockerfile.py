@@ -3,9 +3,11 @@
 No image can be built here (no Docker engine): the start command and the health check
 are run as the image would run them, against a stand-in `_wsgi:app`.
 """
+
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,7 +39,7 @@ def run_lines() -> list[str]:
 
 
 def env() -> dict:
-    pairs = [pair for v in values("ENV") for pair in zip(v[::2], v[1::2])]
+    pairs = [pair for v in values("ENV") for pair in zip(v[::2], v[1::2], strict=True)]
     return dict(pairs)
 
 
@@ -88,13 +90,14 @@ def test_container_defaults_match_the_backend_contract():
     assert values("EXPOSE") == [("9090",)]
 
 
-def test_start_command_is_gunicorn_with_workers_threads_and_port_from_the_environment():
+def test_start_command_is_plain_gunicorn_reading_its_settings_from_gunicorn_conf_py():
+    """gunicorn.conf.py (copied beside _wsgi.py) takes HOST, PORT, WORKERS and THREADS from the
+    environment, so the command names nothing but the app, as a user's shell would."""
     cmd = instruction("CMD")
-    assert cmd.json and cmd.value[:2] == ("sh", "-c")
-    assert re.fullmatch(
-        r"exec gunicorn --bind 0\.0\.0\.0:\$\{PORT\} --workers \$\{WORKERS\} --threads \$\{THREADS\}( --\S+ \S+)* _wsgi:app",
-        cmd.value[2],
-    ), cmd.value[2]
+    assert cmd.json and cmd.value == ("gunicorn", "_wsgi:app")
+    (workdir,) = values("WORKDIR")
+    assert [v for v in values("COPY") if "gunicorn.conf.py" in v[:-1]][0][-1] in ("./", workdir[0] + "/")
+    assert env()["HOST"] == "0.0.0.0", "the container listens on every interface; compose publishes the port"
 
 
 def test_healthcheck_asks_health_on_the_container_port():
@@ -155,12 +158,33 @@ def healthcheck(environment: dict) -> int:
 
 
 def test_start_command_serves_the_app_and_the_healthcheck_follows_it(tmp_path, free_port):
+    """The image's /app: the stand-in app beside the real gunicorn.conf.py, the Dockerfile's ENV
+    with this machine's paths and an untrained model (what the start-up check looks at)."""
     (tmp_path / "_wsgi.py").write_text(STAND_IN_APP)
+    shutil.copy(REPO / "gunicorn.conf.py", tmp_path)
     bindir = str(Path(sys.executable).parent)
-    environment = {"PATH": f"{bindir}:{os.environ['PATH']}", "HOME": str(tmp_path),
-                   "PORT": str(free_port), "WORKERS": "2", "THREADS": "3"}
-    server = subprocess.Popen(list(instruction("CMD").value), cwd=tmp_path, env=environment,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    environment = {
+        **env(),
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "PORT": str(free_port),
+        "WORKERS": "2",
+        "THREADS": "3",
+        "DEVICE": "cpu",
+        "MODEL_CHECKPOINT": "untrained",
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_DIR": str(tmp_path / "data" / "models"),
+    }
+    log = tmp_path / "gunicorn.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            list(instruction("CMD").value),
+            cwd=tmp_path,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 30
         while healthcheck(environment) != 0:
@@ -176,6 +200,7 @@ def test_start_command_serves_the_app_and_the_healthcheck_follows_it(tmp_path, f
         connection.request("GET", "/info")
         assert json.loads(connection.getresponse().read()) == {"multithread": True}  # THREADS > 1
         connection.close()
+        assert f"Listening at: http://0.0.0.0:{free_port}" in log.read_text(), "HOST=0.0.0.0 from the ENV"
         (tmp_path / "unhealthy").touch()
         assert healthcheck(environment) != 0
     finally:

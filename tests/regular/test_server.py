@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import socket
-
 import threading
 import time
 
@@ -23,31 +22,14 @@ from sam2plus.config import ServerConfig
 from sam2plus.server import REQUEST_ID_HEADER, client_gone, create_app
 from sam2plus.settings import SettingsStore
 from tests.support.geometry_segmenter import ColorRegionSegmenter
+from tests.support.inprocess import PROJECT, SCENE, make_backend, predict_body
 from tests.support.scenes import DiscScene, label_config, point_context, rect_context
 from tests.support.servers import gunicorn_backend
-
-SCENE = DiscScene(1600, 1200, 700, 500, 120)
-PROJECT = "7.1795599678"
-
-
-def make_backend(tmp_path, segmenter=None, **settings):
-    """The app around SAM2Plus with `settings` (ServerConfig fields), the scene in its cache."""
-    config = ServerConfig(cache_dir=str(tmp_path / "cache"), model_dir=str(tmp_path / "models"), **settings)
-    (tmp_path / "cache").mkdir(exist_ok=True)
-    SCENE.write(tmp_path / "cache" / "scene.jpg")
-    model = SAM2Plus(config, segmenter=segmenter or ColorRegionSegmenter())
-    return create_app(model).test_client(), tmp_path / "cache"
 
 
 @pytest.fixture
 def backend(tmp_path):
     return make_backend(tmp_path)
-
-
-def predict_body(fmt="BrushLabels", context=None, image="scene.jpg", **extra):
-    return {"tasks": [{"id": 1, "data": {"image": image}}], "project": PROJECT, "label_config": label_config(fmt),
-            "params": {"login": None, "password": None,
-                       "context": context or rect_context(SCENE.box(), SCENE.width, SCENE.height)}, **extra}
 
 
 def test_health_answers_up_on_both_paths(backend):
@@ -59,9 +41,14 @@ def test_health_answers_up_on_both_paths(backend):
 
 def test_setup_stores_params_and_predict_uses_them(backend):
     client, _ = backend
-    setup = client.post("/setup", json={"project": PROJECT, "schema": label_config("PolygonLabels"),
-                                        "extra_params": {"subpatching": {"patch-size": 512},
-                                                         "return-format": {"type": "polygonlabels"}}})
+    setup = client.post(
+        "/setup",
+        json={
+            "project": PROJECT,
+            "schema": label_config("PolygonLabels"),
+            "extra_params": {"subpatching": {"patch-size": 512}, "return-format": {"type": "polygonlabels"}},
+        },
+    )
     assert setup.status_code == 200 and "model_version" in setup.get_json()
     result = client.post("/predict", json=predict_body("PolygonLabels")).get_json()["results"][0]["result"]
     assert [r["type"] for r in result] == ["polygonlabels"]
@@ -79,7 +66,9 @@ def test_empty_extra_params_behave_like_the_stock_backend(backend):
 
 def test_extra_params_as_a_json_string_are_accepted(backend):
     client, _ = backend
-    answer = client.post("/setup", json={"project": PROJECT, "extra_params": '{"return_format": {"type": "Rectangle"}}'})
+    answer = client.post(
+        "/setup", json={"project": PROJECT, "extra_params": '{"return_format": {"type": "Rectangle"}}'}
+    )
     assert answer.status_code == 200
     body = predict_body("Rectangle")
     assert [r["type"] for r in client.post("/predict", json=body).get_json()["results"][0]["result"]] == ["rectangle"]
@@ -104,8 +93,14 @@ def test_a_refused_setup_keeps_the_previous_settings(backend):
 
 def test_setup_refuses_a_schema_without_the_output_tag(backend):
     client, _ = backend
-    answer = client.post("/setup", json={"project": PROJECT, "schema": label_config("BrushLabels"),
-                                         "extra_params": {"return_format": {"type": "PolygonLabels"}}})
+    answer = client.post(
+        "/setup",
+        json={
+            "project": PROJECT,
+            "schema": label_config("BrushLabels"),
+            "extra_params": {"return_format": {"type": "PolygonLabels"}},
+        },
+    )
     assert answer.status_code == 400 and answer.get_json()["error"].startswith("schema: has no <PolygonLabels>")
 
 
@@ -116,17 +111,25 @@ def test_predict_without_context_returns_no_results(backend):
     assert client.post("/predict", json=body).get_json()["results"] == []
 
 
-@pytest.mark.parametrize("body, status, field", [
-    ({"tasks": []}, 400, "tasks"),
-    (predict_body(context=point_context([(1700, 100)], 1600, 1200)), 400, "context.result[0].value.x"),
-    (predict_body(context={"result": [{"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 0, "height": 5}}]}),
-     400, "context.result[0].value.width"),
-    (predict_body(image="/etc/passwd"), 400, "tasks[0].data.image"),
-    (predict_body(image="missing.jpg"), 400, "tasks[0].data.image"),
-    (predict_body(label_config="<View>"), 400, "label_config"),
-    ({**predict_body(), "project": {"id": 1}}, 400, "project"),
-    ({**predict_body(), "params": {"context": "click"}}, 400, "context"),
-])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ({"tasks": []}, 400, "tasks"),
+        (predict_body(context=point_context([(1700, 100)], 1600, 1200)), 400, "context.result[0].value.x"),
+        (
+            predict_body(
+                context={"result": [{"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 0, "height": 5}}]}
+            ),
+            400,
+            "context.result[0].value.width",
+        ),
+        (predict_body(image="/etc/passwd"), 400, "tasks[0].data.image"),
+        (predict_body(image="missing.jpg"), 400, "tasks[0].data.image"),
+        (predict_body(label_config="<View>"), 400, "label_config"),
+        ({**predict_body(), "project": {"id": 1}}, 400, "project"),
+        ({**predict_body(), "params": {"context": "click"}}, 400, "context"),
+    ],
+)
 def test_bad_predict_input_gets_a_4xx_naming_the_field(backend, body, status, field):
     client, cache = backend
     before = _snapshot(cache)
@@ -156,7 +159,7 @@ def test_webhook_versions_and_metrics(backend):
     assert version["versions"] == [version["model_version"]]
     client.post("/predict", json=predict_body())
     client.post("/predict", json={"tasks": []})
-    metrics = client.get("/metrics").get_json()
+    metrics = client.get("/metrics?format=json").get_json()
     assert metrics["predictions"] == 1 and metrics["errors"] == {"400": 1}
     assert metrics["frame_cache"]["misses"] == 1
 
@@ -167,8 +170,14 @@ def test_artifacts_go_to_a_folder_of_their_own_and_leave_the_source_alone(tmp_pa
     digest = hashlib.sha1(source.read_bytes()).hexdigest()
     answer = client.post("/predict", json=predict_body(artifacts=True)).get_json()
     (folder,) = (cache / "artifacts").iterdir()
-    assert {"patch.jpg", "patch.prompt.jpg", "frame.prompt.jpg", "mask.patch.png",
-            "patch.mask_overlay.jpg", "request.json"} <= {p.name for p in folder.iterdir()}
+    assert {
+        "patch.jpg",
+        "patch.prompt.jpg",
+        "frame.prompt.jpg",
+        "mask.patch.png",
+        "patch.mask_overlay.jpg",
+        "request.json",
+    } <= {p.name for p in folder.iterdir()}
     assert answer["artifacts"] == f"artifacts/{folder.name}", "named relative to CACHE_DIR"
     assert hashlib.sha1(source.read_bytes()).hexdigest() == digest
     assert sorted(p.name for p in cache.iterdir()) == ["artifacts", "frames", "scene.jpg"]
@@ -203,13 +212,15 @@ def test_artifacts_are_bounded_in_total_size_oldest_folders_first(tmp_path):
     newest = sum(p.stat().st_size for p in (cache / named[-1]).iterdir())
     assert 150_000 < newest < 1 << 19, "the test needs folders of a few hundred KB"
     kept = {f"artifacts/{p.name}" for p in (cache / "artifacts").iterdir()}
-    assert 2 <= len(kept) < 7 and kept == set(named[-len(kept):]), "the oldest folders went first"
+    assert 2 <= len(kept) < 7 and kept == set(named[-len(kept) :]), "the oldest folders went first"
     total = sum(p.stat().st_size for p in (cache / "artifacts").rglob("*") if p.is_file())
     assert total <= 1 << 20
 
 
 def test_basic_auth_guards_every_route_but_health(tmp_path):
-    config = ServerConfig(cache_dir=str(tmp_path), model_dir=str(tmp_path), basic_auth_user="ann", basic_auth_pass="s3cret")
+    config = ServerConfig(
+        cache_dir=str(tmp_path), model_dir=str(tmp_path), basic_auth_user="ann", basic_auth_pass="s3cret"
+    )
     client = create_app(SAM2Plus(config, segmenter=ColorRegionSegmenter())).test_client()
     assert client.get("/health").status_code == 200
     assert client.post("/setup", json={"project": PROJECT}).status_code == 401
@@ -231,15 +242,18 @@ def test_basic_auth_compares_bytes_and_accepts_utf8_and_label_studios_latin1(tmp
     assert client.get("/versions", headers={"Authorization": sent.headers["Authorization"]}).status_code == 200
 
 
-@pytest.mark.parametrize("header", [
-    "Basic " + base64.b64encode("ann:pässwörd".encode()).decode(),  # non-ASCII, wrong password
-    "Basic " + base64.b64encode("ännä:s3cret".encode("latin-1")).decode(),
-    "Basic " + base64.b64encode(b"\xff\xfe:\x80").decode(),  # not UTF-8 at all
-    "Basic bm9uLWFzY2lp\u00e9",  # non-ASCII inside the base64 itself
-    "Basic !!!not-base64!!!",
-    "Basic " + base64.b64encode(b"ann").decode(),  # no colon
-    "Bearer ann:s3cret",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic " + base64.b64encode("ann:pässwörd".encode()).decode(),  # non-ASCII, wrong password
+        "Basic " + base64.b64encode("ännä:s3cret".encode("latin-1")).decode(),
+        "Basic " + base64.b64encode(b"\xff\xfe:\x80").decode(),  # not UTF-8 at all
+        "Basic bm9uLWFzY2lp\u00e9",  # non-ASCII inside the base64 itself
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(b"ann").decode(),  # no colon
+        "Bearer ann:s3cret",
+    ],
+)
 def test_non_ascii_or_malformed_credentials_are_a_401_not_a_500(tmp_path, header):
     """Issue 11 finding 10: non-ASCII credentials gave a 500 (hmac.compare_digest on str)."""
     client, _ = make_backend(tmp_path, basic_auth_user="ann", basic_auth_pass="s3cret")
@@ -263,7 +277,9 @@ def test_a_500_says_internal_error_with_a_request_id_and_logs_the_detail(tmp_pat
     assert answer.status_code == 500
     request_id = answer.headers[REQUEST_ID_HEADER]
     assert len(request_id) == 16 and answer.get_json() == {
-        "error": f"internal error (request id {request_id}); the backend's log has the detail", "request_id": request_id}
+        "error": f"internal error (request id {request_id}); the backend's log has the detail",
+        "request_id": request_id,
+    }
     assert "OpenCV" not in answer.get_data(as_text=True) and "approx.cpp" not in answer.status
     (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert request_id in record.getMessage() and "approx.cpp" in caplog.text, "the detail is in the log"
@@ -291,8 +307,9 @@ def test_a_body_over_the_limit_is_a_413_naming_the_setting(tmp_path):
     big["tasks"][0]["data"]["blob"] = "x" * (1 << 20)
     answer = client.post("/predict", json=big)
     assert answer.status_code == 413
-    assert answer.get_json()["error"] == ("body: larger than MAX_REQUEST_BYTES=1048576 (1 MiB), "
-                                          "the largest request body this backend accepts")
+    assert answer.get_json()["error"] == (
+        "body: larger than MAX_REQUEST_BYTES=1048576 (1 MiB), the largest request body this backend accepts"
+    )
     assert client.post("/predict", json=predict_body()).status_code == 200
 
 
@@ -323,11 +340,15 @@ def test_a_stored_setting_past_a_limit_is_refused_on_read_not_run(backend):
     client, cache = backend
     store = SettingsStore(cache.parent / "models")
     with store._connect() as db:
-        for project, params in (("p-epsilon", {"return_format": {"type": "PolygonLabels", "epsilon": float("nan")}}),
-                                ("p-patch", {"subpatching": {"patch_size": [30000, 30000]}})):
+        for project, params in (
+            ("p-epsilon", {"return_format": {"type": "PolygonLabels", "epsilon": float("nan")}}),
+            ("p-patch", {"subpatching": {"patch_size": [30000, 30000]}}),
+        ):
             db.execute("INSERT INTO project_params VALUES (?, ?, 0)", (project, json.dumps(params)))
-    for project, field in (("p-epsilon", "extra_params.return_format.epsilon"),
-                           ("p-patch", "extra_params.subpatching.patch_size")):
+    for project, field in (
+        ("p-epsilon", "extra_params.return_format.epsilon"),
+        ("p-patch", "extra_params.subpatching.patch_size"),
+    ):
         answer = client.post("/predict", json={**predict_body("PolygonLabels"), "project": project})
         assert answer.status_code == 400 and answer.get_json()["error"].startswith(field + ":")
 
@@ -363,13 +384,14 @@ def test_a_click_whose_client_went_away_stops_before_the_model(backend):
     finally:
         ours.close()
     assert answer.status_code == 499 and "stopped after fetch" in answer.get_json()["error"]
-    metrics = client.get("/metrics").get_json()
+    metrics = client.get("/metrics?format=json").get_json()
     assert metrics["encoder_runs"] == 0 and metrics["predictions"] == 0 and metrics["errors"] == {"499": 1}
     assert client.post("/predict", json=predict_body()).status_code == 200
-    assert client.get("/metrics").get_json()["encoder_runs"] == 1
+    assert client.get("/metrics?format=json").get_json()["encoder_runs"] == 1
 
 
 # --- under gunicorn, real SAM2 (hiera-t, untrained, CPU) -------------------------------------
+
 
 @pytest.fixture(scope="module")
 def one_thread(tmp_path_factory):
@@ -386,8 +408,9 @@ def one_thread(tmp_path_factory):
 @pytest.mark.slow
 def test_under_gunicorn_a_click_whose_client_left_never_reaches_the_encoder(one_thread):
     url = one_thread
-    first = threading.Thread(target=requests.post, args=(f"{url}/predict",),
-                             kwargs={"json": predict_body(), "timeout": 120})
+    first = threading.Thread(
+        target=requests.post, args=(f"{url}/predict",), kwargs={"json": predict_body(), "timeout": 120}
+    )
     first.start()  # runs the encoder for a few seconds on CPU
     time.sleep(0.3)
     with pytest.raises(requests.ReadTimeout):  # waits behind the first click, then leaves
@@ -397,14 +420,16 @@ def test_under_gunicorn_a_click_whose_client_left_never_reaches_the_encoder(one_
     assert metrics["encoder_runs"] == 1 and metrics["predictions"] == 1, metrics
     assert metrics["errors"].get("499") == 1, metrics
     again = requests.post(f"{url}/predict", json=predict_body(image="other.jpg"), timeout=120)
-    assert again.status_code == 200 and requests.get(f"{url}/metrics", timeout=30).json()["encoder_runs"] == 2
+    assert again.status_code == 200
+    assert requests.get(f"{url}/metrics?format=json", timeout=30).json()["encoder_runs"] == 2
 
 
 @pytest.mark.slow
 def test_under_gunicorn_a_chunked_body_over_the_limit_is_a_413(one_thread):
     chunks = (b"x" * 65536 for _ in range(40))  # 2.5 MiB without a Content-Length
-    answer = requests.post(f"{one_thread}/predict", data=chunks, headers={"Content-Type": "application/json"},
-                           timeout=60)
+    answer = requests.post(
+        f"{one_thread}/predict", data=chunks, headers={"Content-Type": "application/json"}, timeout=60
+    )
     assert answer.status_code == 413 and "MAX_REQUEST_BYTES=1048576" in answer.json()["error"]
     assert requests.get(f"{one_thread}/health", timeout=10).status_code == 200
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import http.server
 import os
@@ -68,36 +69,86 @@ def stop(process: subprocess.Popen) -> None:
 def start_logged(command: list[str], env: dict, log: Path) -> subprocess.Popen:
     """Start `command` from the repository root in its own session, output into `log`."""
     with open(log, "wb") as handle:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Gunicorn:
+    """A running `gunicorn _wsgi:app`: its URL, master process and log."""
+
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def workers(self) -> list[int]:
+        """The pids of the master's live worker processes."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return []
 
 
 @contextlib.contextmanager
-def gunicorn_backend(env: dict, workers: int = 1, threads: int = 8, timeout: float = 240,
-                     log_dir: Path | None = None):
-    """Start `gunicorn _wsgi:app` (untrained hiera-t on CPU unless `env` says otherwise); yields its URL.
+def gunicorn_server(
+    env: dict,
+    workers: int = 1,
+    threads: int = 8,
+    timeout: float = 240,
+    log_dir: Path | None = None,
+    wrapper: tuple[str, ...] = (),
+    app: str = "_wsgi:app",
+):
+    """Start `gunicorn _wsgi:app` from the repository root, configured as everywhere else by
+    gunicorn.conf.py from the environment (HOST, PORT, WORKERS, THREADS, TIMEOUT); untrained
+    hiera-t on CPU unless `env` says otherwise. Yields a `Gunicorn` once /health answers.
 
     `env` overrides this process's environment; an empty value unsets a backend setting. The log
     goes to `log_dir/gunicorn-<port>.log`: pass a pytest tmp folder to keep it for a look after a
     failure (pytest prunes old ones); without `log_dir` it goes to a temporary folder removed on exit.
-    The server is stopped, with its workers, however the block ends.
+    `wrapper` is put in front of the command (e.g. `unshare -rm sh -c '...' sh`); `app` replaces
+    `_wsgi:app`. The server is stopped, with its workers, however the block ends.
     """
     port = free_port()
     with contextlib.ExitStack() as cleanup:
-        folder = Path(log_dir) if log_dir else Path(cleanup.enter_context(
-            tempfile.TemporaryDirectory(prefix="sam2plus-gunicorn-")))
+        folder = (
+            Path(log_dir)
+            if log_dir
+            else Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sam2plus-gunicorn-")))
+        )
         folder.mkdir(parents=True, exist_ok=True)
         log = folder / f"gunicorn-{port}.log"
+        serving = {
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "WORKERS": str(workers),
+            "THREADS": str(threads),
+            "TIMEOUT": "300",
+        }
         process = start_logged(
-            [GUNICORN, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-             "--timeout", "300", "_wsgi:app"],
-            {**os.environ, **TEST_MODEL, "LOG_LEVEL": "INFO", **env}, log)
+            [*wrapper, GUNICORN, app], {**os.environ, **TEST_MODEL, "LOG_LEVEL": "INFO", **serving, **env}, log
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for(f"{url}/health", process, log, timeout, "SAM2Plus (gunicorn)")
-            yield url
+            yield Gunicorn(url, process, log)
         finally:
             stop(process)
+
+
+@contextlib.contextmanager
+def gunicorn_backend(env: dict, workers: int = 1, threads: int = 8, timeout: float = 240, log_dir: Path | None = None):
+    """`gunicorn_server`, yielding only its URL."""
+    with gunicorn_server(env, workers, threads, timeout, log_dir) as server:
+        yield server.url
 
 
 @contextlib.contextmanager
