@@ -18,6 +18,8 @@ from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
 from sam2plus.settings import SettingsStore
 from sam2plus.warmup import Warmup
 
+__all__ = ["SAM2Plus"]
+
 log = logging.getLogger(__name__)
 
 

@@ -52,6 +52,26 @@ from .prompts import parse_prompt
 from .rle import encode_brush_rle
 from .segmenter import to_model_input
 
+__all__ = [
+    "PROMPT",
+    "LABEL_CONFIG",
+    "Scene",
+    "OBJECT_1",
+    "OBJECT_2",
+    "ANNOTATOR",
+    "LOOK_S",
+    "make_image",
+    "reset_rss_peak",
+    "median_ms",
+    "run",
+    "session_figures",
+    "first_patch",
+    "encode_ms",
+    "multi_figures",
+    "print_table",
+    "main",
+]
+
 PROMPT = 320
 LABEL_CONFIG = label_config(
     control("RectangleLabels", "prompt", smart=True, labels=["object"]),

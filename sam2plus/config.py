@@ -10,6 +10,17 @@ from pathlib import Path
 
 from .urls import parse_host_rule, parse_origin
 
+__all__ = [
+    "ARTIFACT_MODES",
+    "LOG_LEVELS",
+    "UNTRAINED",
+    "MAX_JSON_DEPTH",
+    "checkpoint_file",
+    "ConfigError",
+    "ServerConfig",
+    "ServingConfig",
+]
+
 ARTIFACT_MODES = ("off", "on", "request")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 UNTRAINED = "untrained"  # MODEL_CHECKPOINT for SAM2's architecture with random weights

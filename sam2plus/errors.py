@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+__all__ = ["RequestError", "Stopped", "describe"]
+
 
 class RequestError(Exception):
     """Bad input from the client: answered with `status` and ``{"error": message}``.

@@ -29,6 +29,8 @@ from .errors import RequestError
 from .params import ROOT, ExtraParams
 from .prompts import Prompt
 
+__all__ = ["REUSE_INSET", "Window", "FrameMap", "frame_size", "full_frame", "plan_frame", "extract_patch"]
+
 REUSE_INSET = 1 / 8  # of the window's width and height: the least margin between a prompt and a reused window's edge
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from .errors import RequestError
 
+__all__ = ["CACHE_MAX_BYTES", "OutputControl", "ControlCache", "CONTROLS", "find_output_control"]
+
 CACHE_MAX_BYTES = 1 << 20
 
 

@@ -18,6 +18,26 @@ from PIL import ImageColor
 from .errors import RequestError, describe
 from .keys import underscore_keys
 
+__all__ = [
+    "ROOT",
+    "MIN_PATCH_SIZE",
+    "MAX_PATCH_SIZE",
+    "MAX_DILATE_PX",
+    "MAX_DILATE_FRACTION",
+    "MAX_EPSILON",
+    "MAX_POINTS",
+    "RETURN_TYPES",
+    "SECTION_KEYS",
+    "TOP_KEYS",
+    "POLYGON_ONLY_KEYS",
+    "FullframeResize",
+    "Subpatching",
+    "Postprocess",
+    "ReturnFormat",
+    "ExtraParams",
+    "parse_extra_params",
+]
+
 ROOT = "extra_params"
 # Bounds on every setting that scales a click's work (README: Security, Limits).
 MIN_PATCH_SIZE = 32

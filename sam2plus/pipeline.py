@@ -30,6 +30,8 @@ from .prompts import Prompt, parse_prompt
 from .results import polygons, regions
 from .segmenter import PatchPrompt
 
+__all__ = ["Prediction", "patch_prompt", "embedding_key", "padding_fill", "Pipeline"]
+
 log = logging.getLogger(__name__)
 
 

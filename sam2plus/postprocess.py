@@ -10,6 +10,8 @@ import numpy as np
 from .masks import Mask
 from .params import MAX_DILATE_PX, Postprocess
 
+__all__ = ["DILATE_BAND_ROWS", "postprocess", "keep_large_components", "fill_holes", "dilation_radius", "dilate"]
+
 DILATE_BAND_ROWS = 1024
 
 

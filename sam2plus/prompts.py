@@ -8,6 +8,8 @@ from typing import Any
 
 from .errors import RequestError, describe
 
+__all__ = ["POINT_TYPES", "BOX_TYPES", "Prompt", "check_prompt_size", "parse_prompt"]
+
 POINT_TYPES = ("keypointlabels", "keypoint")
 BOX_TYPES = ("rectanglelabels", "rectangle")
 

@@ -13,6 +13,8 @@ from .masks import Mask, mask_in_image
 from .params import ReturnFormat
 from .rle import encode_brush_rle
 
+__all__ = ["regions", "polygons", "simplify", "component_boxes"]
+
 
 def regions(
     mask: Mask, frame_map: FrameMap, fmt: ReturnFormat, control: OutputControl, label: str | None, score: float

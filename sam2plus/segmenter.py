@@ -30,6 +30,21 @@ from . import metrics
 from .config import UNTRAINED, ConfigError, checkpoint_file
 from .startup import checkpoint_problem
 
+__all__ = [
+    "UNTRAINED_SEED",
+    "LOW_RES",
+    "SegmentOutput",
+    "PatchPrompt",
+    "release_free_memory",
+    "resolve_checkpoint",
+    "resolve_device",
+    "INPUT_BAND_BYTES",
+    "to_model_input",
+    "EmbeddingCache",
+    "multimask",
+    "Segmenter",
+]
+
 log = logging.getLogger(__name__)
 
 UNTRAINED_SEED = 0

@@ -29,6 +29,18 @@ from . import metrics
 from .errors import RequestError, Stopped, describe
 from .prompts import check_prompt_size
 
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "CLIENT_CLOSED_REQUEST",
+    "INSUFFICIENT_STORAGE",
+    "REASON_LIMIT",
+    "DISK_FULL",
+    "create_app",
+    "client_gone",
+    "nesting_exceeds",
+    "reason_phrase",
+]
+
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"

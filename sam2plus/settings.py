@@ -12,6 +12,8 @@ from pathlib import Path
 
 from .params import ExtraParams, parse_extra_params
 
+__all__ = ["BUSY_TIMEOUT", "SettingsStore"]
+
 BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's write lock (then: 503, try again)
 
 

@@ -240,7 +240,7 @@ class UrlPolicy:
             raise RequestError(
                 field,
                 f"{what} is not one of Label Studio's file paths (/data/upload/, "
-                "/data/local-files/, /storage-data/uploaded/, /tasks/<id>/presign/)",
+                "/data/local-files/, /storage-data/uploaded/, /tasks/<id>/presign/ or resolve/)",
             )
         immutable = path[len(ls.base_path) :].startswith(UPLOADS)
         return Target(

@@ -26,6 +26,8 @@ from . import metrics
 from .errors import describe
 from .params import ExtraParams
 
+__all__ = ["MAX_QUEUED", "Warmup"]
+
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 16

@@ -24,6 +24,7 @@ from model import SAM2Plus
 from sam2plus.config import ServerConfig
 from sam2plus.server import create_app
 from tests.support.geometry_segmenter import ColorRegionSegmenter
+from tests.support.servers import serving
 
 
 @dataclass(frozen=True)
@@ -96,19 +97,6 @@ class GeometryBackend:
 
 
 @contextlib.contextmanager
-def _running(server):
-    """Run a socketserver-style server in a thread; yields its port, shuts it down afterwards."""
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-
-
-@contextlib.contextmanager
 def geometry_backend(workdir: Path, label_studio_url: str, api_key: str):
     """SAM2Plus with the geometry test double, fetching images from Label Studio; IMAGE_HOSTS empty."""
     config = ServerConfig.from_env(
@@ -120,7 +108,7 @@ def geometry_backend(workdir: Path, label_studio_url: str, api_key: str):
         }
     )
     recorder = RecordingMiddleware(create_app(SAM2Plus(config, segmenter=ColorRegionSegmenter())))
-    with _running(make_server("127.0.0.1", 0, recorder, threaded=True)) as port:
+    with serving(make_server("127.0.0.1", 0, recorder, threaded=True)) as port:
         yield GeometryBackend(f"http://127.0.0.1:{port}", recorder)
 
 
@@ -129,7 +117,7 @@ def image_host(directory: Path):
     """Serve `directory` on 127.0.0.1 as an image host a browser may read from another origin (CORS);
     yields its port."""
     handler = functools.partial(_CorsHandler, directory=str(directory))
-    with _running(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as port:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as port:
         yield port
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import compose
 import pytest
 
-from sam2plus.config import ConfigError, ServerConfig
+from sam2plus.config import ConfigError, ServerConfig, ServingConfig
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = Path(compose.__file__).parent / "docker-compose"
@@ -270,3 +270,42 @@ def test_a_target_may_turn_basic_auth_off_with_both_values_blank(tmp_path):
     (tmp_path / "open.env").write_text(text)
     (service,) = config("-f", "single-compose.yml", "--env-file", "open.env", cwd=tmp_path)["services"].values()
     assert ServerConfig.from_env(service["environment"]).basic_auth_user is None
+
+
+# Set by the image (Dockerfile ENV): the container's own address and folders, mounted by Compose.
+SET_BY_THE_IMAGE = {"HOST", "PORT", "CACHE_DIR", "MODEL_DIR", "CHECKPOINT_DIR"}
+
+
+def backend_settings() -> set[str]:
+    """Every variable the backend's settings read (ServerConfig and gunicorn's ServingConfig)."""
+    seen = set()
+
+    class Recording(dict):
+        def get(self, key, default=None):
+            seen.add(key)
+            return super().get(key, default)
+
+    ServerConfig.from_env(Recording())
+    ServingConfig.from_env(Recording())
+    return seen
+
+
+def test_every_backend_setting_reaches_the_container_from_an_env_file(tmp_path):
+    """A target's env file can set each setting of the Configuration table; blank means the default."""
+    settings = backend_settings() - SET_BY_THE_IMAGE
+    assert {"IMAGE_HOSTS_BLOCK_PRIVATE", "DOWNLOAD_CACHE_MB", "MAX_PROMPT_POINTS", "TIMEOUT"} <= settings
+    for name in (".env", "single-compose.yml", "backend.compose.yml", "envs"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
+    target = tmp_path / "envs" / "localhost.env"
+    given = {name: str(1000 + n) for n, name in enumerate(sorted(settings)) if name not in read_env(target)}
+    target.write_text(target.read_text() + "".join(f"{k}={v}\n" for k, v in given.items()))
+    (service,) = config("-f", "single-compose.yml", "--env-file", "envs/localhost.env", cwd=tmp_path)[
+        "services"
+    ].values()
+    assert settings <= set(service["environment"]), settings - set(service["environment"])
+    assert {k: service["environment"][k] for k in given} == given
+    defaults = ServerConfig.from_env({})
+    (plain,) = config("-f", "single-compose.yml", "--env-file", "envs/localhost.env")["services"].values()
+    blank = ServerConfig.from_env({**plain["environment"], "BASIC_AUTH_PASS": "a password"})
+    for name in ("max_request_bytes", "download_cache_mb", "image_hosts_block_private", "max_prompt_points"):
+        assert getattr(blank, name) == getattr(defaults, name), name

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tests.support.inprocess import predict_body
 from tests.support.scenes import DiscScene, label_config, point_context, rect_context
 
 SCENE = DiscScene(1600, 1200, 700, 500, 120)
@@ -111,17 +112,8 @@ def silent_host():
 
 
 def _click(images: Images, image: str | None = None, context=None, fmt: str = "BrushLabels", **changes) -> dict:
-    body = {
-        "tasks": [{"id": 1, "data": {"image": image or f"http://{images.host}/scene.jpg"}}],
-        "project": PROJECT,
-        "label_config": label_config(fmt),
-        "params": {
-            "login": None,
-            "password": None,
-            "context": context or rect_context(SCENE.box(), SCENE.width, SCENE.height),
-        },
-    }
-    return {**body, **changes}
+    """A /predict body for a click on the catalogue's project, with `changes` replacing its keys."""
+    return predict_body(fmt, context, image or f"http://{images.host}/scene.jpg", **{"project": PROJECT, **changes})
 
 
 def _region(**value) -> dict:
