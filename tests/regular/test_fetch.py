@@ -26,6 +26,7 @@ import pytest
 from sam2plus.downloads import EVICTION_LOCK
 from sam2plus.errors import RequestError
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
+from tests.support.inprocess import make_backend, predict_body
 
 FIELD = "data.image"
 KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -687,6 +688,28 @@ def test_finding_12_label_studio_paths_stay_under_its_file_paths(make_server, ca
     assert ls.requests == []
 
 
+def test_the_findings_sent_to_predict_are_a_400_and_reach_no_host(make_server, tmp_path):
+    """Findings 1, 2 and 12 as a task's image in a /predict body, through the app: each a 400
+    naming tasks[0].data.image; neither the attacker's host nor Label Studio gets a request."""
+    ls, capture = make_server(), capture_all(make_server())
+    ls.fallback = requires_token(b'[{"id": 1, "title": "secret project"}]')
+    client, _ = make_backend(
+        tmp_path, label_studio_url=ls.url, label_studio_api_key=KEY, image_hosts=("allowed.example",)
+    )
+    for image in (
+        f"/{capture.url}/steal.png",
+        f"http://{capture.netloc}\\@{ls.netloc}/data/upload/1/x.png",
+        f"http://{capture.netloc}\\@allowed.example/x.png",
+        "/data/upload/../../api/projects/",
+    ):
+        answer = client.post("/predict", json=predict_body(image=image))
+        error = answer.get_json()["error"]
+        assert answer.status_code == 400 and error.startswith("tasks[0].data.image"), (image, error)
+        assert KEY not in error
+    assert capture.connections == 0 and ls.requests == []
+    assert client.get("/health").status_code == 200
+
+
 def test_label_studio_file_paths_are_requested_as_given(make_server, cache_dir):
     """Uploads, local files, uploads in cloud storage and presign: with the key, query intact."""
     ls = make_server()
@@ -724,6 +747,7 @@ class PresignStandIn:
         self.objects: dict[str, bytes] = {}
         self.signatures: dict[str, int] = {}
         self.asked: list[tuple[int, str]] = []
+        self.accepts = lambda authorization: authorization == f"Token {key}"  # what Label Studio lets in
         ls.fallback = self.presign
         store.fallback = self.serve
 
@@ -732,7 +756,7 @@ class PresignStandIn:
         segments = parts.path.strip("/").split("/")
         if len(segments) != 3 or segments[0] != "tasks" or segments[2] not in ("presign", "resolve"):
             return 404, {}, b""
-        if request["headers"].get("Authorization") != f"Token {self.key}":
+        if not self.accepts(request["headers"].get("Authorization", "")):
             return 401, {}, b""
         uri = base64.urlsafe_b64decode(parse_qs(parts.query)["fileuri"][0]).decode()
         self.asked.append((int(segments[1]), uri))
@@ -776,6 +800,24 @@ def test_cloud_storage_uri_through_presign_without_the_key_at_the_store(make_ser
     again = fetcher.fetch(uri, FIELD, task_id="42")
     assert again.path == local.path and presign.asked == [(42, uri)] * 2
     assert store.requests[-1]["headers"].get("If-None-Match") == f'"{sha1(PNG + uri.encode())}"'
+
+
+def test_cloud_storage_uri_through_presign_with_a_personal_access_token(make_server, cache_dir):
+    """With a personal access token, presign is asked with the Bearer access token it was
+    exchanged for; the object store gets neither that nor the token itself."""
+    ls, store = make_server(), make_server()
+    tokens = TokenStandIn(ls)
+    presign = PresignStandIn(ls, store)
+    presign.accepts = lambda authorization: bool(tokens.issued) and authorization == f"Bearer {tokens.issued[-1]}"
+    uri = "s3://bucket/scans/ü 01.png"
+    presign.objects[uri] = PNG + b"pat"
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, PAT), image_hosts=(store.netloc,))
+    local = fetcher.fetch(uri, FIELD, task_id=7)
+    assert local.path.read_bytes() == PNG + b"pat" and presign.asked == [(7, uri)]
+    assert len(tokens.issued) == 1
+    for request in store.requests:
+        assert "Authorization" not in request["headers"]
+        assert PAT not in repr(request) and tokens.issued[0] not in repr(request)
 
 
 def test_cloud_storage_uri_needs_a_task_id_and_label_studio(make_server, cache_dir):

@@ -436,3 +436,23 @@ def test_under_gunicorn_a_chunked_body_over_the_limit_is_a_413(one_thread):
 
 def _snapshot(folder):
     return sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_setup_refuses_each_bound_of_issue_11_naming_the_key_and_the_limit(backend):
+    """The settings that scaled one click's work without a bound, sent to /setup as Label Studio does."""
+    client, _ = backend
+    for section, key, value, limit in (
+        ("subpatching", "patch_size", [30000, 30000], "8192"),
+        ("postprocess", "dilate", 1024, "256"),
+        ("postprocess", "dilate", 10.0, "2"),
+        ("return_format", "epsilon", 1e100, "1024"),
+        ("return_format", "max_points", 10**9, "10000"),
+    ):
+        extra = {section: {key: value}}
+        if section == "return_format":
+            extra[section]["type"] = "PolygonLabels"
+        answer = client.post("/setup", json={"project": PROJECT, "extra_params": extra})
+        error = answer.get_json()["error"]
+        assert answer.status_code == 400, (key, value, error)
+        assert f"extra_params.{section}.{key}" in error and limit in error, error
+    assert client.post("/predict", json=predict_body()).status_code == 200, "nothing was stored"
