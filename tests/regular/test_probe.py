@@ -757,21 +757,15 @@ def test_remote_mode_every_return_format_with_no_shared_folder(tmp_path, capsys,
     assert not (backend_cache / "probe").exists(), "nothing was staged: no folder is shared"
 
 
+def probe_keypoint(image: Path, url: str, *flags: str) -> int:
+    """`sam2plus-probe IMAGE --prompt <a keypoint on the scene's disc> --url URL FLAGS...`: its exit code."""
+    return cli.main([str(image), "--prompt", '{"type": "KeyPoint", "geometry": [700, 500]}', "--url", url, *flags])
+
+
 def test_a_cache_dir_that_does_not_exist_here_sends_the_image_inside_the_request(tmp_path, capsys):
     image = SCENE.write(tmp_path / "scene.jpg")
     with remote_backend(tmp_path / "backend") as (url, _):
-        code = cli.main(
-            [
-                str(image),
-                "--prompt",
-                '{"type": "KeyPoint", "geometry": [700, 500]}',
-                "--url",
-                url,
-                "--cache-dir",
-                str(tmp_path / "not-here"),
-                f"--intermediates={tmp_path}/mid",
-            ]
-        )
+        code = probe_keypoint(image, url, "--cache-dir", str(tmp_path / "not-here"), f"--intermediates={tmp_path}/mid")
     err = capsys.readouterr().err
     assert code == 0, err
     assert f"--cache-dir {tmp_path / 'not-here'} does not exist here: the image is sent inside the request" in err
@@ -782,17 +776,7 @@ def test_a_cache_dir_that_is_not_the_backends_is_named_in_the_error(tmp_path, ca
     image = SCENE.write(tmp_path / "scene.jpg")
     (tmp_path / "other-cache").mkdir()
     with remote_backend(tmp_path / "backend") as (url, _):
-        code = cli.main(
-            [
-                str(image),
-                "--prompt",
-                '{"type": "KeyPoint", "geometry": [700, 500]}',
-                "--url",
-                url,
-                "--cache-dir",
-                str(tmp_path / "other-cache"),
-            ]
-        )
+        code = probe_keypoint(image, url, "--cache-dir", str(tmp_path / "other-cache"))
     err = capsys.readouterr().err
     assert code == FAILED and "is not a file inside CACHE_DIR" in err
     assert f"--cache-dir {tmp_path / 'other-cache'} is not the backend's CACHE_DIR" in err
@@ -802,18 +786,7 @@ def test_a_shared_cache_dir_is_the_fast_path_even_over_http(tmp_path, capsys):
     image = SCENE.write(tmp_path / "scene.jpg")
     with remote_backend(tmp_path / "backend") as (url, backend_cache):
         backend_cache.mkdir(parents=True, exist_ok=True)
-        code = cli.main(
-            [
-                str(image),
-                "--prompt",
-                '{"type": "KeyPoint", "geometry": [700, 500]}',
-                "--url",
-                url,
-                "--cache-dir",
-                str(backend_cache),
-                f"--request-record={tmp_path}/rec",
-            ]
-        )
+        code = probe_keypoint(image, url, "--cache-dir", str(backend_cache), f"--request-record={tmp_path}/rec")
     assert code == 0, capsys.readouterr().err
     sent = json.loads((tmp_path / "rec" / "request.json").read_text())["sent_as"]
     assert sent.startswith("probe/") and (backend_cache / sent).read_bytes() == image.read_bytes()
