@@ -174,7 +174,15 @@ def median_ms(fn, runs: int, before=None) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Scene, workdir: Path) -> dict:
+def run(
+    config_name: str,
+    checkpoint: str,
+    device: str,
+    repeats: int,
+    scene: Scene,
+    workdir: Path,
+    annotators: int = ANNOTATORS,
+) -> dict:
     from label_studio_sdk.converter.brush import mask2rle
 
     from model import SAM2Plus
@@ -229,7 +237,7 @@ def run(config_name: str, checkpoint: str, device: str, repeats: int, scene: Sce
     click("PolygonLabels")
     figures["polygon_repeat_ms"], _ = median_ms(lambda: click("PolygonLabels"), repeats * 3)
     figures.update(session_figures(model, task, scene, repeats, cold))
-    figures.update(multi_figures(model, workdir, cold))
+    figures.update(multi_figures(model, workdir, cold, annotators))
     figures["peak_rss_mb"] = _status_mb("VmHWM")  # the request path ends here
     figures["process_rss_mb"] = _status_mb("VmRSS")
     figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
@@ -359,10 +367,11 @@ def encode_ms(segmenter, patch: np.ndarray) -> float:
         return _timed(lambda: segmenter.predictor.set_image(to_model_input(patch, segmenter.input_size)))
 
 
-def multi_figures(model, workdir: Path, cold) -> dict:
-    """4 annotators on 4 images (no subpatching), alone one after another, then all at once."""
+def multi_figures(model, workdir: Path, cold, annotators: int = ANNOTATORS) -> dict:
+    """`annotators` annotators (4 by default) on as many images (no subpatching): alone one after
+    another, then all at once."""
     width, height = MULTI_SIZE
-    names = [f"annotator-{i}.jpg" for i in range(ANNOTATORS)]
+    names = [f"annotator-{i}.jpg" for i in range(annotators)]
     subprocess.run(
         [
             sys.executable,
@@ -387,7 +396,7 @@ def multi_figures(model, workdir: Path, cold) -> dict:
 
     def alone() -> dict:
         times: dict = {}
-        for i in range(ANNOTATORS):
+        for i in range(annotators):
             cold()
             annotate(i, times)
         return times
@@ -397,7 +406,7 @@ def multi_figures(model, workdir: Path, cold) -> dict:
     before = alone()
     cold()
     together: dict = {}
-    threads = [threading.Thread(target=annotate, args=(i, together, THINK_S, i * STAGGER_S)) for i in range(ANNOTATORS)]
+    threads = [threading.Thread(target=annotate, args=(i, together, THINK_S, i * STAGGER_S)) for i in range(annotators)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -408,6 +417,7 @@ def multi_figures(model, workdir: Path, cold) -> dict:
         return [ms for times in runs for (_, n), ms in times.items() if n > 1]
 
     return {
+        "multi_annotators": annotators,
         "multi_refine_p50_ms": float(np.percentile(refinements(together), 50)),
         "multi_refine_p95_ms": float(np.percentile(refinements(together), 95)),
         "multi_alone_refine_p50_ms": float(np.percentile(refinements(before, after), 50)),
@@ -418,6 +428,8 @@ def multi_figures(model, workdir: Path, cold) -> dict:
 
 
 def print_table(figures: dict) -> None:
+    """The figures as a table on stdout, then the ratios."""
+    annotators = figures["multi_annotators"]
     rows = [
         ("stock first click", "stock_first_ms"),
         ("stock repeated click", "stock_repeat_ms"),
@@ -443,11 +455,11 @@ def print_table(figures: dict) -> None:
         ("session: same first click, cold", "cold_first_ms"),
         ("session: encoder alone, first window", "session_encoder_ms"),
         ("session: refinement click (median)", "refine_ms"),
-        ("4 annotators: refinement p50", "multi_refine_p50_ms"),
-        ("4 annotators: refinement p95", "multi_refine_p95_ms"),
+        (f"{annotators} annotators: refinement p50", "multi_refine_p50_ms"),
+        (f"{annotators} annotators: refinement p95", "multi_refine_p95_ms"),
         ("same clicks alone: p50", "multi_alone_refine_p50_ms"),
         ("same clicks alone: p95", "multi_alone_refine_p95_ms"),
-        ("4 annotators: slowest first click", "multi_first_max_ms"),
+        (f"{annotators} annotators: slowest first click", "multi_first_max_ms"),
         ("alone: slowest first click", "multi_alone_first_max_ms"),
     ]
     for label, key in rows:
@@ -473,11 +485,14 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="10240x9800", help="WIDTHxHEIGHT of the synthetic JPEG")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument(
+        "--annotators", type=int, default=ANNOTATORS, help="annotators at once in the multi-annotator scenario"
+    )
     args = parser.parse_args(argv)
     width, _, height = args.size.partition("x")
     scene = Scene(int(width), int(height))
     with tempfile.TemporaryDirectory(prefix="sam2plus-bench-") as workdir:
-        figures = run(args.config, args.checkpoint, args.device, args.repeats, scene, Path(workdir))
+        figures = run(args.config, args.checkpoint, args.device, args.repeats, scene, Path(workdir), args.annotators)
     print_table(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

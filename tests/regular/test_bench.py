@@ -53,7 +53,8 @@ RATIOS = {
 def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, "-m", "sam2plus.bench", "--size", "2400x1800", "--repeats", "1", "--json", str(out)],
+        [sys.executable, "-m", "sam2plus.bench", "--size", "2400x1800", "--repeats", "1", "--annotators", "2"]
+        + ["--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -71,4 +72,5 @@ def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
     assert figures["session_encoder_runs"] == 2
     assert len(figures["session_clicks_ms"]) == 6
     assert "SAM2Plus repeated click" in run.stdout and "stock_repeat_over_repeat" in run.stdout
+    assert figures["multi_annotators"] == 2 and "2 annotators: refinement p95" in run.stdout
     assert "multi_p95_over_alone" in run.stdout and "session: encoder runs" in run.stdout
