@@ -505,6 +505,14 @@ def _transparent_png(path: Path) -> Path:
     return path
 
 
+KEYPOINT = {"type": "KeyPoint", "geometry": [700, 500]}  # on the scene's disc
+
+
+def probe_cli(image: Path, url: str, *flags: str, prompt=KEYPOINT) -> int:
+    """`sam2plus-probe IMAGE --prompt PROMPT --url URL FLAGS...` in this process: its exit code."""
+    return cli.main([str(image), "--prompt", json.dumps(prompt), "--url", url, *flags])
+
+
 @pytest.mark.parametrize("write", [_sixteen_bit_png, _transparent_png], ids=["16-bit", "rgba"])
 def test_the_probes_picture_of_an_image_is_the_backends_artifact_of_it(tmp_path, write):
     """input.jpg (the probe's request record) and frame.prompt.jpg (the backend's artifact of the
@@ -515,16 +523,8 @@ def test_the_probes_picture_of_an_image_is_the_backends_artifact_of_it(tmp_path,
         {"type": "KeyPoint", "points": [[200, 150], [400, 300, False]]},
     ]
     with remote_backend(tmp_path / "backend") as (url, _):
-        code = cli.main(
-            [
-                str(image),
-                "--prompt",
-                json.dumps(prompt),
-                "--url",
-                url,
-                f"--request-record={tmp_path}/rec",
-                f"--intermediates={tmp_path}/mid",
-            ]
+        code = probe_cli(
+            image, url, f"--request-record={tmp_path}/rec", f"--intermediates={tmp_path}/mid", prompt=prompt
         )
     assert code == 0
     probes = (tmp_path / "rec" / "input.jpg").read_bytes()
@@ -717,21 +717,17 @@ def test_remote_mode_every_return_format_with_no_shared_folder(tmp_path, capsys,
             prompt = {"type": "RectangleLabel" if label else "Rectangle", "geometry": [x0, y0, x1 - x0, y1 - y0]}
             if label:
                 prompt["label"] = label
-            code = cli.main(
-                [
-                    str(image),
-                    "--prompt",
-                    json.dumps(prompt),
-                    "--url",
-                    url,
-                    "--extra-params",
-                    str(tmp_path / f"{fmt}.json"),
-                    "--name",
-                    fmt,
-                    f"--request-record={tmp_path}/rec/${{name}}",
-                    f"--intermediates={tmp_path}/mid/${{name}}",
-                    f"--output={tmp_path}/out/${{name}}",
-                ]
+            code = probe_cli(
+                image,
+                url,
+                "--extra-params",
+                str(tmp_path / f"{fmt}.json"),
+                "--name",
+                fmt,
+                f"--request-record={tmp_path}/rec/${{name}}",
+                f"--intermediates={tmp_path}/mid/${{name}}",
+                f"--output={tmp_path}/out/${{name}}",
+                prompt=prompt,
             )
             captured = capsys.readouterr()
             assert code == 0, captured.err
@@ -757,15 +753,10 @@ def test_remote_mode_every_return_format_with_no_shared_folder(tmp_path, capsys,
     assert not (backend_cache / "probe").exists(), "nothing was staged: no folder is shared"
 
 
-def probe_keypoint(image: Path, url: str, *flags: str) -> int:
-    """`sam2plus-probe IMAGE --prompt <a keypoint on the scene's disc> --url URL FLAGS...`: its exit code."""
-    return cli.main([str(image), "--prompt", '{"type": "KeyPoint", "geometry": [700, 500]}', "--url", url, *flags])
-
-
 def test_a_cache_dir_that_does_not_exist_here_sends_the_image_inside_the_request(tmp_path, capsys):
     image = SCENE.write(tmp_path / "scene.jpg")
     with remote_backend(tmp_path / "backend") as (url, _):
-        code = probe_keypoint(image, url, "--cache-dir", str(tmp_path / "not-here"), f"--intermediates={tmp_path}/mid")
+        code = probe_cli(image, url, "--cache-dir", str(tmp_path / "not-here"), f"--intermediates={tmp_path}/mid")
     err = capsys.readouterr().err
     assert code == 0, err
     assert f"--cache-dir {tmp_path / 'not-here'} does not exist here: the image is sent inside the request" in err
@@ -776,7 +767,7 @@ def test_a_cache_dir_that_is_not_the_backends_is_named_in_the_error(tmp_path, ca
     image = SCENE.write(tmp_path / "scene.jpg")
     (tmp_path / "other-cache").mkdir()
     with remote_backend(tmp_path / "backend") as (url, _):
-        code = probe_keypoint(image, url, "--cache-dir", str(tmp_path / "other-cache"))
+        code = probe_cli(image, url, "--cache-dir", str(tmp_path / "other-cache"))
     err = capsys.readouterr().err
     assert code == FAILED and "is not a file inside CACHE_DIR" in err
     assert f"--cache-dir {tmp_path / 'other-cache'} is not the backend's CACHE_DIR" in err
@@ -786,7 +777,7 @@ def test_a_shared_cache_dir_is_the_fast_path_even_over_http(tmp_path, capsys):
     image = SCENE.write(tmp_path / "scene.jpg")
     with remote_backend(tmp_path / "backend") as (url, backend_cache):
         backend_cache.mkdir(parents=True, exist_ok=True)
-        code = probe_keypoint(image, url, "--cache-dir", str(backend_cache), f"--request-record={tmp_path}/rec")
+        code = probe_cli(image, url, "--cache-dir", str(backend_cache), f"--request-record={tmp_path}/rec")
     assert code == 0, capsys.readouterr().err
     sent = json.loads((tmp_path / "rec" / "request.json").read_text())["sent_as"]
     assert sent.startswith("probe/") and (backend_cache / sent).read_bytes() == image.read_bytes()
