@@ -50,7 +50,9 @@ class SAM2Plus:
             cache_bytes=config.download_cache_mb << 20,
         )
         frames = FrameStore(Path(config.cache_dir) / "frames", config.frame_cache_mb << 20)
-        self.pipeline = Pipeline(segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir)
+        self.pipeline = Pipeline(
+            segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir, config.max_prompt_points
+        )
         self.settings = SettingsStore(config.model_dir)
         self.warmup = Warmup(self.pipeline)
         self.model_version = f"SAM2Plus-{sam2plus.__version__}:{segmenter.name}"

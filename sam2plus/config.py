@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .prompts import MAX_PROMPT_POINTS
 from .urls import parse_host_rule, parse_origin
 
 __all__ = [
@@ -114,7 +115,7 @@ class ServerConfig:
     max_request_bytes: int = 128 << 20  # request bodies (Flask's MAX_CONTENT_LENGTH); fits a data: URL of a 95 MB JPEG
     max_json_depth: int = 64  # nesting of a request body; Label Studio's deepest (a polygon point) is 10
     max_tasks: int = 1000  # tasks in one /predict body (Label Studio's batch predictions send many)
-    max_prompt_points: int = 256  # keypoints in one click's context
+    max_prompt_points: int = MAX_PROMPT_POINTS  # keypoints in one click's context
 
     def __post_init__(self):
         problems = []

@@ -26,7 +26,7 @@ from .labelconfig import OutputControl, find_output_control
 from .masks import Mask, mask_from_logits
 from .params import ExtraParams
 from .postprocess import postprocess
-from .prompts import Prompt, parse_prompt
+from .prompts import MAX_PROMPT_POINTS, Prompt, parse_prompt
 from .results import polygons, regions
 from .segmenter import PatchPrompt
 
@@ -66,12 +66,21 @@ def padding_fill(params: ExtraParams) -> tuple[int, int, int]:
 
 
 class Pipeline:
-    def __init__(self, segmenter, fetcher: ImageFetcher, frames: FrameStore, max_pixels: int, cache_dir: str | Path):
+    def __init__(
+        self,
+        segmenter,
+        fetcher: ImageFetcher,
+        frames: FrameStore,
+        max_pixels: int,
+        cache_dir: str | Path,
+        max_prompt_points: int = MAX_PROMPT_POINTS,
+    ):
         self.segmenter = segmenter
         self.fetcher = fetcher
         self.frames = frames
         self.max_pixels = max_pixels
         self.cache_dir = Path(cache_dir)
+        self.max_prompt_points = max_prompt_points
 
     def run(
         self,
@@ -86,7 +95,7 @@ class Pipeline:
         clock = _Clock()
         fmt = params.return_format
         control = find_output_control(label_config, fmt.type)
-        prompt = parse_prompt(context)
+        prompt = parse_prompt(context, self.max_prompt_points)
         local, info, field = self.image(task, control)
         with local:  # the download stays leased (never evicted) until the click is done
             _check_context_size(context, info.size)

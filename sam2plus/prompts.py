@@ -8,10 +8,11 @@ from typing import Any
 
 from .errors import RequestError, describe
 
-__all__ = ["POINT_TYPES", "BOX_TYPES", "Prompt", "check_prompt_size", "parse_prompt"]
+__all__ = ["POINT_TYPES", "BOX_TYPES", "MAX_PROMPT_POINTS", "Prompt", "parse_prompt"]
 
 POINT_TYPES = ("keypointlabels", "keypoint")
 BOX_TYPES = ("rectanglelabels", "rectangle")
+MAX_PROMPT_POINTS = 256  # keypoints in one click's context, by default (the MAX_PROMPT_POINTS setting)
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,9 @@ class Prompt:
         return min(xs), min(ys), max(xs), max(ys)
 
 
-def check_prompt_size(context: Any, max_points: int) -> None:
-    """Refuse a context holding more than `max_points` keypoints (MAX_PROMPT_POINTS) before any of
-    them is read; anything else about the context is `parse_prompt`'s to judge."""
-    result = context.get("result") if isinstance(context, dict) else None
-    if not isinstance(result, list) or len(result) <= max_points:
+def _check_prompt_size(result: list, max_points: int) -> None:
+    """Refuse more than `max_points` keypoints (MAX_PROMPT_POINTS) before any of them is read."""
+    if len(result) <= max_points:
         return
     points = sum(
         1 for region in result if isinstance(region, dict) and str(region.get("type", "")).lower() in POINT_TYPES
@@ -53,10 +52,12 @@ def check_prompt_size(context: Any, max_points: int) -> None:
         )
 
 
-def parse_prompt(context: Any) -> Prompt:
-    """Read the keypoints and the rectangle of `context.result` (the last rectangle wins)."""
+def parse_prompt(context: Any, max_points: int = MAX_PROMPT_POINTS) -> Prompt:
+    """Read the keypoints and the rectangle of `context.result` (the last rectangle wins); more than
+    `max_points` keypoints are refused first."""
     if not isinstance(context, dict) or not isinstance(context.get("result"), list) or not context["result"]:
         raise RequestError("context.result", "no prompt: expected a list of keypoint or rectangle regions")
+    _check_prompt_size(context["result"], max_points)
     points: list[tuple[float, float]] = []
     labels: list[int] = []
     box = None

@@ -27,7 +27,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from . import artifacts as review
 from . import metrics
 from .errors import RequestError, Stopped, describe
-from .prompts import check_prompt_size
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -115,7 +114,6 @@ def create_app(model) -> Flask:
                 "request may carry; send them in smaller batches",
                 413,
             )
-        check_prompt_size(context, config.max_prompt_points)
         started = time.perf_counter()
         answer = model.predict(
             tasks,
