@@ -908,6 +908,25 @@ def test_label_studio_redirects_follow_anywhere_without_the_key(make_server, cac
     assert not [r for r in ls.requests if r["path"].startswith("/api/")]
 
 
+@pytest.mark.parametrize("hosts", [("*",), ("*", "127.0.0.1")], ids=["star", "star-and-loopback"])
+def test_image_host_redirects_into_label_studios_api_are_refused(make_server, cache_dir, hosts):
+    """Issue 21: with IMAGE_HOSTS=*, an allowed host answering 302 to Label Studio's API was
+    followed. Every hop passes Label Studio's path rule: its API sees no request at all, and a
+    hop onto its file paths from elsewhere goes without the key."""
+    ls, images = capture_all(make_server()), make_server()
+    images.routes["/api.png"] = redirect(f"{ls.url}/api/projects/")
+    images.routes["/dots.png"] = redirect(f"{ls.url}/data/upload/%2e%2e/%2e%2e/api/projects/", 307)
+    images.routes["/file.png"] = redirect(f"{ls.url}/data/upload/1/a.png")
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY), image_hosts=hosts, block_private=False)
+    for path in ("/api.png", "/dots.png"):
+        message = refused(lambda path=path: fetcher.fetch(images.url + path, FIELD), 400)
+        assert "redirects to" in message and "Label Studio" in message
+    assert ls.requests == [] and ls.connections == 0, "Label Studio saw no request"
+    assert fetcher.fetch(images.url + "/file.png", FIELD).digest == sha1(PNG)
+    assert [r["path"] for r in ls.requests] == ["/data/upload/1/a.png"]
+    assert "Authorization" not in ls.requests[0]["headers"], "the key stays home on a chain begun elsewhere"
+
+
 def test_redirect_loops_stop_after_a_few_hops(make_server, cache_dir):
     images = make_server()
     images.routes["/loop.png"] = redirect("/loop.png")
@@ -998,6 +1017,43 @@ def test_public_addresses_are_connected_to(monkeypatch, make_server, cache_dir):
     message = refused(lambda: fetcher.fetch("http://images.example/a.png", FIELD), 422)
     assert "connection failed" in message
     assert connected == [("8.8.8.8", 80)], "it connects to the checked address, not to a new resolution"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::1",
+        "::127.0.0.1",
+        "::ffff:169.254.169.254",
+        "fec0::1",
+        "2001:0:a00:1::f7f7:f7f7",
+    ],
+)
+def test_names_resolving_to_ipv6_forms_of_private_addresses_are_refused(monkeypatch, cache_dir, address):
+    """A name resolving to an IPv6 form that carries a private IPv4 address (or to a reserved
+    IPv6 range) is refused before any connection, like one resolving to the address itself."""
+    import socket as sockets
+
+    real = sockets.getaddrinfo
+    monkeypatch.setattr(
+        sockets,
+        "getaddrinfo",
+        lambda host, *args, **kwargs: (
+            [(sockets.AF_INET6, sockets.SOCK_STREAM, 6, "", (address, 80, 0, 0))]
+            if host == "images.example"
+            else real(host, *args, **kwargs)
+        ),
+    )
+    from sam2plus import transport
+
+    connected = []
+    monkeypatch.setattr(transport, "create_connection", lambda address, *args, **kwargs: connected.append(address))
+    message = refused(
+        lambda: ImageFetcher(cache_dir, image_hosts=("*",)).fetch("http://images.example/a.png", FIELD), 400
+    )
+    assert address in message and "not a public address" in message
+    assert connected == []
 
 
 # ---------------------------------------------------------------- data: URLs
