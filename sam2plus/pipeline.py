@@ -96,7 +96,7 @@ class Pipeline:
         fmt = params.return_format
         control = find_output_control(label_config, fmt.type)
         prompt = parse_prompt(context, self.max_prompt_points)
-        local, info, field = self.image(task, control)
+        local, info, field = self.image(task, control, should_stop)
         with local:  # the download stays leased (never evicted) until the click is done
             _check_context_size(context, info.size)
             clock.lap("fetch")
@@ -173,13 +173,16 @@ class Pipeline:
                 "embedding encoded" if encoded else "embedding was cached"
             )
 
-    def image(self, task: dict, control: OutputControl) -> tuple[LocalImage, ImageInfo, str]:
-        """The task's image as a local file with its size and orientation, and the request field naming it."""
+    def image(
+        self, task: dict, control: OutputControl, should_stop: Callable[[], bool] | None = None
+    ) -> tuple[LocalImage, ImageInfo, str]:
+        """The task's image as a local file with its size and orientation, and the request field naming
+        it; a download stops (`Stopped`) once `should_stop()` is true."""
         data = task.get("data") if isinstance(task, dict) else None
         field = f"tasks[0].data.{control.image_key}"
         if not isinstance(data, dict) or control.image_key not in data:
             raise RequestError(field, f"missing: the task has no image under {describe(control.image_key)}")
-        local = self.fetcher.fetch(data[control.image_key], field, task.get("id"))
+        local = self.fetcher.fetch(data[control.image_key], field, task.get("id"), should_stop)
         return local, read_info(local.path, self.max_pixels, field), field
 
     def encoded_windows(self, digest: str, size: tuple[int, int], fill: tuple[int, int, int]) -> list[Window]:
