@@ -10,6 +10,7 @@ Label Studio and a real S3 server are exercised by the end-to-end tests in tests
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import json
 import multiprocessing
@@ -24,8 +25,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from sam2plus.downloads import EVICTION_LOCK
-from sam2plus.errors import RequestError
+from sam2plus.errors import RequestError, Stopped
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
+from tests.support.faults import dripping_server
 from tests.support.inprocess import make_backend, predict_body
 
 FIELD = "data.image"
@@ -865,6 +867,83 @@ def test_pipeline_passes_the_task_id_to_the_fetcher(make_server, tmp_path):
     assert presign.asked == [(17, "s3://bucket/scene.jpg")]
     assert prediction.regions and prediction.frame_map.image_size == (320, 240)
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+
+
+# ---------------------------------------------------------------- one deadline per download
+
+
+def until(condition, seconds: float) -> bool:
+    """Wait up to `seconds` for `condition()`; whether it came true."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("path", ["/drip.png", "/drip-headers.png", "/chunked.png"])
+def test_a_dripping_host_times_out_at_the_deadline(cache_dir, path):
+    """Issue 21: a host that sends a byte every half second never trips a read timeout; the whole
+    download (headers, chunk-size lines and body alike) ends at FETCH_TIMEOUT with a 422, and the
+    host sees its connection closed."""
+    with dripping_server(interval=0.5) as drip:
+        fetcher = ImageFetcher(cache_dir, image_hosts=(drip.host,), timeout=1.5)
+        started = time.monotonic()
+        message = refused(lambda: fetcher.fetch(f"http://{drip.host}{path}", FIELD), 422)
+        elapsed = time.monotonic() - started
+        assert "timed out" in message and "FETCH_TIMEOUT" in message
+        assert 1.4 < elapsed < 1.5 + 2, f"{elapsed:.1f} s"
+        assert until(lambda: drip.drips[0].closed is not None, 3), "the host saw its connection closed"
+    assert downloads(cache_dir) == [], "nothing partial is kept"
+
+
+def test_redirect_hops_share_one_deadline(cache_dir):
+    """Each hop answers within the per-read timeout, but the chain does not: it stops at FETCH_TIMEOUT."""
+    with dripping_server(interval=0.5, hop_delay=0.6) as drip:
+        fetcher = ImageFetcher(cache_dir, image_hosts=(drip.host,), timeout=1.5)
+        started = time.monotonic()
+        message = refused(lambda: fetcher.fetch(f"http://{drip.host}/hop/5.png", FIELD), 422)
+        elapsed = time.monotonic() - started
+    assert "timed out" in message and "/hop/5.png" in message
+    assert elapsed < 1.5 + 2, f"{elapsed:.1f} s"
+    assert [d.path for d in drip.drips] == ["/hop/5.png", "/hop/4.png", "/hop/3.png"], "the third hop ran out of time"
+
+
+def test_a_download_stops_when_should_stop_turns_true(cache_dir):
+    """A click whose client has gone: the download stops within a tick of `should_stop()` turning
+    true (asked on the watchdog's thread, in a copy of the caller's context), as `Stopped`."""
+    caller = contextvars.ContextVar("caller", default="another thread")
+    caller.set("the click's thread")
+    gone = threading.Event()
+    seen = []
+
+    def should_stop():
+        seen.append(caller.get())
+        return gone.is_set()
+
+    with dripping_server(interval=2.0) as drip:
+        fetcher = ImageFetcher(cache_dir, image_hosts=(drip.host,), timeout=60)
+        threading.Timer(1.0, gone.set).start()
+        started = time.monotonic()
+        with pytest.raises(Stopped, match="the client went away"):
+            fetcher.fetch(f"http://{drip.host}/drip.png", FIELD, should_stop=should_stop)
+        elapsed = time.monotonic() - started
+        assert elapsed < 1.0 + 1.5, f"{elapsed:.1f} s"
+        assert until(lambda: drip.drips[0].closed is not None, 3)
+    assert set(seen) == {"the click's thread"}, "should_stop ran in the caller's context"
+
+
+def test_the_deadline_leaves_the_connection_pool_usable(make_server, cache_dir):
+    """A download cut by the watchdog is closed, not pooled: the next download from the same host
+    gets a fresh connection and its image."""
+    server = make_server()
+    server.routes["/slow.png"] = lambda request: (time.sleep(1.5), (200, {}, PNG))[1]
+    server.routes["/a.png"] = static(PNG + b"a")
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, timeout=0.8)
+    refused(lambda: fetcher.fetch(server.url + "/slow.png", FIELD), 422)
+    for _ in range(3):
+        assert fetcher.fetch(server.url + "/a.png", FIELD).digest == sha1(PNG + b"a")
 
 
 # ---------------------------------------------------------------- redirects
