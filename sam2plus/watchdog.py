@@ -127,8 +127,10 @@ class Watchdog:
 def _shut_down(sock: socket.socket) -> None:
     # shutdown, not close: the reading thread still owns the socket and closes it; a socket
     # object already closed has no descriptor any more (fileno -1), so no other socket is hit.
+    # socket.socket's own shutdown also for TLS: SSLSocket.shutdown drops the TLS state under the
+    # reading thread's feet.
     with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 WATCHDOG = Watchdog()
