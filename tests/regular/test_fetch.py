@@ -934,6 +934,23 @@ def test_a_download_stops_when_should_stop_turns_true(cache_dir):
     assert set(seen) == {"the click's thread"}, "should_stop ran in the caller's context"
 
 
+def test_a_failing_should_stop_leaves_the_download_to_its_deadline(cache_dir, caplog):
+    """A should_stop that raises is logged and dropped: its download still ends at the deadline,
+    and the watchdog goes on watching the next one."""
+
+    def broken():
+        raise RuntimeError("no request here")
+
+    with dripping_server(interval=0.5) as drip:
+        fetcher = ImageFetcher(cache_dir, image_hosts=(drip.host,), timeout=1.0)
+        assert "timed out" in refused(
+            lambda: fetcher.fetch(f"http://{drip.host}/drip.png", FIELD, should_stop=broken), 422
+        )
+        assert any("should_stop failed" in record.getMessage() for record in caplog.records)
+        with pytest.raises(Stopped):
+            fetcher.fetch(f"http://{drip.host}/drip.png", FIELD, should_stop=lambda: True)
+
+
 def test_the_deadline_leaves_the_connection_pool_usable(make_server, cache_dir):
     """A download cut by the watchdog is closed, not pooled: the next download from the same host
     gets a fresh connection and its image."""
