@@ -162,7 +162,7 @@ def create_app(model) -> Flask:
     @app.errorhandler(RequestError)
     def _request_error(exc: RequestError):
         counts.failed(exc.status)
-        log.info("%s %s -> %d %s", logtext(request.method), logtext(request.path), exc.status, logtext(exc.message))
+        log.info("%s %s -> %d %s", _method(), logtext(request.path), exc.status, logtext(exc.message))
         return _error(exc.status, exc.message, exc.problems)
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -183,7 +183,7 @@ def create_app(model) -> Flask:
     @app.errorhandler(Stopped)
     def _stopped(exc: Stopped):
         counts.failed(CLIENT_CLOSED_REQUEST)
-        log.info("%s %s: %s (request id %s)", logtext(request.method), logtext(request.path), exc, _request_id())
+        log.info("%s %s: %s (request id %s)", _method(), logtext(request.path), exc, _request_id())
         return _error(CLIENT_CLOSED_REQUEST, f"stopped: {exc}")
 
     @app.errorhandler(Exception)
@@ -193,7 +193,7 @@ def create_app(model) -> Flask:
         if status != 500:
             log.error(
                 "%s %s: %s: %s (request id %s)",
-                logtext(request.method),
+                _method(),
                 logtext(request.path),
                 message,
                 logtext(exc),
@@ -203,7 +203,7 @@ def create_app(model) -> Flask:
             if status == 503:
                 response.headers["Retry-After"] = "5"
             return response
-        log.exception("%s %s failed (request id %s)", logtext(request.method), logtext(request.path), _request_id())
+        log.exception("%s %s failed (request id %s)", _method(), logtext(request.path), _request_id())
         return _error(500, f"internal error (request id {_request_id()}); the backend's log has the detail")
 
     routes.update(rule.rule for rule in app.url_map.iter_rules())
@@ -271,6 +271,11 @@ def _rule_of_request() -> str:
     """The route a request matched (`/artifacts/<ident>`), or `other`: never the path itself."""
     rule = request.url_rule
     return rule.rule if rule is not None else metrics.OTHER
+
+
+def _method() -> str:
+    """The request's method for the log: one of a closed set (a made-up one is `other`)."""
+    return metrics.method_label(request.method)
 
 
 def _request_id() -> str:

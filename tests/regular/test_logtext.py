@@ -12,7 +12,18 @@ A new log call that formats anything else fails here until it is escaped or list
 from __future__ import annotations
 
 import ast
+import io
+import logging
 from pathlib import Path
+
+import pytest
+
+from model import SAM2Plus
+from sam2plus.config import ServerConfig
+from sam2plus.logtext import LIMIT, logtext
+from sam2plus.server import create_app
+from tests.support.geometry_segmenter import ColorRegionSegmenter
+from tests.support.inprocess import SCENE, predict_body
 
 REPO = Path(__file__).resolve().parents[2]
 LOGGED_MODULES = sorted([*REPO.glob("sam2plus/*.py"), REPO / "model.py", REPO / "_wsgi.py", REPO / "gunicorn.conf.py"])
@@ -23,6 +34,7 @@ INTERNAL = {
     ("sam2plus/server.py", "exc"): "a Stopped, whose message is the backend's own (`stopped after <stage>`)",
     ("sam2plus/server.py", "message"): "_storage_fault's fixed messages",
     ("sam2plus/server.py", "_request_id()"): "16 hex digits the backend drew",
+    ("sam2plus/server.py", "_method()"): "metrics.method_label: a closed set of methods",
     ("sam2plus/warmup.py", "len(self._jobs)"): "a count",
     ("sam2plus/warmup.py", "name"): "warmup._name: built with logtext",
     ("sam2plus/warmup.py", "job.name"): "warmup._name: built with logtext",
@@ -115,3 +127,63 @@ def test_the_rule_catches_raw_values_and_f_strings(tmp_path):
     finally:
         bad.unlink()
     assert len(problems) == 2 and "formats project" in problems[0] and "not a string literal" in problems[1]
+
+
+FORGED = "\n[2026-01-01 00:00:00 +0000] [ERROR] [sam2plus.server] forged\x1b[31m"
+
+
+def test_logtext_gives_one_bounded_printable_line():
+    for value in (FORGED, "\ud800", "\u2028\u202e", {"k\n": ["\x00"]}, ValueError("a\nb"), b"x\n", 10**5000):
+        text = logtext(value)
+        assert text.isprintable() and len(text) < LIMIT + 40, text
+    assert logtext("x" * 10_000).endswith("... (10000 characters)")
+    assert logtext("é 日本") == "'é 日本'"  # readable text stays readable
+
+
+@pytest.fixture
+def served(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    SCENE.write(cache / "scene.jpg")
+    model = SAM2Plus(
+        ServerConfig(cache_dir=str(cache), model_dir=str(tmp_path / "models")), segmenter=ColorRegionSegmenter()
+    )
+    return model, create_app(model).test_client()
+
+
+def test_request_values_with_newlines_escapes_and_surrogates_are_one_log_line_each(served):
+    """A task id, project, image URL, label, webhook action and context size carrying a newline, an
+    ANSI escape or a lone surrogate, through the warm-up (no context) and the error paths."""
+    model, client = served
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("REC %(name)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        opening = predict_body(tasks=[{"id": "1" + FORGED, "data": {"image": "missing" + FORGED + ".jpg"}}])
+        opening["project"] = "7" + FORGED
+        opening["params"]["context"] = None
+        assert client.post("/predict", json=opening).status_code == 200
+        assert model.warmup.wait(30) and model.warmup.failed == 1
+        click = predict_body(image="http://images.example.invalid/x" + FORGED)
+        assert client.post("/predict", json=click).status_code == 400
+        click = predict_body(project="7" + FORGED + "\ud800")
+        assert client.post("/predict", json=click).status_code == 400
+        click = predict_body()
+        click["params"]["context"]["result"][0]["value"]["rectanglelabels"] = ["obj" + FORGED]
+        click["params"]["context"]["result"][0]["original_width"] = 99
+        assert client.post("/predict", json=click).status_code in (200, 400)
+        assert client.post("/webhook", json={"action": "A" + FORGED}).status_code == 200
+        assert client.post("/setup", json={"project": "7" + FORGED, "extra_params": {FORGED: 1}}).status_code == 400
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 6
+    assert all(line.startswith("REC ") for line in lines), [line for line in lines if not line.startswith("REC ")]
+    assert all(line.isprintable() for line in lines)
+    for what in ("warm-up failed", "webhook", "POST '/setup'", "POST '/predict'"):
+        assert any(what in line and "\\n[2026" in line for line in lines), what  # escaped, on its line
