@@ -132,17 +132,21 @@ def _check(status: int, answer: dict | None, route: str, path: str, name: str) -
         assert "lone surrogate" in answer["error"]
 
 
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    """One backend for every field: its frame store serves the scene decoded once."""
+    return make_backend(tmp_path_factory.mktemp("odd-text"))[0]
+
+
 @pytest.mark.parametrize("route,path", FIELDS)
-def test_odd_text_in_a_field_is_never_a_500(tmp_path, route, path):
-    client, _ = make_backend(tmp_path)
+def test_odd_text_in_a_field_is_never_a_500(client, route, path):
     for name, text in ODD.items():
         answer = client.post(route.split()[0], data=encoded(with_odd(BODIES[route](), path, text)))
         _check(answer.status_code, answer.get_json(), route, path, name)
     assert client.get("/health").status_code == 200
 
 
-def test_the_bodies_are_good_without_odd_text(tmp_path):
-    client, _ = make_backend(tmp_path)
+def test_the_bodies_are_good_without_odd_text(client):
     for route, body in BODIES.items():
         answer = client.post(route.split()[0], json=body())
         assert answer.status_code == 200, (route, answer.get_json())
