@@ -36,6 +36,15 @@ class Front:
     host: str
     port: int
 
+    def logged(self, text: bytes, timeout: float = 5) -> bool:
+        """Whether HAProxy's log holds `text` within `timeout` seconds (a request is logged once it ends)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_bytes():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
 
 @contextlib.contextmanager
 def haproxy_front(backend_addr: str, log_dir: Path | None = None, backends: Path = SINGLE, timeout: float = 30):
