@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the tests run for real, installed with apt when their command is missing:
-#   haproxy   the buffering front of the compose deployments (haproxy/haproxy.cfg, README: Security)
+#   haproxy   the buffering front of the compose deployments (haproxy/, README: Security, Slow clients and the front)
 # Add a package as one more "command:package" entry of NEEDED.
 #
 # Needs root (as CI runs) or password-less sudo to install; otherwise it names the packages to

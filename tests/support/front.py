@@ -23,7 +23,7 @@ def haproxy_binary() -> str:
     """The haproxy executable (Debian puts it in /usr/sbin; scripts/install-system.sh installs it)."""
     found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
     if not found:
-        raise RuntimeError("no haproxy: run `bash scripts/install-system.sh` (README: Tests)")
+        raise RuntimeError("no haproxy: run `bash scripts/install-system.sh` (README: Security, the front)")
     return found
 
 
