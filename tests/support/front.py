@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import requests
+
 from tests.support.servers import REPO, free_port, start_logged, stop, wait_for
 
 HAPROXY_DIR = REPO / "haproxy"
@@ -123,8 +125,6 @@ class SlowClients:
 
 def timed_get(url: str, timeout: float) -> tuple[float, int | None]:
     """(seconds, status) of one GET; status None when it did not answer within `timeout`."""
-    import requests
-
     started = time.monotonic()
     try:
         status = requests.get(url, timeout=timeout).status_code
