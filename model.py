@@ -12,15 +12,18 @@ from sam2plus.errors import RequestError, describe
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
 from sam2plus.framestore import FrameStore
 from sam2plus.labelconfig import find_output_control
+from sam2plus.logtext import logtext
 from sam2plus.params import ExtraParams, parse_extra_params
 from sam2plus.pipeline import Pipeline
 from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
 from sam2plus.settings import SettingsStore
 from sam2plus.warmup import Warmup
 
-__all__ = ["SAM2Plus"]
+__all__ = ["MAX_PROJECT_ID", "SAM2Plus"]
 
 log = logging.getLogger(__name__)
+
+MAX_PROJECT_ID = 128  # characters; Label Studio's ids are "<id>.<created_at timestamp>", about 15
 
 
 class SAM2Plus:
@@ -70,7 +73,7 @@ class SAM2Plus:
         """Label Studio's /setup: check the label config fits the return format, store the params."""
         project = _project_id(project)
         params = self.set_extra_params(project, extra_params, schema)
-        log.info("project %r set up: %s", project, "stock" if params.is_stock else params.source)
+        log.info("project %s set up: %s", logtext(project), "stock" if params.is_stock else logtext(params.source))
         return {"model_version": self.model_version}
 
     def predict(
@@ -125,12 +128,21 @@ class SAM2Plus:
         try:
             params = self._params(project)
         except RequestError as exc:
-            log.warning("no warm-up for project %s: %s", describe(project), exc)
+            log.warning("no warm-up for project %s: %s", logtext(project), logtext(exc))
             return
         self.warmup.submit(tasks, label_config, params, project)
 
 
 def _project_id(project) -> str:
-    if isinstance(project, (int, str)) and str(project).strip():
-        return str(project).strip()
-    raise RequestError("project", f"must be Label Studio's project id, got {describe(project)}")
+    """Label Studio's project id (`"<id>.<created_at timestamp>"`, or an int), stripped, at most
+    MAX_PROJECT_ID characters (a JSON int has at most 4300 digits, which str() allows)."""
+    text = str(project).strip() if isinstance(project, (int, str)) else ""
+    if not text:
+        raise RequestError("project", f"must be Label Studio's project id, got {describe(project)}")
+    if len(text) > MAX_PROJECT_ID:
+        raise RequestError(
+            "project",
+            f"{len(text)} characters, longer than the {MAX_PROJECT_ID} a project id may have "
+            f'(Label Studio\'s are like "12.1795599678"), got {describe(text, 40)}',
+        )
+    return text

@@ -114,6 +114,9 @@ class ServerConfig:
     artifacts_mb: int = 1024  # review artifacts kept in CACHE_DIR/artifacts, oldest folders removed first
     max_request_bytes: int = 128 << 20  # request bodies (Flask's MAX_CONTENT_LENGTH); fits a data: URL of a 95 MB JPEG
     max_json_depth: int = 64  # nesting of a request body; Label Studio's deepest (a polygon point) is 10
+    # Arrays, objects and commas of a request body, counted before it is parsed; each costs up to
+    # ~100 bytes parsed (README: Security > Limits). A brush region of a 100 MP image is ~52000.
+    max_json_items: int = 1_000_000
     max_tasks: int = 1000  # tasks in one /predict body (Label Studio's batch predictions send many)
     max_prompt_points: int = MAX_PROMPT_POINTS  # keypoints in one click's context
 
@@ -188,6 +191,7 @@ class ServerConfig:
             artifacts_mb=env.number("ARTIFACTS_MB", d.artifacts_mb),
             max_request_bytes=env.number("MAX_REQUEST_BYTES", d.max_request_bytes),
             max_json_depth=env.number("MAX_JSON_DEPTH", d.max_json_depth, minimum=2, maximum=MAX_JSON_DEPTH),
+            max_json_items=env.number("MAX_JSON_ITEMS", d.max_json_items),
             max_tasks=env.number("MAX_TASKS", d.max_tasks),
             max_prompt_points=env.number("MAX_PROMPT_POINTS", d.max_prompt_points),
         )

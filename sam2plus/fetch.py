@@ -32,6 +32,7 @@ from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionErro
 from .downloads import DownloadCache, LocalImage
 from .errors import RequestError, Stopped, describe
 from .files import CHUNK, sha1_of_file
+from .logtext import logtext
 from .transport import HttpClient, PrivateAddressError
 from .urls import Target, UrlPolicy, check_characters, parse_data_url, parse_origin
 from .watchdog import DEADLINE, STOPPED, WATCHDOG, Watch
@@ -218,7 +219,7 @@ class ImageFetcher:
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            log.error("cannot store a download of %r in %s: %s", value, self.download_dir, exc)
+            log.error("cannot store a download of %s in %s: %s", logtext(value), self.download_dir, exc)
             raise RequestError(
                 field,
                 f"cannot store {describe(value)}: no space left on the disk of CACHE_DIR "

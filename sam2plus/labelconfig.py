@@ -7,6 +7,7 @@ itself (a config may be megabytes), and the cache is bounded in bytes.
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import threading
 import xml.etree.ElementTree as ET
@@ -18,6 +19,9 @@ from .errors import RequestError
 __all__ = ["CACHE_MAX_BYTES", "OutputControl", "ControlCache", "CONTROLS", "find_output_control"]
 
 CACHE_MAX_BYTES = 1 << 20
+# A document type declaration, the only place entities are declared: refused before the XML parser
+# sees it (nested internal entities expand a megabyte of config into tens of megabytes of labels).
+_DOCTYPE = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,19 @@ CONTROLS = ControlCache(CACHE_MAX_BYTES)
 def find_output_control(label_config: str, return_type: str, field: str = "label_config") -> OutputControl:
     """The `<return_type name=... toName=...>` tag of the config (tag names match case-insensitively).
 
+    A config with a DOCTYPE or ENTITY declaration is refused before it is parsed.
     A tag without smart="true" is preferred: when the prompt and the output share a tag type
     (a smart RectangleLabels prompt, a RectangleLabels output), the output is the plain one.
     """
     if not isinstance(label_config, str) or not label_config.strip():
         raise RequestError(field, "missing: the project's label config is needed to place results")
+    declaration = _DOCTYPE.search(label_config)
+    if declaration:
+        raise RequestError(
+            field,
+            f"has a <!{declaration.group(1).upper()}> declaration at character {declaration.start()}; "
+            "Label Studio's label configs have none, and its entities could expand without bound",
+        )
     key = (hashlib.sha256(label_config.encode("utf-8", "surrogatepass")).digest(), return_type)
     control = CONTROLS.get(key)
     if control is None:

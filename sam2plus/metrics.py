@@ -14,6 +14,7 @@ README: Operations lists the names.
 from __future__ import annotations
 
 import functools
+import http
 import logging
 import os
 import resource
@@ -34,6 +35,7 @@ from prometheus_client import (
 
 __all__ = [
     "CACHES",
+    "METHODS",
     "STAGES",
     "WARMUP_EVENTS",
     "count_cache",
@@ -41,6 +43,7 @@ __all__ = [
     "count_warmup",
     "exposition",
     "mark_process_dead",
+    "method_label",
     "multiprocess_dir",
     "observe_request",
     "observe_stage",
@@ -48,6 +51,7 @@ __all__ = [
     "request_finished",
     "request_started",
     "set_model_info",
+    "status_label",
     "update_memory",
 ]
 
@@ -57,6 +61,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STAGES = ("fetch", "decode", "encoder", "decoder", "regions", "artifacts")
 CACHES = ("embedding", "frame")
 WARMUP_EVENTS = ("queued", "dropped", "done", "failed")
+# Every label a request decides is taken from a closed set, so that no client can add series
+# (each one lives in every worker's file until the master restarts).
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")  # RFC 9110 and 5789
+STATUSES = frozenset({status.value for status in http.HTTPStatus} | {499})  # 499: the client left
+OTHER = "other"
 # A decoder-only click takes ~0.1 s, an encoder run 1 to 10 s on CPU, Label Studio gives up after 100 s.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, float("inf"))
 
@@ -171,8 +180,19 @@ def request_finished(route: str, method: str, status: int, seconds: float) -> No
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(route, method, str(status)).inc()
+    """Count one request; `route` must come from a closed set (the app's routes, or OTHER)."""
+    REQUESTS.labels(route, method_label(method), status_label(status)).inc()
     REQUEST_SECONDS.labels(route).observe(seconds)
+
+
+def method_label(method: str) -> str:
+    """The request method as a label: one of METHODS, or `other` for any made-up one."""
+    return method if method in METHODS else OTHER
+
+
+def status_label(status: int) -> str:
+    """The answer's status as a label: a registered HTTP status (or 499), else `other`."""
+    return str(status) if status in STATUSES else OTHER
 
 
 @_never_raises

@@ -16,6 +16,7 @@ from typing import Any
 from PIL import ImageColor
 
 from .errors import RequestError, describe
+from .jsonbody import refuse_bad_text
 from .keys import underscore_keys
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_DILATE_FRACTION",
     "MAX_EPSILON",
     "MAX_POINTS",
+    "MAX_PARAMS_TEXT",
     "RETURN_TYPES",
     "SECTION_KEYS",
     "TOP_KEYS",
@@ -46,6 +48,7 @@ MAX_DILATE_PX = 256  # also caps a float dilate once its fraction is applied (po
 MAX_DILATE_FRACTION = 2.0
 MAX_EPSILON = 1024.0  # polygon tolerance in patch pixels
 MAX_POINTS = 10_000
+MAX_PARAMS_TEXT = 65536  # characters of extra_params given as a JSON string (a full one is ~500)
 
 RETURN_TYPES = ("BrushLabels", "Brush", "PolygonLabels", "Polygon", "RectangleLabels", "Rectangle")
 SECTION_KEYS = {
@@ -140,10 +143,15 @@ def parse_extra_params(raw: Any) -> ExtraParams:
     if isinstance(raw, str):
         if not raw.strip():
             return ExtraParams()
+        if len(raw) > MAX_PARAMS_TEXT:  # parsed below, past the body's own bounds
+            raise RequestError(ROOT, f"a JSON string of {len(raw)} characters, more than {MAX_PARAMS_TEXT}")
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise RequestError(ROOT, f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+        except RecursionError:
+            raise RequestError(ROOT, "a JSON string nested too deep to parse") from None
+        refuse_bad_text(raw, ROOT)
     if raw is None:
         return ExtraParams()
     problems = _Problems()

@@ -23,6 +23,7 @@ from .frames import FrameMap, Window, extract_patch, frame_size, full_frame, pla
 from .framestore import FrameStore
 from .images import ImageInfo, decode_frame, read_info
 from .labelconfig import OutputControl, find_output_control
+from .logtext import logtext
 from .masks import Mask, mask_from_logits
 from .params import ExtraParams
 from .postprocess import postprocess
@@ -210,7 +211,11 @@ def _check_context_size(context: dict, size: tuple[int, int]) -> None:
     first = context["result"][0]
     given = (first.get("original_width"), first.get("original_height"))
     if None not in given and tuple(given) != size:
-        log.warning("context says the image is %rx%r but it decodes to %sx%s; using the decoded size", *given, *size)
+        log.warning(
+            "context says the image is %sx%s but it decodes to %sx%s; using the decoded size",
+            *map(logtext, given),
+            *size,
+        )
 
 
 class _Clock:

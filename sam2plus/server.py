@@ -1,7 +1,7 @@
 """Label Studio's ML backend protocol over HTTP: routes, basic auth, request limits and JSON errors.
 
 Every answer carries an `X-Request-Id`; a 500 says only `internal error` with that id, and the
-detail goes to the log. Values from requests are logged escaped (%r), never raw. Every request
+detail goes to the log. Values from requests are logged through `logtext`, never raw. Every request
 is counted in the Prometheus metrics (`sam2plus.metrics`) by route and status.
 """
 
@@ -11,7 +11,6 @@ import base64
 import binascii
 import errno
 import hmac
-import json
 import logging
 import os
 import select
@@ -27,6 +26,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from . import artifacts as review
 from . import metrics
 from .errors import RequestError, Stopped, describe
+from .jsonbody import nesting_exceeds, parse_json_body
+from .logtext import logtext
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -55,6 +56,7 @@ def create_app(model) -> Flask:
     config = model.config
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     app.config["MAX_JSON_DEPTH"] = config.max_json_depth
+    app.config["MAX_JSON_ITEMS"] = config.max_json_items
     credentials = _Credentials(config.basic_auth_user, config.basic_auth_pass) if config.basic_auth_user else None
     counts = _WorkerCounts()
     segmenter = model.pipeline.segmenter
@@ -83,7 +85,7 @@ def create_app(model) -> Flask:
     def _tag(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = _request_id()
         if "started" in g:  # counted once, also when a later after_request handler fails
-            route = request.path if request.path in routes else "other"
+            route = request.path if request.path in routes else _rule_of_request()
             seconds = time.perf_counter() - g.pop("started")
             metrics.request_finished(route, request.method, response.status_code, seconds)
             metrics.update_memory()
@@ -137,7 +139,7 @@ def create_app(model) -> Flask:
     @app.post("/webhook")
     def webhook():
         body = _json_body()
-        log.info("webhook %r ignored: SAM2Plus does not train", body.get("action"))
+        log.info("webhook %s ignored: SAM2Plus does not train", logtext(body.get("action")))
         return jsonify(status="ok", action=body.get("action"))
 
     @app.get("/versions")
@@ -160,7 +162,7 @@ def create_app(model) -> Flask:
     @app.errorhandler(RequestError)
     def _request_error(exc: RequestError):
         counts.failed(exc.status)
-        log.info("%s %r -> %d %r", request.method, request.path, exc.status, exc.message)
+        log.info("%s %s -> %d %s", _method(), logtext(request.path), exc.status, logtext(exc.message))
         return _error(exc.status, exc.message, exc.problems)
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -181,7 +183,7 @@ def create_app(model) -> Flask:
     @app.errorhandler(Stopped)
     def _stopped(exc: Stopped):
         counts.failed(CLIENT_CLOSED_REQUEST)
-        log.info("%s %s: %s (request id %s)", request.method, request.path, exc, _request_id())
+        log.info("%s %s: %s (request id %s)", _method(), logtext(request.path), exc, _request_id())
         return _error(CLIENT_CLOSED_REQUEST, f"stopped: {exc}")
 
     @app.errorhandler(Exception)
@@ -189,12 +191,19 @@ def create_app(model) -> Flask:
         status, message = _storage_fault(exc)
         counts.failed(status)
         if status != 500:
-            log.error("%s %r: %s: %s (request id %s)", request.method, request.path, message, exc, _request_id())
+            log.error(
+                "%s %s: %s: %s (request id %s)",
+                _method(),
+                logtext(request.path),
+                message,
+                logtext(exc),
+                _request_id(),
+            )
             response = _error(status, f"{message} (request id {_request_id()})")
             if status == 503:
                 response.headers["Retry-After"] = "5"
             return response
-        log.exception("%s %r failed (request id %s)", request.method, request.path, _request_id())
+        log.exception("%s %s failed (request id %s)", _method(), logtext(request.path), _request_id())
         return _error(500, f"internal error (request id {_request_id()}); the backend's log has the detail")
 
     routes.update(rule.rule for rule in app.url_map.iter_rules())
@@ -258,53 +267,28 @@ def _artifacts_of(config) -> str:
     return config.cache_dir
 
 
+def _rule_of_request() -> str:
+    """The route a request matched (`/artifacts/<ident>`), or `other`: never the path itself."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else metrics.OTHER
+
+
+def _method() -> str:
+    """The request's method for the log: one of a closed set (a made-up one is `other`)."""
+    return metrics.method_label(request.method)
+
+
 def _request_id() -> str:
     return getattr(g, "request_id", None) or "-"
 
 
 def _json_body() -> dict:
-    """The request's JSON object, within MAX_REQUEST_BYTES and MAX_JSON_DEPTH."""
+    """The request's JSON object, within MAX_REQUEST_BYTES, MAX_JSON_ITEMS and MAX_JSON_DEPTH (`jsonbody`)."""
     data = request.get_data(cache=True)
     if request.content_length is None and len(data) >= request.max_content_length:
         # A chunked body is cut at the limit without an error (werkzeug's LimitedStream.readall).
         raise RequestEntityTooLarge()
-    max_depth = current_app.config["MAX_JSON_DEPTH"]
-    try:
-        body = json.loads(data)
-    except RecursionError:  # Python's parser stops at its recursion limit, long before the body's end
-        body = None
-        too_deep = True
-    except ValueError as exc:
-        raise RequestError("body", f"must be a JSON object; this is not valid JSON ({_json_problem(exc)})") from None
-    else:
-        too_deep = nesting_exceeds(body, max_depth)
-    if too_deep:
-        raise RequestError("body", f"nested deeper than MAX_JSON_DEPTH={max_depth} levels of arrays and objects")
-    if not isinstance(body, dict):
-        raise RequestError("body", f"must be a JSON object, got {describe(body)}")
-    return body
-
-
-def nesting_exceeds(value, limit: int) -> bool:
-    """Whether `value` (parsed JSON) nests arrays and objects more than `limit` levels deep; stops
-    at the first container past the limit, without recursion."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = item.values()
-        elif not isinstance(item, list):
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
-    return False
-
-
-def _json_problem(exc: ValueError) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at character {exc.pos}"
-    return "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else type(exc).__name__
+    return parse_json_body(data, current_app.config["MAX_JSON_ITEMS"], current_app.config["MAX_JSON_DEPTH"])
 
 
 def _error(status: int, message: str, problems: tuple[str, ...] = ()) -> Response:

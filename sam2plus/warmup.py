@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from . import metrics
-from .errors import describe
+from .logtext import logtext
 from .params import ExtraParams
 
 __all__ = ["MAX_QUEUED", "Warmup"]
@@ -38,7 +38,7 @@ class _Job:
     task: dict
     label_config: str
     params: ExtraParams
-    name: str  # what the log calls it
+    name: str  # what the log calls it: made of request values, escaped (`_name`)
 
 
 class Warmup:
@@ -116,7 +116,7 @@ class Warmup:
                 with self._state:
                     self.failed += 1
                     metrics.count_warmup("failed")
-                log.warning("warm-up failed for %s: %s: %s", job.name, type(exc).__name__, exc)
+                log.warning("warm-up failed for %s: %s", job.name, logtext(exc))
             else:
                 with self._state:
                     self.done += 1
@@ -129,6 +129,7 @@ class Warmup:
 
 
 def _name(task, project) -> str:
-    """The task as the log names it; also what makes two warm-ups the same."""
+    """The task as the log names it, one escaped line (`logtext`); also what makes two warm-ups the same."""
     data = task.get("data") if isinstance(task, dict) else task
-    return f"task {task.get('id') if isinstance(task, dict) else None} of project {project} ({describe(data, 120)})"
+    ident = task.get("id") if isinstance(task, dict) else None
+    return f"task {logtext(ident, 40)} of project {logtext(project, 40)} ({logtext(data, 120)})"

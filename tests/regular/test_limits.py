@@ -93,9 +93,13 @@ def test_a_body_nested_past_max_json_depth_is_a_400_and_the_limit_is_a_setting(t
 
 @pytest.mark.parametrize("route", ["/predict", "/setup", "/webhook"])
 def test_a_pathologically_nested_body_stops_the_parser_early(tmp_path, route):
-    """Ten million brackets: Python's parser gives up at its recursion limit (about 1000 levels)
-    instead of building ten million nested lists, and the answer names the limit."""
+    """Ten million brackets: counted past MAX_JSON_ITEMS before parsing (413); with that limit
+    lifted, Python's parser gives up at its recursion limit (about 1000 levels) instead of building
+    ten million nested lists, and the answer names the depth limit."""
     client, _ = make_backend(tmp_path)
+    answer = client.post(route, data=b"[" * 10_000_000, content_type="application/json")
+    assert answer.status_code == 413 and "MAX_JSON_ITEMS=1000000" in answer.get_json()["error"]
+    client, _ = make_backend(tmp_path, max_json_items=100_000_000)
     answer = client.post(route, data=b"[" * 10_000_000, content_type="application/json")
     assert answer.status_code == 400 and "MAX_JSON_DEPTH=64" in answer.get_json()["error"]
     assert client.get("/health").status_code == 200

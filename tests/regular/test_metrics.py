@@ -86,6 +86,31 @@ def test_unknown_paths_share_one_route_label(backend):
     ], "a path never becomes a label"
 
 
+def _request_series(scraped: dict) -> set[frozenset]:
+    return {labels for name, labels in scraped if name == "sam2plus_requests_total"}
+
+
+def test_made_up_methods_share_one_method_label(backend):
+    """3000 invented methods on /health (no auth needed) add one series, `method="other"`."""
+    client, _ = backend
+    before = scrape(client)
+    for index in range(3000):
+        assert client.open("/health", method=f"XYZ{index:04d}").status_code == 405
+    assert client.open("/health", method="PATCH").status_code == 405
+    after = scrape(client)
+    assert delta(after, before, "sam2plus_requests_total", route="/health", method="other", status="405") == 3000
+    assert delta(after, before, "sam2plus_requests_total", route="/health", method="PATCH", status="405") == 1
+    methods = {dict(labels)["method"] for labels in _request_series(after)}
+    assert methods <= {*metrics.METHODS, "other"}
+    assert len(_request_series(after) - _request_series(before)) <= 3  # other/405, PATCH/405, the scrape's
+
+
+def test_every_request_label_comes_from_a_closed_set():
+    assert metrics.method_label("GET") == "GET" and metrics.method_label("get") == "other"
+    assert metrics.status_label(404) == "404" and metrics.status_label(499) == "499"
+    assert metrics.status_label(999) == "other" and metrics.status_label(-1) == "other"
+
+
 def test_a_refused_login_is_counted_too(tmp_path):
     client, _ = make_backend(tmp_path, basic_auth_user="ann", basic_auth_pass="s3cret")
     before = samples(metrics.exposition()[0].decode())
@@ -397,3 +422,15 @@ def test_under_gunicorn_the_real_segmenter_counts_encoder_runs_embedding_lookups
     (info,) = [dict(labels) for name, labels in after if name == "sam2plus_model_info"]
     assert info["config"] == "configs/sam2.1/sam2.1_hiera_t.yaml" and info["untrained"] == "true"
     assert info["device"] == "cpu" and info["checkpoint"] == "untrained" and info["version"].endswith(":untrained")
+
+
+@pytest.mark.slow
+def test_under_gunicorn_made_up_methods_add_no_series(tmp_path):
+    """gunicorn passes any upper-case method token to the app; each one counts as `other`."""
+    with _geometry_server(tmp_path, workers=1) as server:
+        for index in range(300):
+            assert requests.request(f"XYZ{index:04d}", f"{server.url}/health", timeout=10).status_code == 405
+        scraped = _scrape(server.url)
+    methods = {dict(labels)["method"] for labels in _request_series(scraped)}
+    assert methods == {"GET", "other"}  # the start-up's /health checks, the scrape, the 300 inventions
+    assert value(scraped, "sam2plus_requests_total", route="/health", method="other", status="405") == 300

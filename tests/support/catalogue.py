@@ -38,6 +38,7 @@ SETTINGS = {  # environment variables, as gunicorn's workers read them
     "MAX_TASKS": "10",
     "MAX_PROMPT_POINTS": "50",
     "MAX_JSON_DEPTH": "32",
+    "MAX_JSON_ITEMS": "100000",
     "BASIC_AUTH_USER": USER,
     "BASIC_AUTH_PASS": PASSWORD,
     "ARTIFACTS": "off",
@@ -157,6 +158,27 @@ CATALOGUE: tuple[Case, ...] = (
     Case("POST /predict", "body nested deeper than MAX_JSON_DEPTH", 400, "body", lambda i: _click(i, tasks=_deep(40))),
     Case("POST /predict", "ten thousand brackets", 400, "body", lambda i: b"[" * 10_000),
     Case("POST /predict", "body larger than MAX_REQUEST_BYTES", 413, "body", lambda i: _click(i, note="x" * (1 << 20))),
+    Case(
+        "POST /predict",
+        "more arrays, objects and commas than MAX_JSON_ITEMS (counted before parsing)",
+        413,
+        "body",
+        lambda i: _click(i, tasks=[{}] * 60_000),
+    ),
+    Case(
+        "POST /predict",
+        "a string with a lone surrogate (`\\ud800`)",
+        400,
+        "tasks[0].data.image",
+        lambda i: _raw(json.dumps(_click(i, f"http://{i.host}/scene\ud800.jpg"))),
+    ),
+    Case(
+        "POST /setup",
+        "a key with a lone surrogate",
+        400,
+        "extra_params.subpatching.\\udfff",
+        lambda i: _raw(json.dumps(_setup({"subpatching": {"\udfff": 1}}))),
+    ),
     Case("POST /setup", "body is not JSON", 400, "body", lambda i: b"project=1"),
     Case("POST /webhook", "body is a JSON array", 400, "body", lambda i: [{"action": "ANNOTATION_CREATED"}]),
     # tasks and their data
@@ -180,6 +202,13 @@ CATALOGUE: tuple[Case, ...] = (
         lambda i: _task(i, {"id": 1, "data": {"image": 17}}),
     ),
     Case("POST /predict", "`project` is an object", 400, "project", lambda i: _click(i, project={"id": 12})),
+    Case(
+        "POST /predict",
+        "`project` longer than 128 characters",
+        400,
+        "project",
+        lambda i: _click(i, project="12." + "9" * 5000),
+    ),
     Case("POST /predict", "`params` is a string", 400, "params", lambda i: _click(i, params="context")),
     # contexts, regions and coordinates
     Case("POST /predict", "`context` is a list", 400, "context", lambda i: _click(i, params={"context": [1]})),
@@ -284,8 +313,32 @@ CATALOGUE: tuple[Case, ...] = (
         "label_config",
         lambda i: _click(i, label_config='<View><BrushLabels name="o" toName="nothing"/></View>'),
     ),
+    Case(
+        "POST /predict",
+        "`label_config` with a DOCTYPE (entities)",
+        400,
+        "label_config",
+        lambda i: _click(i, label_config='<!DOCTYPE View [<!ENTITY a "aaaa">]>' + label_config()),
+    ),
     # extra_params and /setup
     Case("POST /setup", "no `project`", 400, "project", lambda i: {"schema": label_config(), "extra_params": None}),
+    Case(
+        "POST /setup", "`project` longer than 128 characters", 400, "project", lambda i: _setup(None, project="x" * 129)
+    ),
+    Case(
+        "POST /setup",
+        "`schema` with a DOCTYPE",
+        400,
+        "schema",
+        lambda i: _setup(None, schema="<!DOCTYPE View>" + label_config()),
+    ),
+    Case(
+        "POST /setup",
+        "`extra_params` a JSON string longer than 65536 characters",
+        400,
+        "extra_params",
+        lambda i: _setup(json.dumps({"subpatching": {"mode": "x" * 70_000}})),
+    ),
     Case("POST /setup", "`extra_params` is a list", 400, "extra_params", lambda i: _setup([1])),
     Case("POST /setup", "`extra_params` is a string that is not JSON", 400, "extra_params", lambda i: _setup("{x")),
     Case("POST /setup", "an unknown key", 400, "extra_params.patch_size", lambda i: _setup({"patch_size": 512})),
@@ -409,6 +462,7 @@ CATALOGUE: tuple[Case, ...] = (
     Case("GET /metrics", "an unknown format", 400, "format", query="?format=xml"),
     Case("GET /predict", "the wrong method", 405, "GET /predict"),
     Case("POST /health", "the wrong method", 405, "POST /health", lambda i: {}),
+    Case("XYZ /health", "a made-up method (counted in the metrics as `other`)", 405, "XYZ /health"),
     Case("GET /train", "a route that does not exist", 404, "GET /train"),
 )
 
