@@ -175,16 +175,25 @@ class DownloadCache:
         return sum(size for _, size, _ in self._entries())
 
     def usage(self) -> tuple[int, int, float]:
-        """The shared running total: disk bytes, files, and when a scan last counted them."""
-        with self._usage_file() as fd:
-            return _read_usage(fd)
+        """The shared running total: disk bytes, files, and when a scan last counted them (zeros
+        when it cannot be read)."""
+        try:
+            with self._usage_file() as fd:
+                return _read_usage(fd)
+        except OSError:
+            return 0, 0, 0.0
 
     def _account(self, used: int, files: int) -> None:
-        """Add to the shared running total; evict when it passes a bound or is too old."""
-        with self._usage_file() as fd:
-            total, count, scanned = _read_usage(fd)
-            total, count = max(0, total + used), max(0, count + files)
-            _write_usage(fd, total, count, scanned)
+        """Add to the shared running total; evict when it passes a bound or is too old (or when
+        it cannot be written: a full disk)."""
+        total = count = 0
+        try:
+            with self._usage_file() as fd:
+                total, count, scanned = _read_usage(fd)
+                total, count = max(0, total + used), max(0, count + files)
+                _write_usage(fd, total, count, scanned)
+        except OSError:
+            scanned = 0.0
         if total > self.max_bytes or count > self.max_files or time.time() - scanned > RESCAN_SECONDS:
             self.evict()
 
@@ -222,7 +231,7 @@ class DownloadCache:
                 elif not _remove_unused(path):
                     continue
                 total, count = total - size, count - 1
-            with self._usage_file() as fd:  # plus what other processes stored meanwhile
+            with contextlib.suppress(OSError), self._usage_file() as fd:  # plus what others stored meanwhile
                 now = _read_usage(fd)
                 _write_usage(fd, total + max(0, now[0] - before[0]), count + max(0, now[1] - before[1]), started)
         finally:

@@ -138,6 +138,8 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
         ) from None
     except DECODER_ERRORS as exc:
         raise RequestError(field, f"is not a readable image ({type(exc).__name__})", 422) from None
+    if width < 1 or height < 1:
+        raise RequestError(field, f"is an image of {width}x{height}: it has no pixels", 422)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     if width * height > max_pixels:
