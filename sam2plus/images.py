@@ -50,6 +50,7 @@ __all__ = [
     "exif_orientation",
     "guard_pillow",
     "read_info",
+    "tiff_tile",
 ]
 
 # What Label Studio users upload; each is a single image (or shows its first frame or page) whose
@@ -126,6 +127,7 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
     try:
         with Image.open(path, formats=_READERS) as image:
             width, height = image.size
+            tile = tiff_tile(image)
             orientation = exif_orientation(image)
             mode, fmt = image.mode, "JPEG" if image.format == "MPO" else image.format or ""
     except Image.DecompressionBombError as exc:  # Pillow's guard: the image, or one its reader allocates
@@ -140,6 +142,12 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
         raise RequestError(field, f"is not a readable image ({type(exc).__name__})", 422) from None
     if width < 1 or height < 1:
         raise RequestError(field, f"is an image of {width}x{height}: it has no pixels", 422)
+    if tile[0] * tile[1] > max_pixels:
+        raise RequestError(
+            field,
+            f"TIFF tile of {tile[0]}x{tile[1]} = {tile[0] * tile[1]} px exceeds MAX_IMAGE_PIXELS={max_pixels}",
+            413,
+        )
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     if width * height > max_pixels:
@@ -147,6 +155,15 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
             field, f"image of {width}x{height} = {width * height} px exceeds MAX_IMAGE_PIXELS={max_pixels}", 413
         )
     return ImageInfo(width, height, mode, fmt, orientation if orientation in _ORIENT else 1)
+
+
+def tiff_tile(image: Image.Image) -> tuple[int, int]:
+    """A tiled TIFF's tile size ((0, 0) for other images): libtiff decodes a whole tile into a
+    buffer of its own, whatever the image size, so a 16x16 image may hold a 40000x40000 tile."""
+    if image.format != "TIFF":
+        return 0, 0
+    width, height = image.tag_v2.get(322), image.tag_v2.get(323)  # TileWidth, TileLength
+    return (width, height) if type(width) is int and type(height) is int else (0, 0)
 
 
 def exif_orientation(image: Image.Image) -> int:

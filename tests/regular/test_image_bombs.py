@@ -16,7 +16,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.support.bombs import FIELD, bombs
+from tests.support.bombs import FIELD, bombs, tiled_tiff
 from tests.support.inprocess import predict_body
 from tests.support.servers import gunicorn_server
 
@@ -45,7 +45,8 @@ def _measure(tmp_path: Path, files: dict[str, tuple[str, bytes]]) -> dict[str, d
 def test_bombs_in_every_container_are_refused_with_flat_peak_memory(tmp_path):
     small = tmp_path / "small.png"
     Image.new("RGB", (64, 64), (200, 10, 10)).save(small)
-    answers = _measure(tmp_path, {"small": ("image/png", small.read_bytes()), **bombs(SIDE)})
+    files = {"small": ("image/png", small.read_bytes()), **bombs(SIDE), "tiled": ("image/tiff", tiled_tiff(16, 16))}
+    answers = _measure(tmp_path, files)
 
     baseline = answers.pop("small")
     assert baseline["status"] == 200, baseline
@@ -56,6 +57,8 @@ def test_bombs_in_every_container_are_refused_with_flat_peak_memory(tmp_path):
         "gif": 413,  # the first frame is larger than the screen: that is its size
         "webp": 413,  # the canvas the header says, refused before the reader allocates it
         "tiff-pages": 200,
+        "tiff-tile": 413,  # a 16x16 image in one tile of SIDE x SIDE, which libtiff would decode whole
+        "tiled": 200,  # a 16x16 image in one 16x16 tile
     }
     assert {name: answer["status"] for name, answer in answers.items()} == expected
     for name, answer in answers.items():
@@ -64,7 +67,7 @@ def test_bombs_in_every_container_are_refused_with_flat_peak_memory(tmp_path):
             assert answer["message"].startswith(FIELD + ":"), answer
     assert "JPEG, MPO, PNG, WEBP, GIF, TIFF, BMP" in answers["ico"]["message"]
     assert f"MAX_IMAGE_PIXELS={MAX_PIXELS}" in answers["webp"]["message"]
-    assert answers["tiff-pages"]["message"] == "16x16 TIFF"
+    assert answers["tiff-pages"]["message"] == answers["tiled"]["message"] == "16x16 TIFF"
 
 
 def _worker_peak(pid: int) -> int:

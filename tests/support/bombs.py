@@ -93,6 +93,29 @@ def tiff_pages(small: int, large: int) -> bytes:
     return out.getvalue()
 
 
+def tiled_tiff(side: int, tile: int) -> bytes:
+    """A `side` x `side` grey TIFF stored as one deflated `tile` x `tile` tile of zeros (a tile
+    may be larger than the image; libtiff decodes all of it)."""
+    packer = zlib.compressobj(9)
+    row = bytes(tile)
+    data = b"".join(packer.compress(row) for _ in range(tile)) + packer.flush()
+    data += bytes(len(data) % 2)
+    entries = [  # tag, type (3 short, 4 long), count, value
+        (256, 3, 1, side),
+        (257, 3, 1, side),
+        (258, 3, 1, 8),
+        (259, 3, 1, 8),  # deflate
+        (262, 3, 1, 1),
+        (277, 3, 1, 1),
+        (322, 4, 1, tile),
+        (323, 4, 1, tile),
+        (324, 4, 1, 8),
+        (325, 4, 1, len(data)),
+    ]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + bytes(4)
+    return b"II*\0" + struct.pack("<I", 8 + len(data)) + data + ifd
+
+
 def bombs(side: int = 8000) -> dict[str, tuple[str, bytes]]:
     """name -> (media type, body) for every bomb, each `side` px square inside."""
     png = zero_png(side, side)
@@ -103,6 +126,7 @@ def bombs(side: int = 8000) -> dict[str, tuple[str, bytes]]:
         "gif": ("image/gif", gif_frame_past_screen(side, side)),
         "webp": ("image/webp", webp_canvas(min(side, 16383), min(side, 16383))),
         "tiff-pages": ("image/tiff", tiff_pages(16, side)),
+        "tiff-tile": ("image/tiff", tiled_tiff(16, side - side % 16)),
     }
 
 
