@@ -32,7 +32,7 @@ from PIL import (  # the readers of SUPPORTED_FORMATS, registered before any `Im
     Image,
     JpegImagePlugin,  # noqa: F401
     MpoImagePlugin,  # noqa: F401
-    PngImagePlugin,  # noqa: F401
+    PngImagePlugin,
     TiffImagePlugin,  # noqa: F401
     UnidentifiedImageError,
     WebPImagePlugin,  # noqa: F401
@@ -78,6 +78,10 @@ Image.MAX_IMAGE_PIXELS = None  # until `guard_pillow` sets it from MAX_IMAGE_PIX
 # Pillow warns past half its error limit; images in that band are fine for us (see `guard_pillow`).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 _GUARD = threading.Lock()
+# PNG text chunks (zTXt, iTXt) are inflated while the file is opened, up to 64 MB by default:
+# 4 MiB is room for any real metadata, and a file holding more is refused as unreadable.
+PNG_TEXT_BYTES = 4 << 20
+PngImagePlugin.MAX_TEXT_MEMORY = PNG_TEXT_BYTES
 
 LARGE_DECODE_PIXELS = 16_000_000  # images this large are decoded one at a time per worker process
 _LARGE_DECODE = threading.Lock()

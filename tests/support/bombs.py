@@ -116,6 +116,17 @@ def tiled_tiff(side: int, tile: int) -> bytes:
     return b"II*\0" + struct.pack("<I", 8 + len(data)) + data + ifd
 
 
+def png_text(megabytes: int) -> bytes:
+    """An 8x8 PNG carrying `megabytes` zTXt chunks that each inflate to 1 MiB (Pillow inflates
+    them while it opens the file)."""
+    inflated = zlib.compress(bytes(1 << 20), 9)
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, "PNG")
+    png = out.getvalue()
+    text = b"".join(_chunk(b"zTXt", b"k%d\0\0" % n + inflated) for n in range(megabytes))
+    return png[:33] + text + png[33:]  # right after IHDR
+
+
 def bombs(side: int = 8000) -> dict[str, tuple[str, bytes]]:
     """name -> (media type, body) for every bomb, each `side` px square inside."""
     png = zero_png(side, side)
@@ -127,6 +138,7 @@ def bombs(side: int = 8000) -> dict[str, tuple[str, bytes]]:
         "webp": ("image/webp", webp_canvas(min(side, 16383), min(side, 16383))),
         "tiff-pages": ("image/tiff", tiff_pages(16, side)),
         "tiff-tile": ("image/tiff", tiled_tiff(16, side - side % 16)),
+        "png-text": ("image/png", png_text(64)),
     }
 
 
