@@ -171,17 +171,20 @@ def tiff_tile(image: Image.Image) -> tuple[int, int]:
 
 
 def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1 to 8, 1 when absent or odd), read without decoding pixels (Pillow's
-    PNG getexif() would load them); malformed EXIF raises one of `DECODER_ERRORS`."""
-    if image.format == "PNG":
-        raw = image.info.get("exif")
-        if not raw:
-            return 1
-        exif = Image.Exif()
-        exif.load(raw)
-    else:
-        exif = image.getexif()
-    orientation = exif.get(0x0112, 1)
+    """The EXIF orientation (1 to 8), read without decoding pixels (Pillow's PNG getexif() would
+    load them); 1 when absent, odd or unreadable: a browser shows such an image as stored."""
+    try:
+        if image.format == "PNG":
+            raw = image.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+        else:
+            exif = image.getexif()
+        orientation = exif.get(0x0112, 1)
+    except DECODER_ERRORS:
+        return 1
     return orientation if type(orientation) is int and 1 <= orientation <= 8 else 1
 
 

@@ -152,6 +152,7 @@ def _png_with(chunk_type: bytes, data: bytes) -> bytes:
         ("image/png", _png_with(b"eXIf", b"MM\0*\0\0\0\x08\xff\xff" + b"\x01" * 20), 200),  # EXIF ignored
         ("image/png", _png_with(b"eXIf", b"II*\0\xff\xff\xff\x7f"), 200),
         ("image/png", _png_with(b"eXIf", b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\xff\xff\xff\x7f\0\0\0\0"), 200),
+        ("image/png", _png_with(b"eXIf", b"MM\0\xd7\0\0\0\x08" + bytes(8)), 200),  # SyntaxError: ignored
         ("image/x-icon", b"\0\0\1\0\1\0" + bytes(16), 422),
     ],
     ids=[
@@ -160,6 +161,7 @@ def _png_with(chunk_type: bytes, data: bytes) -> bytes:
         "png-exif-short",
         "png-exif-offset",
         "png-exif-count",
+        "png-exif-not-tiff",
         "ico-empty",
     ],
 )
