@@ -258,7 +258,9 @@ def _decode_other(path: Path, info: ImageInfo, field: str, buffer: np.ndarray | 
             for top, bottom in row_bands(height, width):
                 band = image.crop((0, top, width, bottom))
                 rgb[top : top + band.height] = np.asarray(_flat_rgb(band, transparent))
-    except (*DECODER_ERRORS, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:  # Pillow's guard, inside its reader (a GIF frame, a TIFF's size)
+        raise RequestError(field, "could not be decoded: a part of it exceeds MAX_IMAGE_PIXELS", 413) from None
+    except DECODER_ERRORS as exc:
         raise RequestError(field, f"could not be decoded ({type(exc).__name__})", 422) from None
     return rgb if buffer is not None else _orient(rgb, info.orientation)
 
