@@ -110,8 +110,10 @@ class ImageFetcher:
         *,
         block_private: bool = True,
         cache_bytes: int = 10 << 30,
+        check: Callable[[Path, str], object] | None = None,
     ):
         self.cache_dir = Path(cache_dir).resolve()
+        self.check = check  # check(path, field) on each new download or data: body, raising to refuse it
         self.downloads = DownloadCache(self.cache_dir / "downloads", cache_bytes)
         self.download_dir = self.downloads.directory
         self.label_studio = label_studio
@@ -213,9 +215,11 @@ class ImageFetcher:
         return local
 
     def _store(self, chunks, suffix: str, field: str, value: str) -> LocalImage:
-        """The download cache's `store`, with a full disk told as such (507) instead of a fault."""
+        """The download cache's `store` (keeping only what `check` accepts), with a full disk told
+        as such (507) instead of a fault."""
+        check = self.check
         try:
-            return self.downloads.store(chunks, suffix)
+            return self.downloads.store(chunks, suffix, check and (lambda path: check(path, field)))
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise

@@ -196,10 +196,17 @@ class Pipeline:
         ]
 
     def frame(self, local: LocalImage, info: ImageInfo, frame_size: tuple[int, int], field: str) -> np.ndarray:
-        """The image's frame of this size from the frame store, decoded into it on a miss."""
-        return self.frames.get(
-            local.digest, frame_size, lambda out: decode_frame(local.path, info, frame_size, field, out)
-        )
+        """The image's frame of this size from the frame store, decoded into it on a miss; a
+        downloaded file that does not decode leaves the download cache."""
+
+        def decode(out: np.ndarray) -> np.ndarray:
+            try:
+                return decode_frame(local.path, info, frame_size, field, out)
+            except RequestError:
+                self.fetcher.downloads.discard(local.path)
+                raise
+
+        return self.frames.get(local.digest, frame_size, decode)
 
 
 def _stop_if(should_stop: Callable[[], bool] | None, stage: str) -> None:
