@@ -199,18 +199,22 @@ def test_podman_stop_during_a_click_answers_it_and_exits_0(served, folders):
     """Last in the module: it stops the module's container."""
     name, url, host = served
     fresh = DiscScene(1800, 1300, 900, 650, 150).write(folders["served"] / "fresh.jpg")
-    answers = []
-    click = threading.Thread(
-        target=lambda: answers.append(
-            predict(url, f"http://{host}/{fresh.name}", "25.1795599678", "BrushLabels", PROMPTS[0])
-        )
-    )
-    click.start()
-    time.sleep(0.5)  # the click is in the worker (its encoder run takes seconds on CPU)
+    answered_at = []
+
+    def click():
+        predict(url, f"http://{host}/{fresh.name}", "25.1795599678", "BrushLabels", PROMPTS[0])
+        answered_at.append(time.monotonic())
+
+    clicking = threading.Thread(target=click)
+    clicking.start()
+    time.sleep(0.5)  # the click is in the worker (its download, decode and encoder run take seconds on CPU)
+    stop_sent = time.monotonic()
     stopped = pm.podman("stop", "--time", "130", name, timeout=180)
-    click.join(60)
+    clicking.join(60)
     assert stopped.returncode == 0
-    assert len(answers) == 1, "the click in flight was answered"
+    assert len(answered_at) == 1, "the click in flight was answered"
+    assert answered_at[0] > stop_sent, "the click was still in flight when SIGTERM came"
+    print(f"\nstop: the click in flight answered {answered_at[0] - stop_sent:.1f} s after SIGTERM")
     final = pm.state(name)
     assert (final["status"], final["exit_code"]) == ("exited", "0")
     output = pm.logs(name)
