@@ -263,7 +263,7 @@ def run(
         "image_bytes": image_path.stat().st_size,
     }
     device = segmenter.device
-    figures["model_gpu_mb"] = gpu_peak_mb(device, reset=True)  # the model's weights and torch's start-up
+    figures["model_gpu_mb"] = gpu_peak_mb(device, reset=True)  # loading the model: weights and torch's start-up
     reset_rss_peak()
     click()  # warm-up: first-call allocations of torch and the decoders
     figures["first_ms"], _ = median_ms(click, repeats, before=cold)
@@ -514,7 +514,7 @@ def print_table(figures: dict) -> None:
     print(f"  {'peak RSS, SAM2Plus request path':38s} {figures['peak_rss_mb']:10.0f} MB")
     print(f"  {'peak RSS, with the stock pipeline':38s} {figures['stock_peak_rss_mb']:10.0f} MB")
     if figures.get("peak_gpu_mb") is not None:
-        print(f"  {'GPU memory, model loaded':38s} {figures['model_gpu_mb']:10.0f} MB")
+        print(f"  {'peak GPU memory, loading the model':38s} {figures['model_gpu_mb']:10.0f} MB")
         print(f"  {'peak GPU memory, SAM2Plus request path':38s} {figures['peak_gpu_mb']:10.0f} MB")
         print(f"  {'peak GPU memory, stock pipeline':38s} {figures['stock_peak_gpu_mb']:10.0f} MB")
     print(f"  RLE identical to label-studio-sdk: {figures['rle_identical']} ({figures['rle_mask_px']} mask px)")
