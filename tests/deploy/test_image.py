@@ -121,6 +121,16 @@ def test_pip_freeze_in_the_image_equals_the_runtime_lock(image):
     assert freeze_versions(freeze) == pinned(RUNTIME_PARTS)
 
 
+def test_the_readme_states_the_cuda_version_of_the_images_torch(image):
+    probe = "import torch; print(torch.__version__, torch.version.cuda)"
+    version, cuda = pm.podman(
+        "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", probe
+    ).stdout.split()
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### The image") : readme.index("### Secret redaction")]
+    assert f"`{version}`, built for **CUDA {cuda}**" in section
+
+
 def test_the_server_runs_as_uid_1000_with_gunicorn_as_pid_1(served):
     name, *_ = served
     assert pm.state(name)["user"] == f"{UID}:{UID}"
