@@ -53,6 +53,6 @@ if ! "${podman[@]}" image exists "$BASE"; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     "${sudo[@]}" mmdebstrap --quiet --variant=minbase --include=ca-certificates "$SUITE" "$work/rootfs.tar"
-    "${podman[@]}" import --change 'CMD ["bash"]' "$work/rootfs.tar" "$BASE" >/dev/null
+    "${podman[@]}" import --quiet --change 'CMD ["bash"]' "$work/rootfs.tar" "$BASE" >/dev/null
 fi
 "${podman[@]}" --version >&2
