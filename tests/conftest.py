@@ -19,9 +19,11 @@ from sam2plus.pipeline import Pipeline
 from tests.e2e.stack import backend, image_path, label_studio  # noqa: F401
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 
+DEFAULT_MARKEXPR = "not gpu"  # pyproject.toml's addopts: a bare run still leaves out the slow tests
+
 
 def pytest_collection_modifyitems(config, items):
-    if config.option.markexpr or config.args_source != pytest.Config.ArgsSource.TESTPATHS:
+    if config.option.markexpr not in ("", DEFAULT_MARKEXPR) or config.args_source != pytest.Config.ArgsSource.TESTPATHS:
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
     if slow:
