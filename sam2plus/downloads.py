@@ -36,6 +36,7 @@ __all__ = ["DownloadCache", "Lease", "LocalImage"]
 RECORD_SUFFIX = ".json"
 EVICTION_LOCK = ".evict.lock"
 USAGE = ".usage"  # "<bytes> <files> <scanned at>": the running total every process adds to
+EVICTION_ROUNDS = 3  # scans one eviction may take while other workers keep storing
 RESCAN_SECONDS = 300.0  # a total older than this is recounted by a scan at the next store
 BYTES_PER_FILE = 64 << 10  # the default file bound: one file per 64 KiB of the byte bound ...
 MIN_FILES = 1024  # ... and never fewer than this
@@ -210,7 +211,8 @@ class DownloadCache:
     def evict(self) -> None:
         """Scan the folder and delete least recently used files until it fits in `max_bytes` and
         `max_files`, skipping files in use; the running total becomes what is left. One worker
-        evicts at a time (the others skip it)."""
+        evicts at a time (the others skip it), so it scans again while what the others stored
+        meanwhile keeps the total past a bound (a few rounds at most)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         lock = os.open(self.directory / EVICTION_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -218,24 +220,37 @@ class DownloadCache:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return
-            started = time.time()
-            before = self.usage()[:2]
-            entries = self._entries()
-            self.scans += 1
-            total, count = sum(size for _, size, _ in entries), len(entries)
-            for _, size, path in sorted(entries):
+            for _ in range(EVICTION_ROUNDS):
+                total, count = self._evict_once()
                 if total <= self.max_bytes and count <= self.max_files:
                     break
-                if path.name.endswith(RECORD_SUFFIX):
-                    path.unlink(missing_ok=True)  # a URL's record: without it the URL is asked again
-                elif not _remove_unused(path):
-                    continue
-                total, count = total - size, count - 1
-            with contextlib.suppress(OSError), self._usage_file() as fd:  # plus what others stored meanwhile
-                now = _read_usage(fd)
-                _write_usage(fd, total + max(0, now[0] - before[0]), count + max(0, now[1] - before[1]), started)
         finally:
             os.close(lock)
+
+    def _evict_once(self) -> tuple[int, int]:
+        """One scan and eviction (the eviction lock held); the running total it leaves, counting
+        what other workers stored during the scan."""
+        started = time.time()
+        before = self.usage()[:2]
+        entries = self._entries()
+        self.scans += 1
+        total, count = sum(size for _, size, _ in entries), len(entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes and count <= self.max_files:
+                break
+            if path.name.endswith(RECORD_SUFFIX):
+                path.unlink(missing_ok=True)  # a URL's record: without it the URL is asked again
+            elif not _remove_unused(path):
+                continue
+            total, count = total - size, count - 1
+        try:
+            with self._usage_file() as fd:  # plus what others stored meanwhile
+                now = _read_usage(fd)
+                total, count = total + max(0, now[0] - before[0]), count + max(0, now[1] - before[1])
+                _write_usage(fd, total, count, started)
+        except OSError:
+            return 0, 0  # a full disk: the next store tries again
+        return total, count
 
     def _entries(self) -> list[tuple[int, int, Path]]:
         """(mtime, disk usage, path) of every file and record; stale partial files are removed."""
