@@ -1,4 +1,4 @@
-"""End to end: images in S3-compatible cloud storage, through a real Label Studio 1.23.2.
+"""End to end: images in S3-compatible cloud storage, through a real Label Studio (each version).
 
 The object store is moto in server mode (`moto_server -H 127.0.0.1 -p PORT`, from the PyPI
 package `moto[server]`, a real S3 API over HTTP). A bucket holds the test image under a plain
@@ -129,7 +129,8 @@ def test_presigned_s3_tasks_return_regions(api, store_backend, object_store):
 
 
 def test_proxied_s3_tasks_return_regions(api, backend, object_store):
-    """presign off: Label Studio streams the object itself; no redirect, no IMAGE_HOSTS needed."""
+    """presign off: Label Studio streams the object itself (1.18 and newer: /tasks/<id>/resolve/;
+    before: the task reaches the backend as a base64 data: URL); no redirect, no IMAGE_HOSTS needed."""
     project, tasks = s3_project(api, object_store, presign=False)
     ml = connect(api, project, backend, None)
     for key in KEYS:
