@@ -14,8 +14,9 @@ from sam2plus.fetch import ImageFetcher
 from sam2plus.framestore import FrameStore
 from sam2plus.pipeline import Pipeline
 
-# One Label Studio and one SAM2Plus under gunicorn for tests/e2e and tests/browser alike: a session
-# fixture is shared only by the tests below the conftest that defines it.
+# One Label Studio (stack.DEFAULT_VERSION) and one SAM2Plus under gunicorn for tests/browser: a
+# session fixture is shared only by the tests below the conftest that defines it. tests/e2e/conftest.py
+# overrides `label_studio` with one per supported version (`backend` then follows it).
 from tests.e2e.stack import backend, image_path, label_studio  # noqa: F401
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 

@@ -4,7 +4,8 @@
 a session fixture parametrised by version, so pytest runs every test of the oldest version against
 one Label Studio, stops it, and then starts the next. A test marked
 `@pytest.mark.label_studio_feature("personal-access-tokens")` gets only the versions that have the
-feature (stack.FEATURES): its other versions are not generated at all, rather than skipped.
+feature (stack.FEATURES): its other versions are not generated at all, rather than skipped;
+`present=False` gives the versions without it (what a user of an older Label Studio sees).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ def pytest_generate_tests(metafunc):
     versions = list(VERSIONS)
     for marker in metafunc.definition.iter_markers("label_studio_feature"):
         (feature,) = marker.args
+        present = marker.kwargs.get("present", True)
         assert feature in FEATURES, f"unknown Label Studio feature {feature!r} (see stack.FEATURES)"
-        versions = [version for version in versions if has_feature(version, feature)]
+        versions = [version for version in versions if has_feature(version, feature) == present]
     assert versions, f"{metafunc.definition.nodeid}: no tested Label Studio version has what it needs"
     metafunc.parametrize("label_studio", versions, indirect=True, scope="session", ids=[f"ls{v}" for v in versions])
 

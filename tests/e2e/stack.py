@@ -43,7 +43,10 @@ VERSIONS = (OLDEST_VERSION, DEFAULT_VERSION)
 # What SAM2Plus can use only from some Label Studio version on (README, Storage).
 FEATURES = {
     "personal-access-tokens": "1.17.0",  # JWT refresh tokens, /api/token/refresh/
-    "storage-proxy": "1.18.0",  # presign off: /tasks/<id>/resolve/ streams the object (before: a data: URL)
+    # Cloud storage with presign off: /tasks/<id>/presign/ redirects to /tasks/<id>/resolve/, which
+    # streams the object. Before, Label Studio makes a data: URL of it, and its presign answers 500
+    # (Django refuses to redirect to a data: URL).
+    "storage-proxy": "1.18.0",
 }
 
 
