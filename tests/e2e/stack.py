@@ -43,9 +43,9 @@ VERSIONS = (OLDEST_VERSION, DEFAULT_VERSION)
 # What SAM2Plus can use only from some Label Studio version on (README, Storage).
 FEATURES = {
     "personal-access-tokens": "1.17.0",  # JWT refresh tokens, /api/token/refresh/
-    # Cloud storage with presign off: /tasks/<id>/presign/ redirects to /tasks/<id>/resolve/, which
-    # streams the object. Before, Label Studio makes a data: URL of it, and its presign answers 500
-    # (Django refuses to redirect to a data: URL).
+    # Cloud storage with presign off: /tasks/<id>/presign/ (the same view as the new
+    # /tasks/<id>/resolve/) streams the object. Before, Label Studio makes a data: URL of it and
+    # its presign answers 500 (Django refuses to redirect to a data: URL).
     "storage-proxy": "1.18.0",
 }
 
