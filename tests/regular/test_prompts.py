@@ -1,6 +1,8 @@
 """Label Studio's interactive context -> Prompt (fractions of the image, and the size it declares)."""
 
+import ast
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +241,16 @@ def test_rectangle_starting_on_the_far_edge_has_no_area_inside_the_image():
     with pytest.raises(RequestError) as caught:
         parse_prompt(context)
     assert caught.value.field == "context.result[0].value" and "no area" in caught.value.message
+
+
+def test_the_click_path_reads_the_context_only_through_parse_prompt():
+    """Issue 20: each click's context is parsed once; every later stage gets the Prompt."""
+    source = (Path(__file__).resolve().parents[2] / "sam2plus" / "pipeline.py").read_text()
+    (run,) = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef) and node.name == "run"]
+    reads = [node for node in ast.walk(run) if isinstance(node, ast.Name) and node.id == "context"]
+    parses = [
+        node
+        for node in ast.walk(run)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "parse_prompt"
+    ]
+    assert len(parses) == 1 and len(reads) == 1 and parses[0].args[0] is reads[0]
