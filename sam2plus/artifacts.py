@@ -28,7 +28,7 @@ from .files import write_atomically
 from .frames import FrameMap
 from .masks import Mask
 from .pictures import BLUE, GREEN, LINE, YELLOW, draw_prompt, preview, save_picture, to_canvas
-from .segmenter import PatchPrompt
+from .prompts import PatchPrompt
 
 __all__ = ["ARTIFACTS_FOLDER", "new_request_dir", "open_request_file", "prune", "request_files", "write_artifacts"]
 

@@ -1,7 +1,10 @@
 """Where SAM2 looks: the frame (the image after the fullframe resize) and the patch window in it.
 
 Coordinates are continuous: pixel i covers [i, i + 1). One `FrameMap` carries the whole chain
-image -> frame (scale) -> patch (offset) and back, so no stage does its own arithmetic.
+image -> frame (scale) -> patch (offset) and back, so no stage does its own arithmetic: a
+`Prompt` (fractions of the image) into the patch (`prompt_to_patch`) or into the frame
+(`frame_bounds`, to place the window), and patch coordinates back to Label Studio's percent of
+the image (`patch_to_percent`).
 
 Window reuse (subpatching): an annotator refines an object with more clicks and segments its
 neighbours next, and re-centring the window on every prompt would re-run SAM2's image encoder
@@ -27,7 +30,7 @@ import numpy as np
 
 from .errors import RequestError
 from .params import ROOT, ExtraParams
-from .prompts import Prompt
+from .prompts import PatchPrompt, Prompt
 
 __all__ = ["REUSE_INSET", "Window", "FrameMap", "frame_size", "full_frame", "plan_frame", "extract_patch"]
 
@@ -46,6 +49,8 @@ class Window:
 
 @dataclass(frozen=True)
 class FrameMap:
+    """How the image (`image_size`) reaches SAM2: resized to the frame, and the window of it that is the patch."""
+
     image_size: tuple[int, int]
     frame_size: tuple[int, int]
     window: Window
@@ -59,6 +64,7 @@ class FrameMap:
 
     @property
     def patch_size(self) -> tuple[int, int]:
+        """The window's (width, height): the patch SAM2 is given, in frame pixels."""
         return self.window.width, self.window.height
 
     def image_to_patch(self, xy: np.ndarray) -> np.ndarray:
@@ -70,6 +76,27 @@ class FrameMap:
         """Continuous patch coordinates (N, 2) -> continuous image coordinates."""
         sx, sy = self.scale
         return (np.asarray(xy, dtype=np.float64) + (self.window.x, self.window.y)) / (sx, sy)
+
+    def fractions_to_patch(self, xy) -> np.ndarray:
+        """Fractions (0..1) of the image's width and height (N, 2) -> continuous patch coordinates."""
+        return self.image_to_patch(np.asarray(xy, dtype=np.float64).reshape(-1, 2) * self.image_size)
+
+    def prompt_to_patch(self, prompt: Prompt) -> PatchPrompt:
+        """The prompt's points and box in continuous patch coordinates, as SAM2 takes them."""
+        box = None if prompt.box is None else self.fractions_to_patch(np.reshape(prompt.box, (2, 2))).reshape(4)
+        return PatchPrompt(self.fractions_to_patch(prompt.points), np.array(prompt.labels, dtype=np.int64), box)
+
+    def frame_bounds(self, prompt: Prompt) -> tuple[float, float, float, float]:
+        """The prompt's bounds (`Prompt.bounds`) as (x0, y0, x1, y1) continuous frame pixels."""
+        x0, y0, x1, y1 = prompt.bounds()
+        frame_w, frame_h = self.frame_size
+        return x0 * frame_w, y0 * frame_h, x1 * frame_w, y1 * frame_h
+
+    def patch_to_percent(self, xy: np.ndarray) -> np.ndarray:
+        """Continuous patch coordinates (N, 2) -> percent (0..100, clipped) of the image's width and
+        height, as Label Studio's region values give them."""
+        width, height = self.image_size
+        return np.clip(self.patch_to_image(xy) / (width, height) * 100, 0, 100)
 
     def valid_box(self) -> tuple[int, int, int, int]:
         """The part of the patch that lies inside the frame, as (x0, y0, x1, y1) patch pixels."""
@@ -109,8 +136,7 @@ def plan_frame(
     if sub is None:
         return full
 
-    x0, y0, x1, y1 = prompt.bounds()
-    bounds = (x0 * frame_w, y0 * frame_h, x1 * frame_w, y1 * frame_h)
+    bounds = full.frame_bounds(prompt)
     box_w, box_h = bounds[2] - bounds[0], bounds[3] - bounds[1]
     patch_w, patch_h = sub.patch_size
     if box_w > patch_w or box_h > patch_h:

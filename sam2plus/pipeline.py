@@ -23,15 +23,13 @@ from .frames import FrameMap, Window, extract_patch, frame_size, full_frame, pla
 from .framestore import FrameStore
 from .images import ImageInfo, decode_frame, read_info
 from .labelconfig import OutputControl, find_output_control
-from .logtext import logtext
 from .masks import Mask, mask_from_logits
 from .params import ExtraParams
 from .postprocess import postprocess
-from .prompts import MAX_PROMPT_POINTS, Prompt, parse_prompt
+from .prompts import MAX_PROMPT_POINTS, parse_prompt
 from .results import polygons, regions
-from .segmenter import PatchPrompt
 
-__all__ = ["Prediction", "patch_prompt", "embedding_key", "padding_fill", "Pipeline"]
+__all__ = ["Prediction", "embedding_key", "padding_fill", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +41,6 @@ class Prediction:
     frame_map: FrameMap
     mask: Mask  # the post-processed mask in patch pixels
     artifacts: Path | None = None
-
-
-def patch_prompt(prompt: Prompt, frame_map: FrameMap) -> PatchPrompt:
-    """The prompt in continuous patch coordinates."""
-    size = np.array(frame_map.image_size, dtype=np.float64)
-    points = frame_map.image_to_patch(np.array(prompt.points, dtype=np.float64).reshape(-1, 2) * size)
-    box = None
-    if prompt.box is not None:
-        box = frame_map.image_to_patch(np.array(prompt.box, dtype=np.float64).reshape(2, 2) * size).reshape(4)
-    return PatchPrompt(points, np.array(prompt.labels, dtype=np.int64), box)
 
 
 def embedding_key(digest: str, frame_map: FrameMap, fill: tuple[int, int, int]) -> tuple:
@@ -99,7 +87,7 @@ class Pipeline:
         prompt = parse_prompt(context, self.max_prompt_points)
         local, info, field = self.image(task, control, should_stop)
         with local:  # the download stays leased (never evicted) until the click is done
-            _check_context_size(context, info.size)
+            prompt.check_image_size(info.size)
             clock.lap("fetch")
             _stop_if(should_stop, "fetch")
 
@@ -112,7 +100,7 @@ class Pipeline:
             clock.lap("decode")
             _stop_if(should_stop, "decode")
             patch = extract_patch(frame, frame_map, fill)
-            prompt_in_patch = patch_prompt(prompt, frame_map)
+            prompt_in_patch = frame_map.prompt_to_patch(prompt)
             output = self.segmenter.predict(patch, embedding_key(local.digest, frame_map, fill), prompt_in_patch)
             clock.lap("model")
             _stop_if(should_stop, "model")
@@ -212,17 +200,6 @@ class Pipeline:
 def _stop_if(should_stop: Callable[[], bool] | None, stage: str) -> None:
     if should_stop is not None and should_stop():
         raise Stopped(f"the client went away; stopped after {stage}")
-
-
-def _check_context_size(context: dict, size: tuple[int, int]) -> None:
-    first = context["result"][0]
-    given = (first.get("original_width"), first.get("original_height"))
-    if None not in given and tuple(given) != size:
-        log.warning(
-            "context says the image is %sx%s but it decodes to %sx%s; using the decoded size",
-            *map(logtext, given),
-            *size,
-        )
 
 
 class _Clock:

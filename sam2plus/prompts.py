@@ -1,14 +1,25 @@
-"""Label Studio's interactive context -> a `Prompt` in relative image coordinates."""
+"""Label Studio's interactive context -> a `Prompt` in relative image coordinates.
+
+`parse_prompt` is the one reader of a click's context: everything later stages need from it
+(the points, the box, the label, the image size it declares) is in the `Prompt`. `FrameMap`
+(`sam2plus.frames`) maps a `Prompt` into patch pixels, a `PatchPrompt`, which SAM2 is given.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import RequestError, describe
+import numpy as np
 
-__all__ = ["POINT_TYPES", "BOX_TYPES", "MAX_PROMPT_POINTS", "Prompt", "parse_prompt"]
+from .errors import RequestError, describe
+from .logtext import logtext
+
+__all__ = ["POINT_TYPES", "BOX_TYPES", "MAX_PROMPT_POINTS", "Prompt", "PatchPrompt", "parse_prompt"]
+
+log = logging.getLogger(__name__)
 
 POINT_TYPES = ("keypointlabels", "keypoint")
 BOX_TYPES = ("rectanglelabels", "rectangle")
@@ -20,12 +31,15 @@ class Prompt:
     """What the annotator placed, as fractions (0..1) of the image's width and height.
 
     `box` is (x0, y0, x1, y1); `labels` hold 1 for a positive point and 0 for a negative one.
+    `declared_size` is the image's (original_width, original_height) as the context's first region
+    states it, the values as sent (None when either is missing); the decoded size is what counts.
     """
 
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
     box: tuple[float, float, float, float] | None = None
     label: str | None = None
+    declared_size: tuple[Any, Any] | None = None
 
     def bounds(self) -> tuple[float, float, float, float]:
         """The smallest (x0, y0, x1, y1) holding the box and every point."""
@@ -35,6 +49,25 @@ class Prompt:
             xs += [self.box[0], self.box[2]]
             ys += [self.box[1], self.box[3]]
         return min(xs), min(ys), max(xs), max(ys)
+
+    def check_image_size(self, size: tuple[int, int]) -> None:
+        """Log a warning when the context declared another size than the image decodes to (`size`,
+        which is used): Label Studio's editor then showed another image or another orientation."""
+        if self.declared_size is not None and tuple(self.declared_size) != size:
+            log.warning(
+                "context says the image is %sx%s but it decodes to %sx%s; using the decoded size",
+                *map(logtext, self.declared_size),
+                *size,
+            )
+
+
+@dataclass(frozen=True)
+class PatchPrompt:
+    """The prompt in continuous patch coordinates (`FrameMap.prompt_to_patch`), as SAM2 takes it."""
+
+    points: np.ndarray  # (N, 2) float
+    labels: np.ndarray  # (N,) int, 1 positive / 0 negative
+    box: np.ndarray | None  # (4,) x0, y0, x1, y1
 
 
 def _check_prompt_size(result: list, max_points: int) -> None:
@@ -92,7 +125,13 @@ def parse_prompt(context: Any, max_points: int = MAX_PROMPT_POINTS) -> Prompt:
         raise RequestError(
             "context.result", "only negative keypoints: place at least one positive keypoint or a rectangle"
         )
-    return Prompt(points=tuple(points), labels=tuple(labels), box=box, label=label)
+    return Prompt(tuple(points), tuple(labels), box, label, _declared_size(context["result"][0]))
+
+
+def _declared_size(region: dict) -> tuple[Any, Any] | None:
+    """(original_width, original_height) of a region as sent; None when either is missing."""
+    given = (region.get("original_width"), region.get("original_height"))
+    return None if None in given else given
 
 
 def _number(value: dict, key: str, path: str) -> float:

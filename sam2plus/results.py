@@ -30,7 +30,7 @@ def regions(
         rle = encode_brush_rle(image_mask.bits, image_mask.x, image_mask.y, width, height)
         values = [{"format": "rle", "rle": rle}]
     elif fmt.kind == "polygon":
-        values = [{"points": _percent(frame_map, ring).tolist(), "closed": True} for ring in polygons(mask, fmt)]
+        values = [{"points": frame_map.patch_to_percent(ring).tolist(), "closed": True} for ring in polygons(mask, fmt)]
     else:
         values = [_rectangle_value(frame_map, box) for box in component_boxes(mask)]
     return [_region(value, fmt, control, label, score, frame_map.image_size) for value in values]
@@ -94,14 +94,8 @@ def _blobs(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, stats
 
 
-def _percent(frame_map: FrameMap, patch_xy: np.ndarray) -> np.ndarray:
-    """Continuous patch coordinates -> percent of the original image, clipped to 0..100."""
-    width, height = frame_map.image_size
-    return np.clip(frame_map.patch_to_image(patch_xy) / (width, height) * 100, 0, 100)
-
-
 def _rectangle_value(frame_map: FrameMap, box: tuple[int, int, int, int]) -> dict:
-    (x0, y0), (x1, y1) = _percent(frame_map, np.array([box[:2], box[2:]], dtype=np.float64))
+    (x0, y0), (x1, y1) = frame_map.patch_to_percent(np.array([box[:2], box[2:]], dtype=np.float64))
     return {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "rotation": 0}
 
 

@@ -28,6 +28,7 @@ import torch
 
 from . import metrics
 from .config import UNTRAINED, ConfigError, checkpoint_file
+from .prompts import PatchPrompt  # what `predict` takes; defined with `Prompt`
 from .startup import checkpoint_problem
 
 __all__ = [
@@ -56,15 +57,6 @@ class SegmentOutput:
     low_res_logits: np.ndarray  # float32 (256, 256): SAM2's mask logits over the whole patch
     score: float  # SAM2's predicted IoU of the chosen mask
     encoded: bool  # True when this call ran the image encoder (a cache miss)
-
-
-@dataclass(frozen=True)
-class PatchPrompt:
-    """The prompt in continuous patch coordinates."""
-
-    points: np.ndarray  # (N, 2) float
-    labels: np.ndarray  # (N,) int, 1 positive / 0 negative
-    box: np.ndarray | None  # (4,) x0, y0, x1, y1
 
 
 def _malloc_trim():

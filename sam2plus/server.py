@@ -51,22 +51,27 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def create_app(model) -> Flask:
-    """The WSGI app serving `model` (a SAM2Plus)."""
+    """The WSGI app serving `model` (a SAM2Plus): the protocol routes, the review artifacts, the
+    metrics and the JSON error handlers, behind the request hooks (request id, basic auth, counting)."""
     app = Flask("sam2plus")
     config = model.config
     app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
     app.config["MAX_JSON_DEPTH"] = config.max_json_depth
     app.config["MAX_JSON_ITEMS"] = config.max_json_items
-    credentials = _Credentials(config.basic_auth_user, config.basic_auth_pass) if config.basic_auth_user else None
     counts = _WorkerCounts()
-    segmenter = model.pipeline.segmenter
-    metrics.set_model_info(
-        model.model_version,
-        getattr(segmenter, "model_config", type(segmenter).__name__),
-        config.model_checkpoint,
-        getattr(segmenter, "device", "-"),
-        bool(getattr(segmenter, "untrained", False)),
-    )
+    _add_protocol_routes(app, model, counts)
+    _add_artifact_routes(app, config)
+    _add_metrics(app, model, counts)
+    _add_error_handlers(app, config, counts)
+    _add_request_hooks(app, config)  # last: it names every route added above
+    return app
+
+
+def _add_request_hooks(app: Flask, config) -> None:
+    """Give every request an id (the `X-Request-Id` of its answer), refuse it without the basic-auth
+    credentials when they are set (/health excepted) and count it in the metrics by the route it matched."""
+    credentials = _Credentials(config.basic_auth_user, config.basic_auth_pass) if config.basic_auth_user else None
+    routes = frozenset(rule.rule for rule in app.url_map.iter_rules())
 
     @app.before_request
     def _authenticate():
@@ -79,8 +84,6 @@ def create_app(model) -> Flask:
             return response
         return None
 
-    routes = {rule.rule for rule in app.url_map.iter_rules()}  # filled in below; read per request
-
     @app.after_request
     def _tag(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = _request_id()
@@ -90,6 +93,11 @@ def create_app(model) -> Flask:
             metrics.request_finished(route, request.method, response.status_code, seconds)
             metrics.update_memory()
         return response
+
+
+def _add_protocol_routes(app: Flask, model, counts: _WorkerCounts) -> None:
+    """Label Studio's ML backend protocol: health, setup, predict, webhook and versions."""
+    config = model.config
 
     @app.get("/")
     @app.get("/health")
@@ -128,14 +136,6 @@ def create_app(model) -> Flask:
         counts.predicted(time.perf_counter() - started)
         return jsonify(answer)
 
-    @app.get("/artifacts/<ident>")
-    def artifact_files(ident: str):
-        return jsonify(files=review.request_files(_artifacts_of(config), ident))
-
-    @app.get("/artifacts/<ident>/<name>")
-    def artifact_file(ident: str, name: str):
-        return send_file(review.open_request_file(_artifacts_of(config), ident, name), download_name=name)
-
     @app.post("/webhook")
     def webhook():
         body = _json_body()
@@ -145,6 +145,30 @@ def create_app(model) -> Flask:
     @app.get("/versions")
     def versions():
         return jsonify(versions=[model.model_version], model_version=model.model_version)
+
+
+def _add_artifact_routes(app: Flask, config) -> None:
+    """GET /artifacts/<ident> (a request's review files) and /artifacts/<ident>/<name> (one of them)."""
+
+    @app.get("/artifacts/<ident>")
+    def artifact_files(ident: str):
+        return jsonify(files=review.request_files(_artifacts_of(config), ident))
+
+    @app.get("/artifacts/<ident>/<name>")
+    def artifact_file(ident: str, name: str):
+        return send_file(review.open_request_file(_artifacts_of(config), ident, name), download_name=name)
+
+
+def _add_metrics(app: Flask, model, counts: _WorkerCounts) -> None:
+    """The model's info metric, and GET /metrics."""
+    segmenter = model.pipeline.segmenter
+    metrics.set_model_info(
+        model.model_version,
+        getattr(segmenter, "model_config", type(segmenter).__name__),
+        model.config.model_checkpoint,
+        getattr(segmenter, "device", "-"),
+        bool(getattr(segmenter, "untrained", False)),
+    )
 
     @app.get("/metrics")
     def metrics_route():
@@ -158,6 +182,12 @@ def create_app(model) -> Flask:
             raise RequestError("format", f"must be prometheus (the default) or json, got {describe(view)}")
         text, content_type = metrics.exposition()
         return Response(text, content_type=content_type)
+
+
+def _add_error_handlers(app: Flask, config, counts: _WorkerCounts) -> None:
+    """Every failure as a JSON error (`_error`), counted in this worker's errors: a RequestError with
+    its status, a body past MAX_REQUEST_BYTES (413), werkzeug's HTTP errors, a click stopped because
+    its client went away (499) and any other exception (`_fault_response`)."""
 
     @app.errorhandler(RequestError)
     def _request_error(exc: RequestError):
@@ -188,26 +218,30 @@ def create_app(model) -> Flask:
 
     @app.errorhandler(Exception)
     def _fault(exc: Exception):
-        status, message = _storage_fault(exc)
-        counts.failed(status)
-        if status != 500:
-            log.error(
-                "%s %s: %s: %s (request id %s)",
-                _method(),
-                logtext(request.path),
-                message,
-                logtext(exc),
-                _request_id(),
-            )
-            response = _error(status, f"{message} (request id {_request_id()})")
-            if status == 503:
-                response.headers["Retry-After"] = "5"
-            return response
+        response = _fault_response(exc)
+        counts.failed(response.status_code)
+        return response
+
+
+def _fault_response(exc: Exception) -> Response:
+    """An unexpected exception's answer: a full disk (507) or a locked settings store (503, with
+    Retry-After) told as such and logged in a line; anything else a 500 whose traceback is logged."""
+    status, message = _storage_fault(exc)
+    if status == 500:
         log.exception("%s %s failed (request id %s)", _method(), logtext(request.path), _request_id())
         return _error(500, f"internal error (request id {_request_id()}); the backend's log has the detail")
-
-    routes.update(rule.rule for rule in app.url_map.iter_rules())
-    return app
+    log.error(
+        "%s %s: %s: %s (request id %s)",
+        _method(),
+        logtext(request.path),
+        message,
+        logtext(exc),
+        _request_id(),
+    )
+    response = _error(status, f"{message} (request id {_request_id()})")
+    if status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
 
 
 def _worker_counts(model) -> dict:

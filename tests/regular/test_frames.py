@@ -189,6 +189,53 @@ def test_fullframe_resize_upscale_error_comes_through_plan_frame():
     assert info.value.field == "extra_params.fullframe_resize"
 
 
+# -- a prompt through the FrameMap: fractions -> frame -> patch, patch -> percent ------------------
+
+# A 4000x2000 image resized to 2000x1000, the patch the 512x512 window at (744, 244).
+RESIZED = FrameMap((4000, 2000), (2000, 1000), Window(744, 244, 512, 512), "patch")
+
+
+def test_fractions_of_the_image_map_through_the_scale_and_the_window():
+    # (0.5, 0.5) is image (2000, 1000), frame (1000, 500), patch (256, 256)
+    xy = RESIZED.fractions_to_patch([(0.5, 0.5), (0.0, 0.0), (1.0, 1.0)])
+    assert xy == pytest.approx(np.array([[256.0, 256.0], [-744.0, -244.0], [1256.0, 756.0]]))
+    assert RESIZED.fractions_to_patch(()).shape == (0, 2)
+
+
+def test_a_prompt_in_the_patch_is_its_points_labels_and_box():
+    prompt = Prompt(points=((0.5, 0.5), (0.4, 0.3)), labels=(1, 0), box=(0.4, 0.3, 0.6, 0.7))
+    in_patch = RESIZED.prompt_to_patch(prompt)
+    assert in_patch.points == pytest.approx(np.array([[256.0, 256.0], [56.0, 56.0]]))
+    assert in_patch.labels.tolist() == [1, 0] and in_patch.labels.dtype == np.int64
+    assert in_patch.box.shape == (4,) and in_patch.box == pytest.approx([56.0, 56.0, 456.0, 456.0])
+
+
+def test_a_box_alone_has_no_points_and_points_alone_no_box():
+    alone = RESIZED.prompt_to_patch(_box(0.4, 0.3, 0.6, 0.7))
+    assert alone.points.shape == (0, 2) and alone.labels.shape == (0,)
+    assert RESIZED.prompt_to_patch(_point(0.5, 0.5)).box is None
+
+
+def test_a_prompt_in_the_patch_is_exactly_where_its_image_pixels_map():
+    """fractions_to_patch is image_to_patch of the image pixels, bit for bit (per-axis scale too)."""
+    fm = FrameMap((3001, 1999), (1234, 777), Window(-17, 40, 512, 300), "patch")
+    xy = np.random.default_rng(1).uniform(0, 1, size=(64, 2))
+    assert np.array_equal(fm.fractions_to_patch(xy), fm.image_to_patch(xy * np.array([3001.0, 1999.0])))
+
+
+def test_frame_bounds_are_the_prompts_bounds_in_frame_pixels():
+    prompt = Prompt(points=((0.5, 0.5),), labels=(1,), box=(0.4, 0.3, 0.6, 0.7))
+    assert RESIZED.frame_bounds(prompt) == pytest.approx((800.0, 300.0, 1200.0, 700.0))
+    assert RESIZED.frame_bounds(_point(0.25, 0.75)) == pytest.approx((500.0, 750.0, 500.0, 750.0))
+
+
+def test_patch_to_percent_is_the_inverse_of_fractions_to_patch_clipped_to_the_image():
+    xy = np.random.default_rng(2).uniform(0, 1, size=(50, 2))
+    assert RESIZED.patch_to_percent(RESIZED.fractions_to_patch(xy)) == pytest.approx(xy * 100)
+    outside = np.array([[-800.0, -300.0], [1300.0, 800.0], [0.0, 0.0]])
+    assert RESIZED.patch_to_percent(outside) == pytest.approx(np.array([[0.0, 0.0], [100.0, 100.0], [37.2, 24.4]]))
+
+
 # -- window reuse ----------------------------------------------------------------------------
 
 SUB = {"subpatching": {"patch_size": 1024}}

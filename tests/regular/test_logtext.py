@@ -49,7 +49,7 @@ INTERNAL = {
     ("sam2plus/framestore.py", "exc"): "the disk's OSError on a path the backend named",
     ("sam2plus/fetch.py", "self.download_dir"): "CACHE_DIR/downloads, a setting",
     ("sam2plus/fetch.py", "exc"): "the disk's OSError on a path the backend named (content hashes)",
-    ("sam2plus/pipeline.py", "*size"): "a decoded image's size (ints)",
+    ("sam2plus/prompts.py", "*size"): "a decoded image's size (ints)",
     ("sam2plus/pipeline.py", "frame_map.mode"): "the backend's frame mode",
     ("sam2plus/pipeline.py", "*frame_map.frame_size"): "ints",
     ("sam2plus/pipeline.py", "astuple(frame_map.window)"): "ints",

@@ -1,4 +1,8 @@
-"""Label Studio's interactive context -> Prompt (fractions of the image)."""
+"""Label Studio's interactive context -> Prompt (fractions of the image, and the size it declares)."""
+
+import ast
+import logging
+from pathlib import Path
 
 import pytest
 
@@ -114,7 +118,48 @@ def test_unlabelled_region_keeps_an_earlier_label():
 
 
 def test_prompt_is_a_plain_value():
-    assert parse_prompt(_ctx(_point(50, 50))) == Prompt(points=((0.5, 0.5),), labels=(1,))
+    expected = Prompt(points=((0.5, 0.5),), labels=(1,), declared_size=(1000, 500))
+    assert parse_prompt(_ctx(_point(50, 50))) == expected
+
+
+@pytest.mark.parametrize(
+    "first, declared",
+    [
+        ({"original_width": 1000, "original_height": 500}, (1000, 500)),
+        ({"original_width": 1000}, None),
+        ({"original_height": 500}, None),
+        ({"original_width": None, "original_height": 500}, None),
+        ({}, None),
+        ({"original_width": "1600\nforged", "original_height": [1]}, ("1600\nforged", [1])),  # as sent
+    ],
+)
+def test_the_first_region_declares_the_image_size(first, declared):
+    region = {"type": "keypointlabels", "value": {"x": 50, "y": 50}, **first}
+    later = _point(10, 10) | {"original_width": 7, "original_height": 7}  # only the first region counts
+    assert parse_prompt(_ctx(region, later)).declared_size == declared
+
+
+@pytest.mark.parametrize(
+    "declared, warned",
+    [((1000, 500), False), ((1000.0, 500), False), (None, False), ((500, 1000), True), (("1000", 500), True)],
+)
+def test_a_declared_size_other_than_the_decoded_one_is_a_warning(declared, warned, caplog):
+    """The decoded size is used either way; the context's values reach the log escaped."""
+    with caplog.at_level(logging.WARNING, logger="sam2plus.prompts"):
+        Prompt(points=((0.5, 0.5),), labels=(1,), declared_size=declared).check_image_size((1000, 500))
+    messages = [record.getMessage() for record in caplog.records]
+    assert bool(messages) == warned, messages
+    if warned:
+        shown = "x".join(repr(value) for value in declared)
+        assert messages == [f"context says the image is {shown} but it decodes to 1000x500; using the decoded size"]
+
+
+def test_a_forged_declared_size_is_logged_on_one_line(caplog):
+    prompt = Prompt(points=((0.5, 0.5),), labels=(1,), declared_size=("1600\n[WARNING] forged", 500))
+    with caplog.at_level(logging.WARNING, logger="sam2plus.prompts"):
+        prompt.check_image_size((1000, 500))
+    (message,) = [record.getMessage() for record in caplog.records]
+    assert "\n" not in message and "'1600\\n[WARNING] forged'" in message
 
 
 @pytest.mark.parametrize("context", [None, {}, {"result": []}, {"result": None}, {"result": {"x": 1}}, []])
@@ -196,3 +241,16 @@ def test_rectangle_starting_on_the_far_edge_has_no_area_inside_the_image():
     with pytest.raises(RequestError) as caught:
         parse_prompt(context)
     assert caught.value.field == "context.result[0].value" and "no area" in caught.value.message
+
+
+def test_the_click_path_reads_the_context_only_through_parse_prompt():
+    """Issue 20: each click's context is parsed once; every later stage gets the Prompt."""
+    source = (Path(__file__).resolve().parents[2] / "sam2plus" / "pipeline.py").read_text()
+    (run,) = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef) and node.name == "run"]
+    reads = [node for node in ast.walk(run) if isinstance(node, ast.Name) and node.id == "context"]
+    parses = [
+        node
+        for node in ast.walk(run)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "parse_prompt"
+    ]
+    assert len(parses) == 1 and len(reads) == 1 and parses[0].args[0] is reads[0]
