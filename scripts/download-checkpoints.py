@@ -83,6 +83,11 @@ def download(directory: Path, names: list[str], base_url: str) -> None:
             print(f"skip {dest} (present)", flush=True)
             continue
         url = f"{base_url.rstrip('/')}/{name}"
+        if not os.access(directory, os.W_OK):
+            raise DownloadError(
+                f"{directory} is not writable by uid {os.getuid()}, so {name} cannot be downloaded:"
+                " make the checkpoint store writable for it, or put the checkpoint there yourself"
+            )
         print(f"fetch {url} -> {dest}", flush=True)
         fetch(url, dest, size, sha256)
         print(f"ok {dest} ({size} bytes, SHA-256 verified)", flush=True)

