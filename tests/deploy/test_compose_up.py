@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 
 import pytest
 import requests
 
+from tests.e2e.ls import label_config as ls_label_config
+from tests.e2e.stack import IMAGE_SIZE
 from tests.support import compose as cp
 from tests.support import podman as pm
 from tests.support.locks import REPO
+from tests.support.regions import require_some
 from tests.support.scenes import DiscScene, label_config, rect_context
 from tests.support.servers import free_port
 
@@ -121,6 +125,31 @@ def test_single_compose_serves_one_target_through_its_front_behind_basic_auth(do
             f"{click_seconds:.2f} s ({SCENE.width}x{SCENE.height}, hiera-t untrained, CPU)\n{ps}"
         )
         assert "127.0.0.1:" in ps and ":9090" not in ps.replace("9090/tcp", ""), "only the front is published"
+        stop_during_a_click(project, args, url, auth, container)
+
+
+def stop_during_a_click(project: cp.Project, args: tuple, url: str, auth: tuple, container: str) -> None:
+    """`docker compose stop` while a click on a new image is in flight: the front (SIGUSR1, a soft
+    stop) and gunicorn (SIGTERM) both let it finish within stop_grace_period; exit 0."""
+    DiscScene(1400, 1000, 700, 500, 130).write(project.folder / "one/cache/tasks/fresh.jpg")
+    answers, fresh = [], body("1", "BrushLabels")
+    fresh["tasks"][0]["data"]["image"] = "/cache/tasks/fresh.jpg"
+
+    def click():
+        answers.append(requests.post(f"{url}/predict", json=fresh, auth=auth, timeout=300))
+        answers.append(time.monotonic())
+
+    clicking = threading.Thread(target=click)
+    clicking.start()
+    time.sleep(1)  # the click is in the worker: its decode and encoder run take seconds on CPU
+    stop_sent = time.monotonic()
+    stopped = project.run(*args, "stop")
+    clicking.join(60)
+    assert stopped.returncode == 0, stopped.stderr
+    answer, answered_at = answers
+    assert answer.status_code == 200 and answered_at > stop_sent, answer.text
+    assert pm.state(container)["exit_code"] == "0" and "Traceback" not in pm.logs(container)
+    print(f"compose stop during a click: answered {answered_at - stop_sent:.1f} s after the stop began")
 
 
 def refused_format(url: str, auth: tuple, project: str, fmt: str) -> str | None:
@@ -187,3 +216,47 @@ def test_sam2_build_says_when_the_checkpoint_store_cannot_be_downloaded_to_and_k
         assert "sam2.1_hiera_tiny.pt is present: nothing to download" in filled.stdout
     finally:
         project.run(*args, "down", "--timeout", "0", shell=shell)
+
+
+def test_label_studio_gets_regions_from_a_containerised_target(docker_host, tmp_path, label_studio, image_path):
+    """The real Label Studio 1.23.2 (tests/e2e/stack.py) and single-compose.yml with a host-network
+    override: a smart rectangle in Label Studio returns regions through the front and the container."""
+    project = cp.project(tmp_path, docker_host)
+    container, _, auth = target(project, "ls")
+    front_port, backend_port = free_port(), free_port()
+    env = cp.target_env(container, front_port, password=auth[1])
+    env |= {"SERVER_DIR": "./ls/data", "CACHE_DIR": "./ls/cache"}
+    env |= {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token}
+    project.write_env("envs/ls.env", env)
+    override = cp.host_network_override(project, "host-network.yml", backend_port, front_port)
+    args = (*SINGLE, "-f", override, "--env-file", "envs/ls.env")
+    url = f"http://127.0.0.1:{front_port}"
+    with running(project, *args):
+        wait_healthy(url, container)
+        api = label_studio.api()
+        ls_project = api.create_project(ls_label_config("RectangleLabels", "BrushLabels"))
+        task = api.upload_image(ls_project, image_path)
+        added = api.request(
+            "POST",
+            "/api/ml",
+            json={
+                "url": url,
+                "project": ls_project,
+                "is_interactive": True,
+                "title": "SAM2Plus in a container",
+                "auth_method": "BASIC_AUTH",
+                "basic_auth_user": auth[0],
+                "basic_auth_pass": auth[1],
+            },
+        )
+        assert added.status_code == 201, added.text[:2000]
+        ml = added.json()["id"]
+        per_prompt, seconds = [], []
+        for box in ((1000, 690, 1120, 810), (280, 230, 440, 360)):
+            started = time.monotonic()
+            answer = api.interactive(ml, task["id"], rect_context(box, *IMAGE_SIZE, label="Obj"))
+            seconds.append(time.monotonic() - started)
+            assert "errors" not in answer, answer
+            per_prompt.append(answer["data"]["result"])
+        require_some(per_prompt, "Label Studio -> front -> container")
+        print(f"\nLabel Studio smart clicks through the container: {', '.join(f'{s:.2f} s' for s in seconds)}")

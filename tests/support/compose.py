@@ -129,3 +129,24 @@ def target_env(name: str, port: int, gpu: str = "0", password: str = "") -> dict
 def stop_timeout(container: str) -> int:
     """The seconds `stop` waits after the stop signal, as the engine holds them for container."""
     return int(pm.podman("inspect", "--format", "{{.Config.StopTimeout}}", container).stdout.strip())
+
+
+def host_network_override(project: Project, name: str, backend_port: int, front_port: int) -> str:
+    """Write a test override of single-compose.yml that puts the backend and its front on the host's
+    network (podman knows no host-gateway, so this is how a container reaches a server on loopback),
+    both listening on 127.0.0.1 only; returns its file name."""
+    text = f"""services:
+  sam2plus:
+    network_mode: host
+    environment:
+      HOST: 127.0.0.1
+      PORT: "{backend_port}"
+  front:
+    network_mode: host
+    ports: !reset []
+    environment:
+      FRONT_ADDR: 127.0.0.1:{front_port}
+      BACKEND_ADDR: 127.0.0.1:{backend_port}
+"""
+    (project.folder / name).write_text(text)
+    return name
