@@ -359,3 +359,40 @@ def test_single_compose_publishes_only_the_front_which_reaches_the_backend_by_se
         front["build"]["context"] == str(REPO / "haproxy") and front["image"] == read_env(REPO / ".env")["FRONT_IMAGE"]
     )
     assert front["container_name"] == env["CONTAINER_NAME"] + "-front"
+
+
+GRACEFUL_TIMEOUT = ServingConfig().graceful_timeout  # seconds gunicorn gives the clicks in flight on SIGTERM
+
+
+def seconds(duration: str) -> float:
+    """A Compose duration as `config` prints it (2m10s, 130s, 1m) in seconds."""
+    minutes, _, rest = duration.rpartition("m") if "m" in duration else ("0", "", duration)
+    return int(minutes or 0) * 60 + float(rest.removesuffix("s") or 0)
+
+
+@pytest.mark.parametrize("target", SHIPPED)
+def test_every_backend_and_front_waits_longer_than_graceful_timeout_when_stopped(multi, target):
+    single = config("-f", "single-compose.yml", "--env-file", f"envs/{target}.env")
+    services = [*single["services"].values()] + [multi["services"][t] for t in TARGETS]
+    services += [multi["services"][f"{t}-front"] for t in TARGETS]
+    for service in services:
+        assert seconds(service["stop_grace_period"]) > GRACEFUL_TIMEOUT, service.get("container_name")
+    fronts = [single["services"]["front"]] + [multi["services"][f"{t}-front"] for t in TARGETS]
+    assert {front["stop_signal"] for front in fronts} == {"SIGUSR1"}, "HAProxy's soft stop"
+
+
+def test_the_cpu_overrides_drop_every_gpu_reservation_and_run_hiera_t_untrained():
+    multi_cpu = config("-f", "compose.yml", "-f", "compose.cpu.yml")
+    single_cpu = config("-f", "single-compose.yml", "-f", "single-compose.cpu.yml", "--env-file", "envs/localhost.env")
+    backends = [multi_cpu["services"][t] for t in TARGETS] + [single_cpu["services"]["sam2plus"]]
+    for service in backends:
+        assert "deploy" not in service and not service.get("extra_hosts"), "no GPU, no host-gateway (podman)"
+        assert {k: service["environment"][k] for k in ("DEVICE", "MODEL_CONFIG", "MODEL_CHECKPOINT")} == {
+            "DEVICE": "cpu",
+            "MODEL_CONFIG": "configs/sam2.1/sam2.1_hiera_t.yaml",
+            "MODEL_CHECKPOINT": "untrained",
+        }
+    assert multi_cpu["services"]["sam2-build"]["command"][-2:] == ["--if-missing", "untrained"]
+    tiny = config("-f", "compose.yml", "-f", "compose.cpu.yml", shell={"CPU_MODEL_CHECKPOINT": "sam2.1_hiera_tiny.pt"})
+    assert tiny["services"]["sam2-build"]["command"][-1] == "sam2.1_hiera_tiny.pt"
+    assert {tiny["services"][t]["environment"]["MODEL_CHECKPOINT"] for t in TARGETS} == {"sam2.1_hiera_tiny.pt"}
