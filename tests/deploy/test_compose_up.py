@@ -182,15 +182,20 @@ def test_compose_yml_runs_two_targets_whose_settings_stay_their_own_across_down_
         down = project.run(*args, "down")
         down_seconds = time.monotonic() - started
         assert down.returncode == 0, down.stderr
+        started = time.monotonic()
         up_again = project.run(*args, "up", "--detach", "--no-build")
         assert up_again.returncode == 0, up_again.stderr
         for name, url in ((brick, brick_url), (ichthyolith, ichthyolith_url)):
             wait_healthy(url, name)
+        healthy_seconds = time.monotonic() - started
         assert "<Rectangle>" in refused_format(brick_url, brick_auth, "7", "BrushLabels")
         assert "<BrushLabels>" in refused_format(ichthyolith_url, ichthyolith_auth, "7", "Rectangle")
         for name in ("brick", "ichthyolith"):
             assert (tmp_path / name / "data" / "models" / "sam2plus-settings.sqlite3").is_file()
-        print(f"\ncompose.yml: up {up_seconds:.1f} s, down {down_seconds:.1f} s\n{up_again.stderr[-1500:]}")
+        print(
+            f"\ncompose.yml: up {up_seconds:.1f} s, down {down_seconds:.1f} s, up again and both healthy"
+            f" {healthy_seconds:.1f} s\n{up_again.stderr[-1500:]}"
+        )
 
 
 def test_sam2_build_says_when_the_checkpoint_store_cannot_be_downloaded_to_and_keeps_a_filled_one(
