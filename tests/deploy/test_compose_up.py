@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.e2e.ls import label_config as ls_label_config
-from tests.e2e.stack import IMAGE_SIZE
+from tests.e2e.stack import DEFAULT_VERSION, IMAGE_SIZE
 from tests.support import compose as cp
 from tests.support import podman as pm
 from tests.support.locks import REPO
@@ -226,6 +226,7 @@ def test_sam2_build_says_when_the_checkpoint_store_cannot_be_downloaded_to_and_k
 def test_label_studio_gets_regions_from_a_containerised_target(docker_host, tmp_path, label_studio, image_path):
     """The real Label Studio 1.23.2 (tests/e2e/stack.py) and single-compose.yml with a host-network
     override: a smart rectangle in Label Studio returns regions through the front and the container."""
+    assert label_studio.version == DEFAULT_VERSION == "1.23.2"
     project = cp.project(tmp_path, docker_host)
     container, _, auth = target(project, "ls")
     front_port, backend_port = free_port(), free_port()

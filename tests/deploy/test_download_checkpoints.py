@@ -7,9 +7,11 @@ keep the real table and never let a real-sized download complete.
 import hashlib
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -240,3 +242,39 @@ def test_cli_stopped_mid_transfer_leaves_no_partial_file(tmp_path, mirror):
             proc.kill()
             proc.wait()
     assert leftovers(tmp_path) == []
+
+
+def test_cli_names_a_store_it_cannot_write_before_any_download():
+    """As the image's user (uid 1000) when run as root, otherwise with the store made read-only:
+    the message names the folder, the user and the way out, and no request is sent."""
+    root = Path(tempfile.mkdtemp())  # not under tmp_path: uid 1000 must be able to reach it
+    try:
+        root.chmod(0o755)
+        (root / "store").mkdir(mode=0o755)
+        as_root = os.geteuid() == 0
+        if not as_root:
+            (root / "store").chmod(0o555)
+        env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+        env["SAM2_CHECKPOINT_BASE_URL"] = closed_port_url()
+        result = subprocess.run(
+            # Debian's python3 (stdlib only, as in the image): uid 1000 may not reach the venv's interpreter.
+            [
+                "/usr/bin/python3" if as_root else sys.executable,
+                str(SCRIPT),
+                str(root / "store"),
+                "sam2.1_hiera_tiny.pt",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            **({"user": 1000, "group": 1000, "extra_groups": []} if as_root else {}),
+        )
+        assert result.returncode == 1
+        uid = 1000 if as_root else os.geteuid()
+        assert result.stderr.startswith(
+            f"error: {root / 'store'} is not writable by uid {uid}, so sam2.1_hiera_tiny.pt cannot be downloaded:"
+        ), result.stderr
+        assert "fetch " not in result.stdout
+    finally:
+        shutil.rmtree(root)
