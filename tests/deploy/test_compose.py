@@ -32,7 +32,7 @@ PER_TARGET = (
     "BASIC_AUTH_USER",
     "BASIC_AUTH_PASS",
 )
-SHARED = ("IMAGE", "DEVICE", "MODEL_CONFIG", "MODEL_CHECKPOINT", "MODEL_STORE", "WORKERS", "THREADS")
+SHARED = ("IMAGE", "FRONT_IMAGE", "DEVICE", "MODEL_CONFIG", "MODEL_CHECKPOINT", "MODEL_STORE", "WORKERS", "THREADS")
 
 
 def docker_compose(*args: str, cwd: Path = REPO, shell: dict | None = None) -> subprocess.CompletedProcess:
@@ -58,6 +58,17 @@ def host_path(value: str, base: Path = REPO) -> str:
     return str((base / value).resolve())
 
 
+def published(service: dict) -> list[tuple]:
+    """(host address, host port, container port) of each port a service publishes."""
+    return [(p["host_ip"], p["published"], p["target"]) for p in service.get("ports", [])]
+
+
+def backend_of(project: dict) -> dict:
+    """single-compose.yml's backend service (the other one is its front)."""
+    assert set(project["services"]) == {"sam2plus", "front"}
+    return project["services"]["sam2plus"]
+
+
 def mount(service: dict, target: str) -> dict:
     """The one volume of service mounted at target."""
     (volume,) = [v for v in service["volumes"] if v["target"] == target]
@@ -72,7 +83,8 @@ def multi() -> dict:
 def test_compose_yml_runs_sam2_build_and_every_target_stub(multi):
     assert {"brick", "ichthyolith"} <= set(TARGETS)
     assert {"example", "localhost", *TARGETS} <= set(SHIPPED)
-    assert set(multi["services"]) == {"sam2-build", *TARGETS}
+    fronts = {f"{target}-front" for target in TARGETS}
+    assert set(multi["services"]) == {"sam2-build", "front-build", *TARGETS, *fronts}
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -80,9 +92,10 @@ def test_each_target_takes_its_settings_from_its_own_env_file(multi, target):
     env = read_env(REPO / "envs" / f"{target}.env")
     service = multi["services"][target]
     assert service["container_name"] == env["CONTAINER_NAME"]
-    assert [(p["host_ip"], p["published"], p["target"]) for p in service["ports"]] == [
-        (env["HOST_ADDRESS"], env["HOST_PORT"], 9090)
-    ]
+    assert published(service) == [], "the backend is reached only through its front"
+    front = multi["services"][f"{target}-front"]
+    assert front["container_name"] == env["CONTAINER_NAME"] + "-front"
+    assert published(front) == [(env["HOST_ADDRESS"], env["HOST_PORT"], 8080)]
     (device,) = service["deploy"]["resources"]["reservations"]["devices"]
     assert device["device_ids"] == [env["HOST_GPU"]] and device["capabilities"] == ["gpu"]
     assert mount(service, "/data")["source"] == host_path(env["SERVER_DIR"])
@@ -93,7 +106,7 @@ def test_each_target_takes_its_settings_from_its_own_env_file(multi, target):
 
 def test_no_two_targets_share_a_port_gpu_name_cache_or_data_folder(multi):
     targets = [multi["services"][t] for t in TARGETS]
-    assert len({s["ports"][0]["published"] for s in targets}) == len(TARGETS)
+    assert len({published(multi["services"][f"{t}-front"])[0][1] for t in TARGETS}) == len(TARGETS)
     assert len({s["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"][0] for s in targets}) == len(
         TARGETS
     )
@@ -186,9 +199,11 @@ def test_adding_a_target_takes_an_env_file_a_stub_and_an_include_entry(tmp_path)
     entry = "  - path: envs/otolith.yml\n    env_file: envs/otolith.env\n    project_directory: .\n"
     text = (tmp_path / "compose.yml").read_text()  # the include list ends where `services:` begins
     (tmp_path / "compose.yml").write_text(text.replace("\nservices:", entry + "\nservices:", 1))
-    service = config(cwd=tmp_path)["services"]["otolith"]
-    assert service["container_name"] == "sam2plus-otolith" and service["ports"][0]["published"] == "22204"
-    assert service["ports"][0]["host_ip"] == "127.0.0.1", "the template publishes on this machine only"
+    project = config(cwd=tmp_path)
+    service, front = project["services"]["otolith"], project["services"]["otolith-front"]
+    assert service["container_name"] == "sam2plus-otolith" and published(service) == []
+    assert published(front) == [("127.0.0.1", "22204", 8080)], "the template publishes on this machine only"
+    assert front["environment"]["BACKEND_ADDR"] == "otolith:9090"
     assert service["environment"]["BASIC_AUTH_USER"], "and turns basic auth on"
     assert service["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["2"]
     assert mount(service, "/cache")["source"] == host_path("vols/otolith/cache", tmp_path)
@@ -199,9 +214,10 @@ def test_single_compose_runs_one_target_from_its_env_file(target):
     env, root = read_env(REPO / "envs" / f"{target}.env"), read_env(REPO / ".env")
     project = config("-f", "single-compose.yml", "--env-file", f"envs/{target}.env")
     assert project["name"] == env["CONTAINER_NAME"]  # one Compose project per target
-    (service,) = project["services"].values()
+    service = backend_of(project)
     assert service["container_name"] == env["CONTAINER_NAME"]
-    assert (service["ports"][0]["host_ip"], service["ports"][0]["published"]) == (env["HOST_ADDRESS"], env["HOST_PORT"])
+    assert published(service) == []
+    assert published(project["services"]["front"]) == [(env["HOST_ADDRESS"], env["HOST_PORT"], 8080)]
     assert service["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == [env["HOST_GPU"]]
     assert mount(service, "/data")["source"] == host_path(env["SERVER_DIR"])
     assert mount(service, "/cache")["source"] == host_path(env["CACHE_DIR"])
@@ -253,10 +269,10 @@ def test_a_target_with_a_blank_password_does_not_start_and_starts_once_one_is_en
     """The container's environment as Compose resolves it, read by the backend's own settings:
     a fresh clone (password blanked by the secret filter) stops at start-up with a clear message."""
     args = ("-f", "single-compose.yml", "--env-file", f"envs/{target}.env")
-    (service,) = config(*args)["services"].values()
+    service = backend_of(config(*args))
     with pytest.raises(ConfigError, match="BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty"):
         ServerConfig.from_env(service["environment"])
-    (service,) = config(*args, shell={"BASIC_AUTH_PASS": "entered-after-clone"})["services"].values()
+    service = backend_of(config(*args, shell={"BASIC_AUTH_PASS": "entered-after-clone"}))
     settings = ServerConfig.from_env(service["environment"])
     assert (settings.basic_auth_user, settings.basic_auth_pass) == ("sam2plus", "entered-after-clone")
     assert settings.artifacts == read_env(REPO / "envs" / f"{target}.env")["ARTIFACTS"]
@@ -268,7 +284,7 @@ def test_a_target_may_turn_basic_auth_off_with_both_values_blank(tmp_path):
     shutil.copy(REPO / ".env", tmp_path)
     text = (REPO / "envs" / "localhost.env").read_text().replace("BASIC_AUTH_USER=sam2plus", "BASIC_AUTH_USER=")
     (tmp_path / "open.env").write_text(text)
-    (service,) = config("-f", "single-compose.yml", "--env-file", "open.env", cwd=tmp_path)["services"].values()
+    service = backend_of(config("-f", "single-compose.yml", "--env-file", "open.env", cwd=tmp_path))
     assert ServerConfig.from_env(service["environment"]).basic_auth_user is None
 
 
@@ -299,13 +315,47 @@ def test_every_backend_setting_reaches_the_container_from_an_env_file(tmp_path):
     target = tmp_path / "envs" / "localhost.env"
     given = {name: str(1000 + n) for n, name in enumerate(sorted(settings)) if name not in read_env(target)}
     target.write_text(target.read_text() + "".join(f"{k}={v}\n" for k, v in given.items()))
-    (service,) = config("-f", "single-compose.yml", "--env-file", "envs/localhost.env", cwd=tmp_path)[
-        "services"
-    ].values()
+    service = backend_of(config("-f", "single-compose.yml", "--env-file", "envs/localhost.env", cwd=tmp_path))
     assert settings <= set(service["environment"]), settings - set(service["environment"])
     assert {k: service["environment"][k] for k in given} == given
     defaults = ServerConfig.from_env({})
-    (plain,) = config("-f", "single-compose.yml", "--env-file", "envs/localhost.env")["services"].values()
+    plain = backend_of(config("-f", "single-compose.yml", "--env-file", "envs/localhost.env"))
     blank = ServerConfig.from_env({**plain["environment"], "BASIC_AUTH_PASS": "a password"})
     for name in ("max_request_bytes", "download_cache_mb", "image_hosts_block_private", "max_prompt_points"):
         assert getattr(blank, name) == getattr(defaults, name), name
+
+
+# --- the buffering front (issue 21: slow clients held gunicorn's threads; README: Security) ---
+
+
+def test_compose_yml_builds_the_front_image_once_and_checks_its_configuration(multi):
+    build = multi["services"]["front-build"]
+    assert build["build"]["context"] == str(REPO / "haproxy") and build["build"]["dockerfile"] == "Dockerfile"
+    assert build["image"] == read_env(REPO / ".env")["FRONT_IMAGE"]
+    assert build["command"][:2] == ["haproxy", "-c"], "a configuration check, then it exits"
+    assert build["healthcheck"]["disable"] is True and "ports" not in build
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_target_has_a_front_that_reaches_its_backend_by_service_name(multi, target):
+    front = multi["services"][f"{target}-front"]
+    assert front["environment"] == {"BACKEND_ADDR": f"{target}:9090"}  # the backend's container port
+    assert front["image"] == multi["services"]["front-build"]["image"] and "build" not in front
+    assert front["depends_on"][target]["condition"] == "service_started"
+    assert front["depends_on"]["front-build"]["condition"] == "service_completed_successfully"
+    assert front["restart"] == "unless-stopped" and "deploy" not in front  # no GPU for HAProxy
+    assert "volumes" not in front, "the front holds no data"
+
+
+@pytest.mark.parametrize("target", SHIPPED)
+def test_single_compose_publishes_only_the_front_which_reaches_the_backend_by_service_name(target):
+    env = read_env(REPO / "envs" / f"{target}.env")
+    project = config("-f", "single-compose.yml", "--env-file", f"envs/{target}.env")
+    front, backend = project["services"]["front"], backend_of(project)
+    assert published(front) == [(env["HOST_ADDRESS"], env["HOST_PORT"], 8080)] and published(backend) == []
+    assert front["environment"] == {"BACKEND_ADDR": "sam2plus:9090"}
+    assert front["depends_on"]["sam2plus"]["condition"] == "service_started"
+    assert (
+        front["build"]["context"] == str(REPO / "haproxy") and front["image"] == read_env(REPO / ".env")["FRONT_IMAGE"]
+    )
+    assert front["container_name"] == env["CONTAINER_NAME"] + "-front"
