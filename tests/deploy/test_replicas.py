@@ -273,3 +273,4 @@ def test_the_benchmark_scenario_keeps_one_encoder_run_per_session(cluster):
     assert figures["single_encoder_runs_per_session"] == figures["replicas_encoder_runs_per_session"] == 1
     for key in ("single_refine_p95_ms", "replicas_refine_p95_ms", "balancer_overhead_ms"):
         assert isinstance(figures[key], float), key
+    assert 0 <= figures["haproxy_ms_p50"] <= figures["haproxy_ms_max"] < 1000

@@ -24,7 +24,7 @@ REPLICAS_CFG = HAPROXY_DIR / "replicas.cfg"
 REPLICA_COUNT = 3  # replicas.cfg's server lines
 # front.cfg's httplog line: client [accept date] frontend backend/server timers status ... "METHOD PATH ..."
 _ROUTED = re.compile(
-    r'\[(?P<date>[^\]]+)\] front (?P<backend>\S+)/(?P<server>\S+) \S+ (?P<status>\d+) .*"\S+ (?P<path>\S+)'
+    r'\[(?P<date>[^\]]+)\] front (?P<backend>\S+)/(?P<server>\S+) (?P<timers>\S+) (?P<status>\d+) .*"\S+ (?P<path>\S+)'
 )
 
 
@@ -65,12 +65,19 @@ class Replica:
 
 @dataclasses.dataclass
 class Route:
-    """One request as HAProxy logged it: when it was accepted, the replica that served it, its status."""
+    """One request as HAProxy logged it: when it was accepted, the replica that served it, its status,
+    and HAProxy's timers in ms (TR/Tw/Tc/Tr/Ta: request, queue, connect, server response, total)."""
 
     accepted: str
     server: str
     status: int
     path: str
+    timers: tuple[int, ...] = ()
+
+    @property
+    def haproxy_ms(self) -> int:
+        """What HAProxy added to the request: its total time less the server's answer time (Ta - Tr)."""
+        return self.timers[4] - self.timers[3]
 
 
 @dataclasses.dataclass
@@ -95,7 +102,8 @@ class Cluster:
         found = []
         for line in self.front.log.read_text(errors="replace").splitlines():
             if match := _ROUTED.search(line):
-                found.append(Route(match["date"], match["server"], int(match["status"]), match["path"]))
+                timers = tuple(int(t) for t in match["timers"].lstrip("+").split("/"))
+                found.append(Route(match["date"], match["server"], int(match["status"]), match["path"], timers))
         return found
 
     def route_of(self, tag: str, timeout: float = 5) -> Route:
