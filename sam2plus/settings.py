@@ -178,18 +178,22 @@ class PostgresSettingsStore:
             self._cache.popitem(last=False)
 
     def _run(self, step):
-        """`step(cursor)` on the connection (made, with the schema, when there is none); a
-        connection that fails is dropped and the failure raised as SettingsUnavailable."""
+        """`step(cursor)` on the connection (made, with the schema, when there is none). A kept
+        connection that fails (PostgreSQL restarted since) is replaced once at once; a failure on a
+        new one is raised as SettingsUnavailable. Every step may be repeated (a read, an upsert)."""
         import psycopg  # only a PostgreSQL store needs it
 
-        try:
-            if self._connection is None or self._connection.closed:
-                self._connection = _connect(psycopg, self.url)
-            with self._connection.cursor() as cursor:
-                return step(cursor)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self.close()
-            raise SettingsUnavailable(unreachable(self.url, exc)) from None
+        while True:
+            kept = self._connection is not None and not self._connection.closed
+            try:
+                if not kept:
+                    self._connection = _connect(psycopg, self.url)
+                with self._connection.cursor() as cursor:
+                    return step(cursor)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self.close()
+                if not kept:
+                    raise SettingsUnavailable(unreachable(self.url, exc)) from None
 
 
 def _connect(psycopg, url: str):
