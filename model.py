@@ -11,6 +11,7 @@ from sam2plus.config import ServerConfig
 from sam2plus.errors import RequestError, describe
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
 from sam2plus.framestore import FrameStore
+from sam2plus.images import read_info
 from sam2plus.labelconfig import find_output_control
 from sam2plus.logtext import logtext
 from sam2plus.params import ExtraParams, parse_extra_params
@@ -51,6 +52,7 @@ class SAM2Plus:
             config.fetch_timeout,
             block_private=config.image_hosts_block_private,
             cache_bytes=config.download_cache_mb << 20,
+            check=lambda path, field: read_info(path, config.max_image_pixels, field),  # only images are kept
         )
         frames = FrameStore(Path(config.cache_dir) / "frames", config.frame_cache_mb << 20)
         self.pipeline = Pipeline(

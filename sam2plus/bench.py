@@ -9,7 +9,10 @@ box; the stock pipeline is HumanSignal's example reproduced step by step: Pillow
 the whole image, `set_image` on it on every click, `predict`, and label-studio-sdk's
 `mask2rle` of the full-resolution mask. Every figure is a median in milliseconds over runs
 in this process. SAM2Plus is measured first and its peak memory read before anything else
-allocates (`peak_rss_mb`); the stock part's peak is `stock_peak_rss_mb`.
+allocates (`peak_rss_mb`); the stock part's peak is `stock_peak_rss_mb`. On CUDA the same peaks
+of GPU memory held by torch are `peak_gpu_mb` and `stock_peak_gpu_mb` (None on CPU), and the
+bare encoder timings (`encoder_ms`, `session_encoder_ms`) read the clock after
+`torch.cuda.synchronize()`: `set_image` returns before the GPU has finished.
 
 Two scenarios measure what Label Studio really sends (contexts built by `sam2plus.contexts`,
 as the editor serialises them: a refinement click resends every earlier point of the object):
@@ -62,6 +65,8 @@ __all__ = [
     "LOOK_S",
     "make_image",
     "reset_rss_peak",
+    "synchronized",
+    "gpu_peak_mb",
     "median_ms",
     "run",
     "session_figures",
@@ -163,6 +168,35 @@ def reset_rss_peak() -> None:
         pass
 
 
+def synchronized(fn, device: str):
+    """fn, returning only once the GPU has finished what it queued (CUDA runs asynchronously), so
+    that a clock read after it measures the work and not the kernel launches."""
+    if not str(device).startswith("cuda"):
+        return fn
+
+    def run_and_wait():
+        import torch
+
+        result = fn()
+        torch.cuda.synchronize()
+        return result
+
+    return run_and_wait
+
+
+def gpu_peak_mb(device: str, reset: bool = False) -> float | None:
+    """Peak GPU memory held by torch's tensors since the last reset, in MiB (None off CUDA);
+    `reset` starts the peak over from now."""
+    if not str(device).startswith("cuda"):
+        return None
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return peak
+
+
 def median_ms(fn, runs: int, before=None) -> tuple[float, object]:
     times, result = [], None
     for _ in range(runs):
@@ -228,6 +262,8 @@ def run(
         "image_size": [scene.width, scene.height],
         "image_bytes": image_path.stat().st_size,
     }
+    device = segmenter.device
+    figures["model_gpu_mb"] = gpu_peak_mb(device, reset=True)  # loading the model: weights and torch's start-up
     reset_rss_peak()
     click()  # warm-up: first-call allocations of torch and the decoders
     figures["first_ms"], _ = median_ms(click, repeats, before=cold)
@@ -239,6 +275,7 @@ def run(
     figures.update(session_figures(model, task, scene, repeats, cold))
     figures.update(multi_figures(model, workdir, cold, annotators))
     figures["peak_rss_mb"] = _status_mb("VmHWM")  # the request path ends here
+    figures["peak_gpu_mb"] = gpu_peak_mb(device)
     figures["process_rss_mb"] = _status_mb("VmRSS")
     figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
 
@@ -255,7 +292,7 @@ def run(
     box_in_patch = np.array([x0 - left, y0 - top, x1 - left, y1 - top], dtype=np.float32)
     with segmenter._autocast():
         figures["encoder_ms"], _ = median_ms(
-            lambda: predictor.set_image(to_model_input(patch, segmenter.input_size)), repeats
+            synchronized(lambda: predictor.set_image(to_model_input(patch, segmenter.input_size)), device), repeats
         )
         figures["decoder_ms"], _ = median_ms(
             lambda: predictor.predict(box=box_in_patch, multimask_output=True, return_logits=True), repeats * 3
@@ -288,6 +325,7 @@ def run(
         figures["stock_first_ms"], _ = median_ms(stock_click, 1, before=gc.collect)
         figures["stock_repeat_ms"], _ = median_ms(stock_click, max(1, repeats - 1), before=gc.collect)
     figures["stock_peak_rss_mb"] = _status_mb("VmHWM")
+    figures["stock_peak_gpu_mb"] = gpu_peak_mb(device)
     figures["ratios"] = {
         "stock_repeat_over_repeat": figures["stock_repeat_ms"] / figures["repeat_ms"],
         "repeat_over_decoder": figures["repeat_ms"] / figures["decoder_ms"],
@@ -363,8 +401,11 @@ def first_patch(model, task: list, ctx: dict, project: str) -> np.ndarray:
 
 def encode_ms(segmenter, patch: np.ndarray) -> float:
     """One bare run of SAM2's image encoder on `patch`, as the segmenter runs it."""
+    run = synchronized(
+        lambda: segmenter.predictor.set_image(to_model_input(patch, segmenter.input_size)), segmenter.device
+    )
     with segmenter._autocast():
-        return _timed(lambda: segmenter.predictor.set_image(to_model_input(patch, segmenter.input_size)))
+        return _timed(run)
 
 
 def multi_figures(model, workdir: Path, cold, annotators: int = ANNOTATORS) -> dict:
@@ -472,6 +513,10 @@ def print_table(figures: dict) -> None:
     )
     print(f"  {'peak RSS, SAM2Plus request path':38s} {figures['peak_rss_mb']:10.0f} MB")
     print(f"  {'peak RSS, with the stock pipeline':38s} {figures['stock_peak_rss_mb']:10.0f} MB")
+    if figures.get("peak_gpu_mb") is not None:
+        print(f"  {'peak GPU memory, loading the model':38s} {figures['model_gpu_mb']:10.0f} MB")
+        print(f"  {'peak GPU memory, SAM2Plus request path':38s} {figures['peak_gpu_mb']:10.0f} MB")
+        print(f"  {'peak GPU memory, stock pipeline':38s} {figures['stock_peak_gpu_mb']:10.0f} MB")
     print(f"  RLE identical to label-studio-sdk: {figures['rle_identical']} ({figures['rle_mask_px']} mask px)")
     for name, value in figures["ratios"].items():
         print(f"  {name:38s} {value:10.2f}")

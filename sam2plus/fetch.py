@@ -7,6 +7,10 @@ so a URL whose content changed is fetched again; servers without validators are 
 for the whole file, except Label Studio uploads, which never change. Cloud storage URIs are
 resolved through Label Studio's presign endpoint on every use, so an expired presigned URL is
 never reused.
+
+A download has one deadline, FETCH_TIMEOUT (`timeout`) for all of it: the connections, every
+redirect hop and the body (`watchdog.Watch`). A click's download also stops, as `Stopped`, when
+its `should_stop()` turns true (its client went away).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -26,11 +30,12 @@ from urllib3 import HTTPResponse
 from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionError, TimeoutError
 
 from .downloads import DownloadCache, LocalImage
-from .errors import RequestError, describe
+from .errors import RequestError, Stopped, describe
 from .files import CHUNK, sha1_of_file
 from .logtext import logtext
 from .transport import HttpClient, PrivateAddressError
 from .urls import Target, UrlPolicy, check_characters, parse_data_url, parse_origin
+from .watchdog import DEADLINE, STOPPED, WATCHDOG, Watch
 
 __all__ = ["ImageFetcher", "LabelStudioAuth", "LocalImage"]
 
@@ -105,20 +110,25 @@ class ImageFetcher:
         *,
         block_private: bool = True,
         cache_bytes: int = 10 << 30,
+        check: Callable[[Path, str], object] | None = None,
     ):
         self.cache_dir = Path(cache_dir).resolve()
+        self.check = check  # check(path, field) on each new download or data: body, raising to refuse it
         self.downloads = DownloadCache(self.cache_dir / "downloads", cache_bytes)
         self.download_dir = self.downloads.directory
         self.label_studio = label_studio
         self.policy = UrlPolicy(label_studio.url if label_studio else None, image_hosts, block_private)
         self.client = HttpClient(timeout)
+        self.timeout = timeout
         self.max_bytes = max_bytes
         self._digests: dict[tuple, str] = {}
         self._lock = threading.Lock()
 
-    def fetch(self, value: str, field: str, task_id=None) -> LocalImage:
+    def fetch(self, value: str, field: str, task_id=None, should_stop: Callable[[], bool] | None = None) -> LocalImage:
         """Resolve a task data value to a local file; `field` names it in errors and `task_id`
-        (the task's id) resolves cloud storage URIs."""
+        (the task's id) resolves cloud storage URIs. A download takes `timeout` seconds at most and
+        stops with `Stopped` once `should_stop()` is true (asked on the watchdog's thread, in a copy
+        of this thread's context)."""
         if not isinstance(value, str) or not value.strip():
             raise RequestError(field, f"must be an image URL or path, got {describe(value)}")
         if value.startswith("data:"):
@@ -131,7 +141,9 @@ class ImageFetcher:
                 return local
             if parts.scheme == "file" or not value.startswith("/"):
                 raise RequestError(field, f"{describe(value)} is not a file inside CACHE_DIR")
-        return self._download(self.policy.task_target(value, field, task_id), field, value)
+        target = self.policy.task_target(value, field, task_id)
+        with WATCHDOG.watching(Watch(self.timeout, should_stop)) as watch:
+            return self._download(target, field, value, watch)
 
     # -- local files and data: URLs -------------------------------------------------------------
     def _cached_file(self, path: str) -> LocalImage | None:
@@ -166,7 +178,7 @@ class ImageFetcher:
         return self.downloads.get(digest, data.suffix) or self._store([data.body], data.suffix, field, value)
 
     # -- downloads ------------------------------------------------------------------------------
-    def _download(self, target: Target, field: str, value: str) -> LocalImage:
+    def _download(self, target: Target, field: str, value: str, watch: Watch) -> LocalImage:
         suffix = _suffix(value)
         record = self.downloads.record(target.url)
         cached = self.downloads.get(record.get("digest"), suffix)
@@ -174,7 +186,7 @@ class ImageFetcher:
             return cached  # an upload never changes: its name is unique
         validators = {"If-None-Match": record.get("etag"), "If-Modified-Since": record.get("last_modified")}
         headers = {name: value for name, value in validators.items() if cached is not None and value}
-        response = self._follow(target, headers, field, value)
+        response = self._follow(target, headers, field, value, watch)
         consumed = False
         try:
             if response.status == 304 and cached is not None:
@@ -187,10 +199,10 @@ class ImageFetcher:
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > self.max_bytes:
                 raise _too_large(field, value, self.max_bytes)
-            local = self._store(self._body(response, field, value), suffix, field, value)
+            local = self._store(self._body(response, field, value, watch), suffix, field, value)
             consumed = True
         finally:
-            _finish(response, consumed)
+            _finish(response, consumed, watch)
         self.downloads.save_record(
             target.url,
             {
@@ -203,9 +215,11 @@ class ImageFetcher:
         return local
 
     def _store(self, chunks, suffix: str, field: str, value: str) -> LocalImage:
-        """The download cache's `store`, with a full disk told as such (507) instead of a fault."""
+        """The download cache's `store` (keeping only what `check` accepts), with a full disk told
+        as such (507) instead of a fault."""
+        check = self.check
         try:
-            return self.downloads.store(chunks, suffix)
+            return self.downloads.store(chunks, suffix, check and (lambda path: check(path, field)))
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -217,27 +231,29 @@ class ImageFetcher:
                 507,
             ) from None
 
-    def _follow(self, target: Target, headers: dict[str, str], field: str, value: str) -> HTTPResponse:
-        """GET `target`, following redirects as the policy allows (a few hops)."""
+    def _follow(self, target: Target, headers: dict[str, str], field: str, value: str, watch: Watch) -> HTTPResponse:
+        """GET `target`, following redirects as the policy allows (a few hops, one deadline)."""
         what = describe(value)
         for _ in range(MAX_REDIRECTS + 1):
-            response = self._get(target, headers, field, what)
+            response = self._get(target, headers, field, what, watch)
             location = response.headers.get("Location")
             if response.status not in REDIRECTS or location is None:
                 return response
-            _finish(response)
+            _finish(response, watch=watch)
             target = self.policy.redirect(target, location, field)
             what = f"{describe(value)} (redirected to {describe(target.url)})"
         raise RequestError(field, f"cannot fetch {describe(value)}: more than {MAX_REDIRECTS} redirects", 422)
 
-    def _get(self, target: Target, headers: dict[str, str], field: str, what: str) -> HTTPResponse:
+    def _get(self, target: Target, headers: dict[str, str], field: str, what: str, watch: Watch) -> HTTPResponse:
         """One request; Label Studio's key goes only to targets the policy marks as Label Studio's."""
         auth = self.label_studio if target.label_studio else None
         try:
-            response = self.client.request("GET", target, {**headers, **(auth.header() if auth else {})})
+            self._check(watch, field, what)
+            response = self.client.request("GET", target, {**headers, **(auth.header() if auth else {})}, watch=watch)
             if response.status == 401 and auth is not None and auth.is_personal_access_token:
-                _finish(response)  # the access token was revoked or expired early: renew once
-                response = self.client.request("GET", target, {**headers, **auth.header(renew=True)})
+                _finish(response, watch=watch)  # the access token was revoked or expired early: renew once
+                self._check(watch, field, what)
+                response = self.client.request("GET", target, {**headers, **auth.header(renew=True)}, watch=watch)
         except PrivateAddressError as exc:
             raise RequestError(
                 field,
@@ -246,23 +262,42 @@ class ImageFetcher:
                 "allow it",
             ) from None
         except HTTPError as exc:
-            raise RequestError(field, f"cannot fetch {what}: {_failure(exc)}", 422) from None
+            raise self._failed(watch, field, what, _failure(exc)) from None
         return response
 
-    def _body(self, response: HTTPResponse, field: str, value: str) -> Iterator[bytes]:
+    def _body(self, response: HTTPResponse, field: str, value: str, watch: Watch) -> Iterator[bytes]:
         size = 0
         try:
             for chunk in response.stream(CHUNK):
                 size += len(chunk)
                 if size > self.max_bytes:
                     raise _too_large(field, value, self.max_bytes)
+                self._check(watch, field, describe(value))
                 yield chunk
         except HTTPError as exc:
-            raise RequestError(field, f"cannot fetch {describe(value)}: {_failure(exc)}", 422) from None
+            raise self._failed(watch, field, describe(value), _failure(exc)) from None
+        self._check(watch, field, describe(value))  # a body read until close and cut short is no image
+
+    def _check(self, watch: Watch, field: str, what: str) -> None:
+        """Go on only while the watch has not fired and its deadline has not passed."""
+        if watch.reason is not None or watch.remaining() <= 0:
+            raise self._failed(watch, field, what, "timed out")
+
+    def _failed(self, watch: Watch, field: str, what: str, failure: str) -> Exception:
+        """What a failed download raises: Stopped when its client went away, a 422 otherwise,
+        told as the deadline when it passed (the watchdog's cut reads as a broken connection)."""
+        if watch.reason == STOPPED:
+            return Stopped(f"the client went away; stopped downloading {what}")
+        if watch.reason == DEADLINE or watch.remaining() <= 0:
+            failure = f"timed out: the whole download, redirects included, may take {watch.seconds:g} s (FETCH_TIMEOUT)"
+        return RequestError(field, f"cannot fetch {what}: {failure}", 422)
 
 
-def _finish(response: HTTPResponse, consumed: bool = False) -> None:
-    """Hand the connection back to its pool; one with an unread body is closed instead."""
+def _finish(response: HTTPResponse, consumed: bool = False, watch: Watch | None = None) -> None:
+    """Hand the connection back to its pool; one with an unread body, or one the watchdog cut, is
+    closed instead (disarmed first: a pooled socket may be another download's next)."""
+    if watch is not None and watch.disarm():
+        consumed = False
     if not consumed:
         response.close()
     response.release_conn()

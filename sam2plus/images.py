@@ -6,25 +6,82 @@ are decoded by libjpeg-turbo straight into one array, at a reduced size when the
 Other formats are decoded by Pillow in their own mode and converted to RGB in bands of rows
 (transparency flattened on white), so no full-size temporary besides the decoded image exists.
 A worker decodes at most one large image at a time (`LARGE_DECODE_PIXELS`).
+
+Only `SUPPORTED_FORMATS` are opened: container formats (ICO, ICNS, ...) decode the images they
+embed inside `Image.open`, before any size could be checked. The size is checked on the header,
+and Pillow's own decompression-bomb guard, set from MAX_IMAGE_PIXELS (`guard_pillow`), refuses
+what its readers allocate past it (a WebP canvas, a GIF frame past its screen, a TIFF tile).
+Whatever a reader raises on bad data (`DECODER_ERRORS`) is a 422 naming the field.
 """
 
 from __future__ import annotations
 
+import re
+import struct
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import Image, UnidentifiedImageError
+from PIL import (  # the readers of SUPPORTED_FORMATS, registered before any `Image.open(formats=...)`
+    BmpImagePlugin,  # noqa: F401
+    GifImagePlugin,  # noqa: F401
+    Image,
+    JpegImagePlugin,  # noqa: F401
+    MpoImagePlugin,  # noqa: F401
+    PngImagePlugin,
+    TiffImagePlugin,  # noqa: F401
+    UnidentifiedImageError,
+    WebPImagePlugin,  # noqa: F401
+)
 
 from .bands import row_bands
 from .errors import RequestError
 
-__all__ = ["LARGE_DECODE_PIXELS", "ImageInfo", "decode_frame", "exif_orientation", "read_info"]
+__all__ = [
+    "DECODER_ERRORS",
+    "LARGE_DECODE_PIXELS",
+    "SUPPORTED_FORMATS",
+    "ImageInfo",
+    "decode_frame",
+    "exif_orientation",
+    "guard_pillow",
+    "read_info",
+    "tiff_tile",
+]
 
-Image.MAX_IMAGE_PIXELS = None  # the limit is ours (MAX_IMAGE_PIXELS), checked on the header
+# What Label Studio users upload; each is a single image (or shows its first frame or page) whose
+# header gives its size. MPO is a camera's JPEG with more frames after the first.
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+_READERS = tuple(name for name in SUPPORTED_FORMATS if name != "MPO")  # Pillow's JPEG reader opens MPO
+
+# What Pillow's readers (and its EXIF parser) raise on malformed data besides OSError.
+DECODER_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    KeyError,
+    IndexError,
+    TypeError,
+    EOFError,
+    ZeroDivisionError,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+    struct.error,
+)
+
+Image.MAX_IMAGE_PIXELS = None  # until `guard_pillow` sets it from MAX_IMAGE_PIXELS
+# Pillow warns past half its error limit; images in that band are fine for us (see `guard_pillow`).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+_GUARD = threading.Lock()
+# PNG text chunks (zTXt, iTXt) are inflated while the file is opened, up to 64 MB by default:
+# 4 MiB is room for any real metadata, and a file holding more is refused as unreadable.
+PNG_TEXT_BYTES = 4 << 20
+PngImagePlugin.MAX_TEXT_MEMORY = PNG_TEXT_BYTES
 
 LARGE_DECODE_PIXELS = 16_000_000  # images this large are decoded one at a time per worker process
 _LARGE_DECODE = threading.Lock()
@@ -56,15 +113,45 @@ class ImageInfo:
         return self.width, self.height
 
 
+def guard_pillow(max_pixels: int) -> None:
+    """Set Pillow's decompression-bomb guard so that it raises past `max_pixels`: it raises above
+    twice `Image.MAX_IMAGE_PIXELS` (and only warns above it), so that is half of `max_pixels`,
+    rounded up. The setting is global: the largest asked for in this process wins (a server has
+    one MAX_IMAGE_PIXELS), so the guard never refuses what `read_info` accepts."""
+    limit = -(-max_pixels // 2)
+    with _GUARD:
+        if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS < limit:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
 def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
-    """Read the header only; refuse files that are not images or exceed `max_pixels`."""
+    """Read the header only; refuse files that are not images of a supported format or exceed
+    `max_pixels` (413), and any the reader cannot parse (422)."""
+    guard_pillow(max_pixels)
     try:
-        with Image.open(path) as image:
-            orientation = exif_orientation(image)
+        with Image.open(path, formats=_READERS) as image:
             width, height = image.size
+            tile = tiff_tile(image)
+            orientation = exif_orientation(image)
             mode, fmt = image.mode, "JPEG" if image.format == "MPO" else image.format or ""
-    except (UnidentifiedImageError, OSError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's guard: the image, or one its reader allocates
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{pixels.group(1)} px" if pixels else f"more than {max_pixels} px"
+        raise RequestError(field, f"image of {size} exceeds MAX_IMAGE_PIXELS={max_pixels}", 413) from None
+    except UnidentifiedImageError:
+        raise RequestError(
+            field, f"is not an image in a supported format ({', '.join(SUPPORTED_FORMATS)})", 422
+        ) from None
+    except DECODER_ERRORS as exc:
         raise RequestError(field, f"is not a readable image ({type(exc).__name__})", 422) from None
+    if width < 1 or height < 1:
+        raise RequestError(field, f"is an image of {width}x{height}: it has no pixels", 422)
+    if tile[0] * tile[1] > max_pixels:
+        raise RequestError(
+            field,
+            f"TIFF tile of {tile[0]}x{tile[1]} = {tile[0] * tile[1]} px exceeds MAX_IMAGE_PIXELS={max_pixels}",
+            413,
+        )
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     if width * height > max_pixels:
@@ -74,16 +161,31 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
     return ImageInfo(width, height, mode, fmt, orientation if orientation in _ORIENT else 1)
 
 
+def tiff_tile(image: Image.Image) -> tuple[int, int]:
+    """A tiled TIFF's tile size ((0, 0) for other images): libtiff decodes a whole tile into a
+    buffer of its own, whatever the image size, so a 16x16 image may hold a 40000x40000 tile."""
+    if image.format != "TIFF":
+        return 0, 0
+    width, height = image.tag_v2.get(322), image.tag_v2.get(323)  # TileWidth, TileLength
+    return (width, height) if type(width) is int and type(height) is int else (0, 0)
+
+
 def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation, read without decoding pixels (Pillow's PNG getexif() would load them)."""
-    if image.format == "PNG":
-        raw = image.info.get("exif")
-        if not raw:
-            return 1
-        exif = Image.Exif()
-        exif.load(raw)
-        return exif.get(0x0112, 1)
-    return image.getexif().get(0x0112, 1)
+    """The EXIF orientation (1 to 8), read without decoding pixels (Pillow's PNG getexif() would
+    load them); 1 when absent, odd or unreadable: a browser shows such an image as stored."""
+    try:
+        if image.format == "PNG":
+            raw = image.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+        else:
+            exif = image.getexif()
+        orientation = exif.get(0x0112, 1)
+    except DECODER_ERRORS:
+        return 1
+    return orientation if type(orientation) is int and 1 <= orientation <= 8 else 1
 
 
 def decode_frame(
@@ -129,7 +231,7 @@ def _decode_jpeg(
         rgb = simplejpeg.decode_jpeg(
             path.read_bytes(), colorspace="RGB", min_width=want_w, min_height=want_h, buffer=buffer
         )
-    except ValueError:
+    except DECODER_ERRORS:  # simplejpeg raises ValueError on bad data
         return None
     return buffer if buffer is not None else _orient(rgb, info.orientation)
 
@@ -138,7 +240,11 @@ def _decode_other(path: Path, info: ImageInfo, field: str, buffer: np.ndarray | 
     """Pillow decodes the file in its own mode; rows are converted to RGB band by band into one
     array (`buffer` when given, only for orientation 1), then oriented."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=_READERS) as image:
+            if image.size != (info.size if info.orientation < 5 else info.size[::-1]):
+                raise RequestError(
+                    field, f"could not be decoded (its size changed from {info.width}x{info.height})", 422
+                )
             if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # scaled as a whole: by range or by 257
                 rgb = _orient(_high_depth_to_rgb(np.asarray(image)), info.orientation)
                 if buffer is None:
@@ -152,7 +258,9 @@ def _decode_other(path: Path, info: ImageInfo, field: str, buffer: np.ndarray | 
             for top, bottom in row_bands(height, width):
                 band = image.crop((0, top, width, bottom))
                 rgb[top : top + band.height] = np.asarray(_flat_rgb(band, transparent))
-    except (OSError, ValueError) as exc:
+    except Image.DecompressionBombError:  # Pillow's guard, inside its reader (a GIF frame, a TIFF's size)
+        raise RequestError(field, "could not be decoded: a part of it exceeds MAX_IMAGE_PIXELS", 413) from None
+    except DECODER_ERRORS as exc:
         raise RequestError(field, f"could not be decoded ({type(exc).__name__})", 422) from None
     return rgb if buffer is not None else _orient(rgb, info.orientation)
 

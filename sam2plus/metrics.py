@@ -19,6 +19,7 @@ import logging
 import os
 import resource
 import shutil
+import sys
 from pathlib import Path
 
 from prometheus_client import (
@@ -133,6 +134,12 @@ PEAK_RESIDENT = Gauge(
     registry=REGISTRY,
     multiprocess_mode="liveall",
 )
+GPU_ALLOCATED = Gauge(
+    "sam2plus_worker_gpu_allocated_bytes",
+    "GPU memory held by torch's tensors in each live worker (0 without CUDA)",
+    registry=REGISTRY,
+    multiprocess_mode="liveall",
+)
 
 for _stage in STAGES:
     STAGE_SECONDS.labels(_stage)
@@ -227,10 +234,12 @@ def set_model_info(version: str, config: str, checkpoint: str, device: str, untr
 
 @_never_raises
 def update_memory() -> None:
-    """This process's resident memory now and at its peak."""
+    """This process's resident memory now and at its peak, and its GPU memory held by torch."""
     with open("/proc/self/statm") as statm:
         RESIDENT.set(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
     PEAK_RESIDENT.set(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    torch = sys.modules.get("torch")  # never imported here for this: a CPU-only process stays 0
+    GPU_ALLOCATED.set(torch.cuda.memory_allocated() if torch is not None and torch.cuda.is_initialized() else 0)
 
 
 def multiprocess_dir() -> str | None:

@@ -97,7 +97,7 @@ class Pipeline:
         fmt = params.return_format
         control = find_output_control(label_config, fmt.type)
         prompt = parse_prompt(context, self.max_prompt_points)
-        local, info, field = self.image(task, control)
+        local, info, field = self.image(task, control, should_stop)
         with local:  # the download stays leased (never evicted) until the click is done
             _check_context_size(context, info.size)
             clock.lap("fetch")
@@ -174,13 +174,16 @@ class Pipeline:
                 "embedding encoded" if encoded else "embedding was cached"
             )
 
-    def image(self, task: dict, control: OutputControl) -> tuple[LocalImage, ImageInfo, str]:
-        """The task's image as a local file with its size and orientation, and the request field naming it."""
+    def image(
+        self, task: dict, control: OutputControl, should_stop: Callable[[], bool] | None = None
+    ) -> tuple[LocalImage, ImageInfo, str]:
+        """The task's image as a local file with its size and orientation, and the request field naming
+        it; a download stops (`Stopped`) once `should_stop()` is true."""
         data = task.get("data") if isinstance(task, dict) else None
         field = f"tasks[0].data.{control.image_key}"
         if not isinstance(data, dict) or control.image_key not in data:
             raise RequestError(field, f"missing: the task has no image under {describe(control.image_key)}")
-        local = self.fetcher.fetch(data[control.image_key], field, task.get("id"))
+        local = self.fetcher.fetch(data[control.image_key], field, task.get("id"), should_stop)
         return local, read_info(local.path, self.max_pixels, field), field
 
     def encoded_windows(self, digest: str, size: tuple[int, int], fill: tuple[int, int, int]) -> list[Window]:
@@ -193,10 +196,17 @@ class Pipeline:
         ]
 
     def frame(self, local: LocalImage, info: ImageInfo, frame_size: tuple[int, int], field: str) -> np.ndarray:
-        """The image's frame of this size from the frame store, decoded into it on a miss."""
-        return self.frames.get(
-            local.digest, frame_size, lambda out: decode_frame(local.path, info, frame_size, field, out)
-        )
+        """The image's frame of this size from the frame store, decoded into it on a miss; a
+        downloaded file that does not decode leaves the download cache."""
+
+        def decode(out: np.ndarray) -> np.ndarray:
+            try:
+                return decode_frame(local.path, info, frame_size, field, out)
+            except RequestError:
+                self.fetcher.downloads.discard(local.path)
+                raise
+
+        return self.frames.get(local.digest, frame_size, decode)
 
 
 def _stop_if(should_stop: Callable[[], bool] | None, stage: str) -> None:

@@ -5,10 +5,15 @@ asks `urls.UrlPolicy` about each hop. A Target with `public_only` goes through p
 connections resolve the host once, refuse it when any of its addresses is loopback, private,
 link-local or otherwise not public, and connect to exactly the addresses checked, so a name
 that resolves (or re-resolves) to 127.0.0.1 is caught on the address actually connected to.
+
+A request made with a `watchdog.Watch` (one download's deadline) hands the watch its socket
+before waiting for the answer, so the watchdog can cut a host that drips its headers or body,
+and its connect and read timeouts are what is left of the deadline.
 """
 
 from __future__ import annotations
 
+import contextvars
 import socket
 
 import certifi
@@ -18,8 +23,11 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util.connection import allowed_gai_family, create_connection
 
 from .urls import Target, is_public_address
+from .watchdog import Watch
 
 __all__ = ["HttpClient", "PrivateAddressError"]
+
+_WATCH: contextvars.ContextVar[Watch | None] = contextvars.ContextVar("sam2plus_watch", default=None)
 
 
 class PrivateAddressError(Exception):
@@ -58,14 +66,40 @@ def _connect_public(conn: HTTPConnection) -> socket.socket:
     raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
 
 
-class _PublicHTTPConnection(HTTPConnection):
+class _Watched:
+    """A connection that hands its socket to the current request's Watch before the answer is read."""
+
+    def getresponse(self, *args, **kwargs):
+        watch = _WATCH.get()
+        if watch is not None and self.sock is not None:
+            watch.arm(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _PublicHTTPConnection(_Watched, HTTPConnection):
     def _new_conn(self) -> socket.socket:
         return _connect_public(self)
 
 
-class _PublicHTTPSConnection(HTTPSConnection):
+class _PublicHTTPSConnection(_Watched, HTTPSConnection):
     def _new_conn(self) -> socket.socket:
         return _connect_public(self)
+
+
+class _NamedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _NamedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
 
 
 class _PublicHTTPPool(HTTPConnectionPool):
@@ -82,20 +116,37 @@ class HttpClient:
     def __init__(self, timeout: float = 60.0):
         self.timeout = Timeout(connect=timeout, read=timeout)
         self._named = PoolManager(num_pools=8, maxsize=8, ca_certs=certifi.where())
+        self._named.pool_classes_by_scheme = {"http": _NamedHTTPPool, "https": _NamedHTTPSPool}
         self._public = PoolManager(num_pools=16, maxsize=8, ca_certs=certifi.where())
         self._public.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
 
-    def request(self, method: str, target: Target, headers: dict[str, str], body: bytes | None = None) -> HTTPResponse:
+    def request(
+        self,
+        method: str,
+        target: Target,
+        headers: dict[str, str],
+        body: bytes | None = None,
+        watch: Watch | None = None,
+    ) -> HTTPResponse:
         """One request, streamed (read it with `.stream()`, then `.release_conn()`); urllib3 and
-        PrivateAddressError exceptions propagate."""
+        PrivateAddressError exceptions propagate. With a `watch` (watched by the watchdog), the
+        connection's socket is armed on it and the timeouts are what is left of its deadline."""
         pools = self._public if target.public_only else self._named
-        return pools.urlopen(
-            method,
-            target.url,
-            body=body,
-            headers={"Accept-Encoding": "identity", **headers},
-            redirect=False,
-            retries=False,
-            preload_content=False,
-            timeout=self.timeout,
-        )
+        timeout = self.timeout
+        if watch is not None:
+            left = max(watch.remaining(), 0.001)
+            timeout = Timeout(connect=left, read=left)
+        armed = _WATCH.set(watch)
+        try:
+            return pools.urlopen(
+                method,
+                target.url,
+                body=body,
+                headers={"Accept-Encoding": "identity", **headers},
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                timeout=timeout,
+            )
+        finally:
+            _WATCH.reset(armed)

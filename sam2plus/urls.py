@@ -9,10 +9,13 @@ itself uses, so the scheme, host and port decided on are the ones connected to.
   these carry Label Studio's key. Cloud URIs (`s3://`, `gs://`, `azure-blob://`) become its
   `/tasks/<id>/presign/` URL.
 - Other `http(s)` URLs must name a host of IMAGE_HOSTS (`*`: any host).
-- Redirects from Label Studio may go to any host (presigned object-store URLs), without the
-  key; redirects from IMAGE_HOSTS only to hosts IMAGE_HOSTS allows.
+- Every redirect hop passes the rules of a task's URL: on Label Studio's origin only its file
+  paths, whatever IMAGE_HOSTS says. Redirects from Label Studio may go to any host (presigned
+  object-store URLs), without the key; redirects from IMAGE_HOSTS only to hosts IMAGE_HOSTS
+  allows, and never with the key (a chain that began elsewhere does not steer keyed requests).
 - With IMAGE_HOSTS_BLOCK_PRIVATE, a host not named in LABEL_STUDIO_URL or IMAGE_HOSTS is
-  connected to only when every address it resolves to is public (`Target.public_only`).
+  connected to only when every address it resolves to is public (`is_public_address`, the one
+  classification of addresses, IPv6 forms carrying IPv4 addresses unwrapped).
 - Backslashes, user-info and control characters are refused everywhere.
 """
 
@@ -39,6 +42,7 @@ __all__ = [
     "Target",
     "UrlPolicy",
     "check_characters",
+    "embedded_ipv4",
     "is_cloud_uri",
     "is_public_address",
     "parse_data_url",
@@ -177,7 +181,9 @@ class UrlPolicy:
         return self._on_label_studio(url, value, field) or self._image_host(url, value, field)
 
     def redirect(self, source: Target, location: str, field: str) -> Target:
-        """The next hop when `source` answers with a redirect to `location`."""
+        """The next hop when `source` answers with a redirect to `location`: the rules of a task's
+        URL, Label Studio's path rule included; only a chain that began at Label Studio may leave
+        for any host, and only such a chain takes the key back onto Label Studio's file paths."""
         what = f"{describe(source.url)} redirects to {describe(location)}"
         check_characters(location, field, what)
         joined = urljoin(source.url, location)
@@ -185,6 +191,7 @@ class UrlPolicy:
         url = self._parse(joined, field, what)
         if source.via_label_studio:
             return self._on_label_studio(url, joined, field, what) or self._elsewhere(url, via_label_studio=True)
+        self._label_studio_file(url, joined, field, what)  # refuses Label Studio's other paths, even with `*`
         host, port = _host_port(url)
         if not self._allowed_image_host(host, port):
             raise RequestError(
@@ -220,9 +227,25 @@ class UrlPolicy:
         return target
 
     def _on_label_studio(self, url: Url, raw: str, field: str, what: str | None = None) -> Target | None:
-        """The Target for a URL on Label Studio's exact origin (None when it is elsewhere); only
-        its file-serving paths are requested there, and no path with '.' or '..' segments, plain
-        or percent-encoded (servers and proxies normalise them differently)."""
+        """The Target for a URL on Label Studio's exact origin, its key along (None when it is elsewhere)."""
+        path = self._label_studio_file(url, raw, field, what)
+        if path is None:
+            return None
+        host, port = _host_port(url)
+        return Target(
+            url.url,
+            host,
+            port,
+            label_studio=True,
+            via_label_studio=True,
+            public_only=False,
+            immutable=path.startswith(UPLOADS),
+        )
+
+    def _label_studio_file(self, url: Url, raw: str, field: str, what: str | None = None) -> str | None:
+        """For a URL on Label Studio's exact origin, its path below the base path, which must be one
+        of the file-serving paths, with no '.' or '..' segments, plain or percent-encoded (servers
+        and proxies normalise them differently); None for a URL elsewhere."""
         ls = self.label_studio
         host, port = _host_port(url)
         if ls is None or (url.scheme, host, port) != (ls.scheme, ls.host, ls.port):
@@ -242,10 +265,7 @@ class UrlPolicy:
                 f"{what} is not one of Label Studio's file paths (/data/upload/, "
                 "/data/local-files/, /storage-data/uploaded/, /tasks/<id>/presign/ or resolve/)",
             )
-        immutable = path[len(ls.base_path) :].startswith(UPLOADS)
-        return Target(
-            url.url, host, port, label_studio=True, via_label_studio=True, public_only=False, immutable=immutable
-        )
+        return path[len(ls.base_path) :]
 
     # -- IMAGE_HOSTS ----------------------------------------------------------------------------
     def _image_host(self, url: Url, shown: str, field: str) -> Target:
@@ -306,12 +326,86 @@ def check_characters(value: str, field: str, what: str | None = None) -> None:
         raise RequestError(field, f"{what or describe(value)}: backslashes and control characters are refused")
 
 
+# IANA's IPv4 and IPv6 special-purpose address registries (2025), less their globally reachable
+# entries, and multicast: no image host on the internet has one of these addresses.
+NOT_PUBLIC_V4 = tuple(
+    ipaddress.IPv4Network(network)
+    for network in (
+        "0.0.0.0/8",  # "this network", 0.0.0.0 included
+        "10.0.0.0/8",  # private
+        "100.64.0.0/10",  # shared address space (carrier-grade NAT)
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local (cloud metadata services)
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation (TEST-NET-1)
+        "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+        "192.168.0.0/16",  # private
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation (TEST-NET-2)
+        "203.0.113.0/24",  # documentation (TEST-NET-3)
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, 255.255.255.255 (broadcast) included
+    )
+)
+GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")  # outside it: loopback, unspecified, fc00::/7,
+# fe80::/10, fec0::/10, ff00::/8, 100::/64, 64:ff9b:1::/48, 5f00::/16 and all that is unassigned
+NOT_PUBLIC_V6 = tuple(
+    ipaddress.IPv6Network(network)
+    for network in (
+        "2001::/23",  # IETF assignments: benchmarking 2001:2::/48, ORCHID... (Teredo 2001::/32 unwrapped)
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation
+    )
+)
+_WRAPPERS_96 = (  # prefixes whose last 32 bits are an IPv4 address
+    ipaddress.IPv6Network("::ffff:0:0/96"),  # IPv4-mapped
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT)
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated); :: and ::1 become 0.0.0.x
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64 well-known prefix
+)
+_ISATAP = (0x00005EFE, 0x02005EFE)  # the upper half of an ISATAP interface identifier
+
+
 def is_public_address(address: str) -> bool:
-    """False for loopback, private, link-local, shared, reserved, multicast and unspecified addresses."""
+    """Whether an address (as getaddrinfo gives it, a `%scope` allowed) is a public unicast one:
+    IPv4 outside `NOT_PUBLIC_V4`; IPv6 inside global unicast 2000::/3 and outside `NOT_PUBLIC_V6`;
+    an IPv6 form that carries IPv4 addresses (`embedded_ipv4`) is public only when every IPv4
+    address it carries is (and, for ISATAP, its own prefix is)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    if ip.version == 4:
+        return not any(ip in network for network in NOT_PUBLIC_V4)
+    wrapped = _wrapped_ipv4(ip)
+    if wrapped:
+        return all(is_public_address(str(inner)) for inner in wrapped)
+    return _is_public_v6(ip) and all(is_public_address(str(inner)) for inner in _isatap_ipv4(ip))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address carries, () for none: IPv4-mapped, -translated and
+    -compatible, NAT64 (64:ff9b::/96), 6to4 (2002::/16), Teredo (2001::/32: server and client)
+    and ISATAP (an interface identifier ::5efe:a.b.c.d)."""
+    return _wrapped_ipv4(ip) or _isatap_ipv4(ip)
+
+
+def _wrapped_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses of the forms that stand for them (what is connected to is IPv4)."""
+    if any(ip in network for network in _WRAPPERS_96):
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    return ip.teredo or ()
+
+
+def _isatap_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 address in an ISATAP interface identifier (the tunnel's end on its site)."""
+    if (int(ip) >> 32) & 0xFFFFFFFF in _ISATAP:
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    return ()
+
+
+def _is_public_v6(ip: ipaddress.IPv6Address) -> bool:
+    return ip in GLOBAL_UNICAST_V6 and not any(ip in network for network in NOT_PUBLIC_V6)
 
 
 @dataclass(frozen=True)

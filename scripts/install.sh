@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# Create .venv and install torch, sam2 and SAM2Plus with its test extras. Safe to re-run.
-#   TORCH_SPEC   the torch/torchvision requirement (default: the pair this project is tested with)
-#   PYTHON       the interpreter for the venv (default: python3)
+# Create .venv and install the locked stack (requirements/*.lock, written by scripts/lock.py) and
+# SAM2Plus. Safe to re-run: what the lock already has installed is kept.
+#   PYTHON   the interpreter for the venv (default: python3)
+#   EXTRAS   "test" (default): the test extra's lock too; "" for the runtime only
+# Order: torch and what it needs, then sam2 (its setup.py imports torch; SAM2_BUILD_CUDA=0 skips
+# its optional CUDA extension, which only serves hole filling that the image predictor leaves off),
+# then the rest, then the project itself without dependencies. Every file is checked against the
+# lock's sha256 and nothing is resolved here (--no-deps): the venv holds exactly the lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+EXTRAS=${EXTRAS-test}
 
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
-PIP=".venv/bin/python -m pip"
-$PIP install --quiet --upgrade pip setuptools wheel
-if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
-  echo "install.sh: installing $TORCH_SPEC"
-  # shellcheck disable=SC2086
-  $PIP install --quiet $TORCH_SPEC
+PIP=(.venv/bin/python -m pip --disable-pip-version-check)
+LOCKED=("${PIP[@]}" install --quiet --no-deps --require-hashes)
+"${LOCKED[@]}" -r requirements/torch.lock
+SAM2_BUILD_CUDA=0 "${LOCKED[@]}" --no-build-isolation -r requirements/sam2.lock
+"${LOCKED[@]}" -r requirements/runtime.lock
+if [ -n "$EXTRAS" ]; then
+  for extra in $EXTRAS; do "${LOCKED[@]}" -r "requirements/$extra.lock"; done
 fi
-if ! .venv/bin/python -c "import sam2" 2>/dev/null; then
-  # sam2's setup.py imports torch, and its optional CUDA extension only serves hole filling that
-  # the image predictor leaves off: build without it and without build isolation.
-  echo "install.sh: installing sam2==1.1.0"
-  SAM2_BUILD_CUDA=0 $PIP install --quiet --no-build-isolation sam2==1.1.0
-fi
-$PIP install --quiet -e ".[test]"
+"${PIP[@]}" install --quiet --no-deps --no-build-isolation -e .
+"${PIP[@]}" check
 .venv/bin/python -c "import sam2, torch, sam2plus; print('install.sh: ready (torch', torch.__version__, ', cuda', torch.cuda.is_available(), ')')"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A local Label Studio 1.23.2 for SAM2Plus: installed into its own venv, served on loopback
-# with SQLite. Used by hand and by the end-to-end tests (tests/e2e).
+# A local Label Studio for SAM2Plus (1.23.2 unless told otherwise): installed into its own venv
+# per version, served on loopback with SQLite. Used by hand and by the end-to-end tests (tests/e2e).
 #
 #   scripts/label-studio.sh [install|start] [options]
 #
@@ -8,7 +8,9 @@
 #   start      (default) install if needed, then run Label Studio in the foreground
 #
 # Options (environment variable in brackets):
-#   --venv DIR          venv location [SAM2PLUS_LS_VENV, ~/.cache/sam2plus/label-studio-venv]
+#   --version VERSION   the label-studio release to install and run [SAM2PLUS_LS_VERSION, 1.23.2];
+#                       SAM2Plus supports 1.12.1 and newer (see README, Connecting Label Studio)
+#   --venv DIR          venv location [SAM2PLUS_LS_VENV, ~/.cache/sam2plus/label-studio-VERSION]
 #   --data-dir DIR      SQLite database, uploads, media [SAM2PLUS_LS_DATA_DIR,
 #                       ~/.local/share/sam2plus/label-studio]
 #   --host ADDR         address to bind [SAM2PLUS_LS_HOST, 127.0.0.1]
@@ -19,7 +21,8 @@
 #                       sam2plus-local-token]. User and token are created with the data dir;
 #                       a later start with another token does not change an existing user's
 #   --no-legacy-token   do not enable legacy API tokens (only personal access tokens work);
-#                       takes effect when the data dir is new (the organization is created)
+#                       takes effect when the data dir is new (the organization is created).
+#                       Label Studio 1.18 and newer; before 1.18 legacy tokens are always on
 #   --block-local-ip    keep Label Studio's default refusal to call ML backends on loopback
 #                       and private addresses (by default this script lifts it, since
 #                       SAM2Plus usually runs on the same host or a docker bridge)
@@ -29,14 +32,13 @@
 # token from Account & Settings). Stop it with Ctrl-C.
 set -euo pipefail
 
-LS_VERSION=1.23.2
-
 cmd=start
 case "${1:-}" in
     install|start) cmd=$1; shift ;;
 esac
 
-venv=${SAM2PLUS_LS_VENV:-$HOME/.cache/sam2plus/label-studio-venv}
+version=${SAM2PLUS_LS_VERSION:-1.23.2}
+venv=${SAM2PLUS_LS_VENV:-}
 data_dir=${SAM2PLUS_LS_DATA_DIR:-$HOME/.local/share/sam2plus/label-studio}
 host=${SAM2PLUS_LS_HOST:-127.0.0.1}
 port=${SAM2PLUS_LS_PORT:-8080}
@@ -52,6 +54,7 @@ need() { [[ $# -ge 2 && -n $2 ]] || { echo "label-studio.sh: $1 needs a value" >
 
 while [[ $# -gt 0 ]]; do
     case $1 in
+        --version) need "$@"; version=$2; shift 2 ;;
         --venv) need "$@"; venv=$2; shift 2 ;;
         --data-dir) need "$@"; data_dir=$2; shift 2 ;;
         --host) need "$@"; host=$2; shift 2 ;;
@@ -66,6 +69,18 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
+if ! [[ $version =~ ^[0-9]+\.[0-9]+(\.[0-9]+)?(\.post[0-9]+)?$ ]]; then
+    echo "label-studio.sh: --version must be a release number such as 1.23.2 (got ${version@Q})" >&2
+    exit 2
+fi
+venv=${venv:-$HOME/.cache/sam2plus/label-studio-$version}
+# at_least V: the chosen version is V or newer.
+at_least() { [[ $(printf '%s\n%s\n' "$1" "$version" | sort -V | head -n1) == "$1" ]]; }
+if [[ $legacy == 0 ]] && ! at_least 1.18; then
+    echo "label-studio.sh: --no-legacy-token needs Label Studio 1.18 or newer (got $version)" >&2
+    exit 2
+fi
+
 if [[ ${#token} -le 5 ]]; then
     echo "label-studio.sh: --token must be longer than 5 characters (Label Studio ignores shorter ones)" >&2
     exit 2
@@ -73,7 +88,7 @@ fi
 
 # The venv counts as installed only once this marker exists, so an interrupted install is
 # redone instead of half used. A lock serialises concurrent installs (parallel test runs).
-marker="$venv/.sam2plus-label-studio-$LS_VERSION"
+marker="$venv/.sam2plus-label-studio-$version"
 
 install() {
     [[ -f $marker ]] && return 0
@@ -81,7 +96,7 @@ install() {
     exec 9>"$venv.lock"
     flock 9
     if [[ ! -f $marker ]]; then
-        echo "label-studio.sh: installing label-studio==$LS_VERSION into $venv (about a minute)" >&2
+        echo "label-studio.sh: installing label-studio==$version into $venv (about a minute)" >&2
         if [[ -e $venv && ! -f $venv/pyvenv.cfg ]]; then
             echo "label-studio.sh: $venv exists and is not a venv; choose another --venv" >&2
             exit 1
@@ -89,8 +104,8 @@ install() {
         rm -rf "$venv"
         "$python" -m venv "$venv"
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "label-studio==$LS_VERSION" >&2
-        "$venv/bin/python" -c "import importlib.metadata as m; v = m.version('label-studio'); assert v == '$LS_VERSION', v"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "label-studio==$version" >&2
+        "$venv/bin/python" -c "import importlib.metadata as m; v = m.version('label-studio'); assert v == '$version', v"
         touch "$marker"
     fi
     flock -u 9
@@ -106,7 +121,8 @@ export LABEL_STUDIO_USERNAME="$username" LABEL_STUDIO_PASSWORD="$password" LABEL
 # SQLite is Label Studio's default database; say so in case the caller's environment differs.
 export DJANGO_DB=sqlite
 unset LABEL_STUDIO_HOST HOST
-# No call to pypi.org for the latest version at start (10 s lost offline), no usage analytics.
+# No call to pypi.org for the latest version at start (10 s lost offline; older releases, 1.12 to
+# 1.18 among them, make it regardless), no usage analytics.
 export LATEST_VERSION_CHECK=${LATEST_VERSION_CHECK:-false} COLLECT_ANALYTICS=${COLLECT_ANALYTICS:-false}
 if [[ $block_local == 0 ]]; then
     # ML_BLOCK_LOCAL_IP lets LS call a backend on 127.0.0.1 / a private address. Adding such a
@@ -130,8 +146,10 @@ public=$host
 # User, password and token go by environment (above), not on the command line, where `ps` shows them.
 args=(start --no-browser --internal-host "$host" --port "$port" --host "http://$public:$port"
       --data-dir "$data_dir")
-[[ $legacy == 1 ]] && args+=(--enable-legacy-api-token)
+# Before 1.18 there is no such flag: legacy tokens are always on (1.17 has personal access
+# tokens too, off until enabled in the organization's settings).
+[[ $legacy == 1 ]] && at_least 1.18 && args+=(--enable-legacy-api-token)
 
-echo "label-studio.sh: Label Studio $LS_VERSION on http://$public:$port (data: $data_dir, user: $username," \
+echo "label-studio.sh: Label Studio $version on http://$public:$port (data: $data_dir, user: $username," \
      "legacy token: $([[ $legacy == 1 ]] && echo "$token" || echo disabled))" >&2
 exec "$venv/bin/label-studio" "${args[@]}"

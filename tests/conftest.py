@@ -14,14 +14,17 @@ from sam2plus.fetch import ImageFetcher
 from sam2plus.framestore import FrameStore
 from sam2plus.pipeline import Pipeline
 
-# One Label Studio and one SAM2Plus under gunicorn for tests/e2e and tests/browser alike: a session
-# fixture is shared only by the tests below the conftest that defines it.
+# One Label Studio (stack.DEFAULT_VERSION) and one SAM2Plus under gunicorn for tests/browser: a
+# session fixture is shared only by the tests below the conftest that defines it. tests/e2e/conftest.py
+# overrides `label_studio` with one per supported version (`backend` then follows it).
 from tests.e2e.stack import backend, image_path, label_studio  # noqa: F401
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 
+DEFAULT_MARKEXPR = "not gpu"  # pyproject.toml's addopts: a bare run still leaves out the slow tests
+
 
 def pytest_collection_modifyitems(config, items):
-    if config.option.markexpr or config.args_source != pytest.Config.ArgsSource.TESTPATHS:
+    if config.option.markexpr not in ("", DEFAULT_MARKEXPR) or config.args_source != pytest.Config.ArgsSource.TESTPATHS:
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
     if slow:

@@ -1,7 +1,8 @@
 """The Dockerfile, parsed by Docker's own parser (package `dockerfile`), and .dockerignore.
 
-No image can be built here (no Docker engine): the start command and the health check
-are run as the image would run them, against a stand-in `_wsgi:app`.
+Fast checks of the file; tests/deploy/test_image.py builds and runs it with podman (slow). Here
+the start command and the health check are run as the image would run them, against a
+stand-in `_wsgi:app`.
 """
 
 import json
@@ -18,6 +19,7 @@ from pathlib import Path
 import dockerfile
 import pytest
 
+from tests.support.locks import RUNTIME_PARTS
 from tests.support.servers import stop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,12 +45,12 @@ def env() -> dict:
     return dict(pairs)
 
 
-def test_base_is_a_pytorch_cuda_runtime_image_with_torch_for_sam2():
-    (arg,) = [v[0] for v in values("ARG") if v[0].startswith("BASE_IMAGE=")]
-    assert values("FROM") == [("${BASE_IMAGE}",)]
-    match = re.fullmatch(r"BASE_IMAGE=pytorch/pytorch:(\d+)\.(\d+)\.(\d+)-cuda[\d.]+-cudnn\d+-runtime", arg)
-    assert match, arg
-    assert tuple(map(int, match.groups())) >= (2, 5, 1)  # sam2 1.1.0 needs torch >= 2.5.1
+def test_base_is_debian_bookworm_slim_with_python_from_debian_in_a_venv():
+    """The release of the machines the image tests build on (mmdebstrap makes the same base)."""
+    assert values("FROM") == [("debian:bookworm-slim",)]
+    (apt,) = [line for line in run_lines() if "apt-get install" in line]
+    assert re.search(r"\bpython3\b", apt) and "python3-venv" in apt and "python3 -m venv /opt/venv" in apt
+    assert env()["PATH"].startswith("/opt/venv/bin:")
 
 
 def test_no_cuda_toolkit_or_compiler_is_installed():
@@ -56,12 +58,39 @@ def test_no_cuda_toolkit_or_compiler_is_installed():
         assert not re.search(r"cuda-?toolkit|cuda-nvcc|\bnvcc\b|-devel\b|build-essential|\bg(cc|\+\+)\b", line), line
 
 
+def lock_installs() -> list[tuple[int, str]]:
+    """(index among the RUN lines, lock file) for every RUN that installs a requirements/*.lock."""
+    found = []
+    for i, line in enumerate(run_lines()):
+        found += [(i, lock) for lock in re.findall(r"-r (requirements/\w+\.lock)", line)]
+    return found
+
+
+def test_the_runtime_lock_is_installed_torch_first_then_sam2_then_the_rest_all_hashed():
+    assert [lock for _, lock in lock_installs()] == [f"requirements/{p}.lock" for p in RUNTIME_PARTS]
+    lines = run_lines()
+    for i, lock in lock_installs():
+        assert "--no-deps --require-hashes" in lines[i], lock
+    assert {v[0] for v in values("COPY") if v[0].startswith("requirements/")} == {
+        f"requirements/{p}.lock" for p in RUNTIME_PARTS
+    }
+
+
+def test_torch_index_url_swaps_only_torch_and_its_cuda_packages():
+    assert [v[0] for v in values("ARG") if v[0].startswith("TORCH_INDEX_URL=")] == ['TORCH_INDEX_URL=""']
+    (torch,) = [line for line in run_lines() if "TORCH_INDEX_URL" in line]
+    assert '--index-url "$TORCH_INDEX_URL"' in torch and "-r requirements/torch.lock" in torch
+
+
 def test_sam2_is_installed_without_building_its_cuda_extension_then_the_project():
     lines = run_lines()
-    (sam2,) = [i for i, line in enumerate(lines) if "sam2==1.1.0" in line]
+    (sam2,) = [i for i, line in enumerate(lines) if "requirements/sam2.lock" in line]
     assert "SAM2_BUILD_CUDA=0" in lines[sam2] and "--no-build-isolation" in lines[sam2]
-    (project,) = [i for i, line in enumerate(lines) if re.search(r"pip install \.(\s|$)", line)]
+    (project,) = [
+        i for i, line in enumerate(lines) if re.search(r"pip install --no-deps --no-build-isolation \.(\s|$)", line)
+    ]
     assert sam2 < project
+    assert "pip check" in lines[project]
 
 
 def test_the_app_runs_as_a_non_root_user_created_in_the_image():
@@ -127,7 +156,8 @@ def test_dockerignore_sends_exactly_what_the_dockerfile_copies():
     assert patterns[0] == "*"  # everything is left out unless named below
     sent = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     assert sent == copy_sources()
-    assert not [p for p in sent if p.endswith(".env") or p.split("/")[0] in ("envs", "vols", "examples", "tests")]
+    forbidden = ("envs", "vols", "examples", "tests", ".venv", ".git", ".wheels")
+    assert not [p for p in sent if p.endswith(".env") or p.split("/")[0] in forbidden]
 
 
 @pytest.fixture

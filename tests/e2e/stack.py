@@ -1,10 +1,11 @@
-"""A real Label Studio 1.23.2 and a real SAM2Plus (gunicorn, untrained hiera-t on CPU) on loopback.
+"""A real Label Studio and a real SAM2Plus (gunicorn, untrained hiera-t on CPU) on loopback.
 
-Label Studio is installed into its own venv by scripts/label-studio.sh (cached between runs,
-about a minute the first time) and started with a fresh SQLite data dir, a user, a legacy
-API token and ML_BLOCK_LOCAL_IP/SSRF_PROTECTION_ENABLED lifted so it can call 127.0.0.1.
-Both servers are started by the session fixtures (registered in tests/conftest.py, so tests/e2e and
-tests/browser share them) and stopped afterwards; nothing is skipped.
+Label Studio is installed into its own venv per version by scripts/label-studio.sh (cached
+between runs, a minute or two the first time) and started with a fresh SQLite data dir, a user,
+a legacy API token and ML_BLOCK_LOCAL_IP/SSRF_PROTECTION_ENABLED lifted so it can call 127.0.0.1.
+Both servers are started by session fixtures and stopped afterwards; nothing is skipped.
+tests/conftest.py registers the ones here (Label Studio DEFAULT_VERSION, for tests/browser);
+tests/e2e/conftest.py runs the end-to-end suite once per version of VERSIONS.
 """
 
 from __future__ import annotations
@@ -32,9 +33,36 @@ BACKEND_START_TIMEOUT = 240
 # The test image: big enough that a patch is a small part of it, with shapes and texture.
 IMAGE_SIZE = (1600, 1200)
 
+# The Label Studio versions the end-to-end suite runs on: the oldest SAM2Plus supports (the first
+# whose ML backends carry extra_params to /setup) and the newest tested. The browser suite and
+# scripts/label-studio.sh use DEFAULT_VERSION.
+OLDEST_VERSION = "1.12.1"
+DEFAULT_VERSION = "1.23.2"
+VERSIONS = (OLDEST_VERSION, DEFAULT_VERSION)
+
+# What SAM2Plus can use only from some Label Studio version on (README, Storage).
+FEATURES = {
+    "personal-access-tokens": "1.17.0",  # JWT refresh tokens, /api/token/refresh/
+    # Cloud storage with presign off: /tasks/<id>/presign/ (the same view as the new
+    # /tasks/<id>/resolve/) streams the object. Before, Label Studio makes a data: URL of it and
+    # its presign answers 500 (Django refuses to redirect to a data: URL).
+    "storage-proxy": "1.18.0",
+}
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """The release number as integers, 1.12.1 -> (1, 12, 1), for comparing versions."""
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def has_feature(version: str, feature: str) -> bool:
+    """Whether Label Studio `version` has `feature` (a key of FEATURES)."""
+    return version_key(version) >= version_key(FEATURES[feature])
+
 
 @dataclass
 class LabelStudio:
+    version: str
     url: str
     username: str
     password: str
@@ -46,49 +74,33 @@ class LabelStudio:
 
     def personal_access_token(self) -> str:
         """A new personal access token (a JWT refresh token) of the user."""
+        assert has_feature(self.version, "personal-access-tokens"), self.version
         return self.api().ok("POST", "/api/token/")["token"]
 
     def set_legacy_tokens(self, api: LabelStudioAPI, enabled: bool) -> None:
         api.ok("POST", "/api/jwt/settings", json={"api_tokens_enabled": True, "legacy_api_tokens_enabled": enabled})
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory) -> LabelStudio:
-    """Label Studio 1.23.2 on 127.0.0.1 with SQLite, started by scripts/label-studio.sh."""
-    subprocess.run(["bash", str(LS_SCRIPT), "install"], check=True, timeout=LS_INSTALL_TIMEOUT)
-    workdir = tmp_path_factory.mktemp("label-studio")
+@contextlib.contextmanager
+def running_label_studio(version: str, workdir: Path):
+    """Label Studio `version` on 127.0.0.1 with SQLite in `workdir`, started by scripts/label-studio.sh."""
+    subprocess.run(["bash", str(LS_SCRIPT), "install", "--version", version], check=True, timeout=LS_INSTALL_TIMEOUT)
     port = free_port()
     ls = LabelStudio(
+        version=version,
         url=f"http://127.0.0.1:{port}",
         username="e2e@example.com",
         password=secrets.token_urlsafe(12),
         token=secrets.token_hex(20),
         log=workdir / "ls.log",
     )
-    env = {key: value for key, value in os.environ.items() if not key.startswith("LABEL_STUDIO_")}
-    process = start_logged(
-        [
-            "bash",
-            str(LS_SCRIPT),
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(workdir / "data"),
-            "--username",
-            ls.username,
-            "--password",
-            ls.password,
-            "--token",
-            ls.token,
-        ],
-        env,
-        ls.log,
-    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("LABEL_STUDIO_", "SAM2PLUS_LS_"))}
+    options = {"version": version, "host": "127.0.0.1", "port": str(port), "data-dir": str(workdir / "data")}
+    options |= {"username": ls.username, "password": ls.password, "token": ls.token}
+    arguments = [part for key, value in options.items() for part in (f"--{key}", value)]
+    process = start_logged(["bash", str(LS_SCRIPT), "start", *arguments], env, ls.log)
     try:
-        wait_for(f"{ls.url}/health", process, ls.log, LS_START_TIMEOUT, "Label Studio")
+        wait_for(f"{ls.url}/health", process, ls.log, LS_START_TIMEOUT, f"Label Studio {version}")
         who = requests.get(
             f"{ls.url}/api/current-user/whoami", headers={"Authorization": f"Token {ls.token}"}, timeout=30
         )
@@ -96,6 +108,13 @@ def label_studio(tmp_path_factory) -> LabelStudio:
         yield ls
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> LabelStudio:
+    """Label Studio DEFAULT_VERSION (tests/e2e/conftest.py overrides this with one per version)."""
+    with running_label_studio(DEFAULT_VERSION, tmp_path_factory.mktemp("label-studio")) as ls:
+        yield ls
 
 
 @contextlib.contextmanager

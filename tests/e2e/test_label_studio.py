@@ -1,4 +1,5 @@
-"""End to end: the tests drive a real Label Studio 1.23.2, which drives a real SAM2Plus.
+"""End to end: the tests drive a real Label Studio (each version of stack.VERSIONS), which drives a
+real SAM2Plus.
 
 Everything goes through Label Studio's own REST API, as its UI does: projects, uploads,
 `POST /api/ml` (health + setup), `PATCH /api/ml/<id>` and
@@ -306,16 +307,18 @@ def test_a_prompt_the_backend_cannot_serve_gives_the_annotator_our_one_line_reas
         assert "image" in reason.lower(), f"the reason does not say the image is the problem: {reason!r}"
 
 
-@pytest.mark.parametrize("token_kind", ["legacy", "personal"])
-def test_uploaded_images_are_fetched_with_either_kind_of_token(label_studio, backend, image_path, tmp_path, token_kind):
-    """SAM2Plus downloads /data/upload/... with LABEL_STUDIO_API_KEY, a legacy token or a PAT.
+def test_uploaded_images_are_fetched_with_a_legacy_token(label_studio, backend, image_path):
+    """SAM2Plus downloads /data/upload/... with LABEL_STUDIO_API_KEY, the user's legacy token."""
+    _fetch_and_segment(label_studio.api(), backend, image_path)
 
-    For the PAT, legacy tokens are switched off for the organization meanwhile, so neither
-    the backend nor Label Studio's /setup `access_token` (always the legacy key) can stand in.
+
+@pytest.mark.label_studio_feature("personal-access-tokens")
+def test_uploaded_images_are_fetched_with_a_personal_access_token(label_studio, image_path, tmp_path):
+    """SAM2Plus downloads /data/upload/... with a personal access token as LABEL_STUDIO_API_KEY.
+
+    Legacy tokens are switched off for the organization meanwhile, so neither the backend nor
+    Label Studio's /setup `access_token` (always the legacy key) can stand in.
     """
-    if token_kind == "legacy":
-        _fetch_and_segment(label_studio.api(), backend, image_path)
-        return
     pat = label_studio.personal_access_token()
     api = LabelStudioAPI(label_studio.url, pat, personal=True)
     label_studio.set_legacy_tokens(api, False)

@@ -1,4 +1,4 @@
-"""End to end: images in S3-compatible cloud storage, through a real Label Studio 1.23.2.
+"""End to end: images in S3-compatible cloud storage, through a real Label Studio (each version).
 
 The object store is moto in server mode (`moto_server -H 127.0.0.1 -p PORT`, from the PyPI
 package `moto[server]`, a real S3 API over HTTP). A bucket holds the test image under a plain
@@ -128,12 +128,29 @@ def test_presigned_s3_tasks_return_regions(api, store_backend, object_store):
         assert object_store.presigned_gets(key) > before, f"the object store served no presigned GET of {key!r}"
 
 
+@pytest.mark.label_studio_feature("storage-proxy")
 def test_proxied_s3_tasks_return_regions(api, backend, object_store):
-    """presign off: Label Studio streams the object itself; no redirect, no IMAGE_HOSTS needed."""
+    """presign off: Label Studio streams the object itself (/tasks/<id>/resolve/); no redirect
+    to the object store, no IMAGE_HOSTS needed."""
     project, tasks = s3_project(api, object_store, presign=False)
     ml = connect(api, project, backend, None)
     for key in KEYS:
         require_some(annotate(api, ml, tasks[key]))
+
+
+@pytest.mark.label_studio_feature("storage-proxy", present=False)
+def test_proxied_s3_tasks_before_the_storage_proxy_give_the_annotator_our_reason(api, backend, object_store):
+    """presign off before Label Studio 1.18: its presign endpoint answers 500 (it would redirect to a
+    data: URL); the annotator sees our one-line reason naming the URI and that status."""
+    project, tasks = s3_project(api, object_store, presign=False)
+    ml = connect(api, project, backend, None)
+    answer = api.interactive(
+        ml["id"], tasks[KEYS[0]]["id"], context(rectangle_region(BOXES[0], WIDTH, HEIGHT, labels=[LABEL]))
+    )
+    assert "data" not in answer and len(answer.get("errors", [])) == 1, answer
+    reason = our_reason(answer["errors"][0], "/predict")
+    assert reason.startswith(f'tasks[0].data.image: cannot fetch "s3://{BUCKET}/{KEYS[0]}"'), reason
+    assert "HTTP 500" in reason, reason
 
 
 def test_presigned_redirect_to_an_unnamed_loopback_store_is_refused(api, backend, object_store):

@@ -1,4 +1,4 @@
-"""End to end: opening a task in a real Label Studio 1.23.2 warms the image up in SAM2Plus.
+"""End to end: opening a task in a real Label Studio (each version) warms the image up in SAM2Plus.
 
 Label Studio's server calls the backend's /predict with a null context whenever a task is
 served to an annotator (`GET /api/tasks/<id>` from the Data Manager, `GET /api/projects/<id>/next`

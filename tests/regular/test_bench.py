@@ -38,6 +38,7 @@ KEYS = {
     "multi_alone_refine_p95_ms",
     "multi_first_max_ms",
 }
+GPU_KEYS = {"model_gpu_mb", "peak_gpu_mb", "stock_peak_gpu_mb"}
 RATIOS = {
     "stock_repeat_over_repeat",
     "repeat_over_decoder",
@@ -74,3 +75,5 @@ def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
     assert "SAM2Plus repeated click" in run.stdout and "stock_repeat_over_repeat" in run.stdout
     assert figures["multi_annotators"] == 2 and "2 annotators: refinement p95" in run.stdout
     assert "multi_p95_over_alone" in run.stdout and "session: encoder runs" in run.stdout
+    # GPU memory is a CUDA figure: present and None on CPU (tests/gpu measures it on CUDA).
+    assert {figures[key] for key in GPU_KEYS} == {None} and "peak GPU memory" not in run.stdout

@@ -1,6 +1,6 @@
 """Faults (README: Operations > Faults): a worker killed in the middle
 of a request, a full cache disk, a settings store locked under concurrent /setup from several
-workers, and image hosts or Label Studio that hang. Under gunicorn with the real SAM2 (hiera-t,
+workers, and image hosts or Label Studio that hang or drip. Under gunicorn with the real SAM2 (hiera-t,
 untrained, CPU) unless only the HTTP layer is at stake (then the geometry test double's app).
 """
 
@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -21,7 +22,7 @@ import pytest
 import requests
 
 from sam2plus import settings
-from tests.support.faults import connections_by_worker, gated_server
+from tests.support.faults import connections_by_worker, dripping_server, gated_server
 from tests.support.inprocess import PROJECT, SCENE, make_backend, predict_body
 from tests.support.regions import require_some
 from tests.support.scenes import DiscScene, label_config, point_context, rect_context
@@ -277,3 +278,50 @@ def test_hanging_downloads_hold_neither_the_model_nor_other_requests(tmp_path):
                 timed_out = silent.result(120)
             assert timed_out.status_code == 422 and "timed out" in timed_out.json()["error"]
             assert [answer.status_code for answer in done] == [200, 200]
+
+
+# --- a dripping image host ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_dripping_host_is_cut_at_the_deadline_and_when_the_click_s_client_leaves(tmp_path):
+    """Issue 21, under gunicorn: a host that answers `Content-Length: 1000000` and then a byte
+    every 2 s kept a click downloading for minutes (FETCH_TIMEOUT bounded each read, not the
+    download) and did not notice its client leave. Now the click is a 422 at FETCH_TIMEOUT, and a
+    click whose client closes its connection stops reading from the host within a few seconds
+    (the server answers it 499 and logs why)."""
+    fetch_timeout = 6.0
+    with dripping_server(interval=2.0) as drip:
+        env = {
+            "CACHE_DIR": str(tmp_path / "cache"),
+            "MODEL_DIR": str(tmp_path / "models"),
+            "IMAGE_HOSTS": drip.host,
+            "FETCH_TIMEOUT": str(fetch_timeout),
+        }
+        image = f"http://{drip.host}/drip.png"
+        with gunicorn_server(env, workers=1, threads=4, log_dir=tmp_path, app=GEOMETRY_APP) as server:
+            body = json.dumps(predict_body(image=image)).encode()
+            port = int(server.url.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                assert drip.started.acquire(timeout=30), "the click is downloading"
+                time.sleep(0.5)
+            left = time.monotonic()
+            deadline = left + fetch_timeout
+            while drip.drips[0].closed is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert drip.drips[0].closed is not None, "the download went on after its client left"
+            assert drip.drips[0].closed - left < 3, f"noticed after {drip.drips[0].closed - left:.1f} s"
+
+            started = time.monotonic()
+            answer = requests.post(f"{server.url}/predict", json=predict_body(image=image), timeout=60)
+            elapsed = time.monotonic() - started
+            assert answer.status_code == 422 and "timed out" in answer.json()["error"], answer.text
+            assert fetch_timeout - 0.5 < elapsed < fetch_timeout + 2, f"{elapsed:.1f} s"
+            assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+            log = server.log.read_text()
+        assert "the client went away; stopped downloading" in log and "Traceback" not in log

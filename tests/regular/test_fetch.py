@@ -10,6 +10,7 @@ Label Studio and a real S3 server are exercised by the end-to-end tests in tests
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import json
 import multiprocessing
@@ -23,9 +24,10 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from sam2plus.downloads import EVICTION_LOCK
-from sam2plus.errors import RequestError
+from sam2plus.downloads import EVICTION_LOCK, USAGE
+from sam2plus.errors import RequestError, Stopped
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
+from tests.support.faults import dripping_server
 from tests.support.inprocess import make_backend, predict_body
 
 FIELD = "data.image"
@@ -138,7 +140,7 @@ def requires_token(body, key=KEY):
 
 def downloads(cache_dir: Path):
     folder = cache_dir / "downloads"
-    return sorted(p.name for p in folder.iterdir() if p.name != EVICTION_LOCK) if folder.exists() else []
+    return sorted(p.name for p in folder.iterdir() if p.name not in (EVICTION_LOCK, USAGE)) if folder.exists() else []
 
 
 def refused(call, status):
@@ -867,6 +869,100 @@ def test_pipeline_passes_the_task_id_to_the_fetcher(make_server, tmp_path):
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
 
 
+# ---------------------------------------------------------------- one deadline per download
+
+
+def until(condition, seconds: float) -> bool:
+    """Wait up to `seconds` for `condition()`; whether it came true."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("path", ["/drip.png", "/drip-headers.png", "/chunked.png"])
+def test_a_dripping_host_times_out_at_the_deadline(cache_dir, path):
+    """Issue 21: a host that sends a byte every half second never trips a read timeout; the whole
+    download (headers, chunk-size lines and body alike) ends at FETCH_TIMEOUT with a 422, and the
+    host sees its connection closed."""
+    with dripping_server(interval=0.5) as drip:
+        fetcher = ImageFetcher(cache_dir, image_hosts=(drip.host,), timeout=1.5)
+        started = time.monotonic()
+        message = refused(lambda: fetcher.fetch(f"http://{drip.host}{path}", FIELD), 422)
+        elapsed = time.monotonic() - started
+        assert "timed out" in message and "FETCH_TIMEOUT" in message
+        assert 1.4 < elapsed < 1.5 + 2, f"{elapsed:.1f} s"
+        assert until(lambda: drip.drips[0].closed is not None, 3), "the host saw its connection closed"
+    assert downloads(cache_dir) == [], "nothing partial is kept"
+
+
+def test_redirect_hops_share_one_deadline(cache_dir):
+    """Each hop answers within the per-read timeout, but the chain does not: it stops at FETCH_TIMEOUT."""
+    with dripping_server(interval=0.5, hop_delay=0.6) as drip:
+        fetcher = ImageFetcher(cache_dir, image_hosts=(drip.host,), timeout=1.5)
+        started = time.monotonic()
+        message = refused(lambda: fetcher.fetch(f"http://{drip.host}/hop/5.png", FIELD), 422)
+        elapsed = time.monotonic() - started
+    assert "timed out" in message and "/hop/5.png" in message
+    assert elapsed < 1.5 + 2, f"{elapsed:.1f} s"
+    assert [d.path for d in drip.drips] == ["/hop/5.png", "/hop/4.png", "/hop/3.png"], "the third hop ran out of time"
+
+
+def test_a_download_stops_when_should_stop_turns_true(cache_dir):
+    """A click whose client has gone: the download stops within a tick of `should_stop()` turning
+    true (asked on the watchdog's thread, in a copy of the caller's context), as `Stopped`."""
+    caller = contextvars.ContextVar("caller", default="another thread")
+    caller.set("the click's thread")
+    gone = threading.Event()
+    seen = []
+
+    def should_stop():
+        seen.append(caller.get())
+        return gone.is_set()
+
+    with dripping_server(interval=2.0) as drip:
+        fetcher = ImageFetcher(cache_dir, image_hosts=(drip.host,), timeout=60)
+        threading.Timer(1.0, gone.set).start()
+        started = time.monotonic()
+        with pytest.raises(Stopped, match="the client went away"):
+            fetcher.fetch(f"http://{drip.host}/drip.png", FIELD, should_stop=should_stop)
+        elapsed = time.monotonic() - started
+        assert elapsed < 1.0 + 1.5, f"{elapsed:.1f} s"
+        assert until(lambda: drip.drips[0].closed is not None, 3)
+    assert set(seen) == {"the click's thread"}, "should_stop ran in the caller's context"
+
+
+def test_a_failing_should_stop_leaves_the_download_to_its_deadline(cache_dir, caplog):
+    """A should_stop that raises is logged and dropped: its download still ends at the deadline,
+    and the watchdog goes on watching the next one."""
+
+    def broken():
+        raise RuntimeError("no request here")
+
+    with dripping_server(interval=0.5) as drip:
+        fetcher = ImageFetcher(cache_dir, image_hosts=(drip.host,), timeout=1.0)
+        assert "timed out" in refused(
+            lambda: fetcher.fetch(f"http://{drip.host}/drip.png", FIELD, should_stop=broken), 422
+        )
+        assert any("should_stop failed" in record.getMessage() for record in caplog.records)
+        with pytest.raises(Stopped):
+            fetcher.fetch(f"http://{drip.host}/drip.png", FIELD, should_stop=lambda: True)
+
+
+def test_the_deadline_leaves_the_connection_pool_usable(make_server, cache_dir):
+    """A download cut by the watchdog is closed, not pooled: the next download from the same host
+    gets a fresh connection and its image."""
+    server = make_server()
+    server.routes["/slow.png"] = lambda request: (time.sleep(1.5), (200, {}, PNG))[1]
+    server.routes["/a.png"] = static(PNG + b"a")
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, timeout=0.8)
+    refused(lambda: fetcher.fetch(server.url + "/slow.png", FIELD), 422)
+    for _ in range(3):
+        assert fetcher.fetch(server.url + "/a.png", FIELD).digest == sha1(PNG + b"a")
+
+
 # ---------------------------------------------------------------- redirects
 
 
@@ -906,6 +1002,25 @@ def test_label_studio_redirects_follow_anywhere_without_the_key(make_server, cac
     message = refused(lambda: fetcher.fetch("/data/upload/1/sneaky.png", FIELD), 400)
     assert "/api/projects/" in message
     assert not [r for r in ls.requests if r["path"].startswith("/api/")]
+
+
+@pytest.mark.parametrize("hosts", [("*",), ("*", "127.0.0.1")], ids=["star", "star-and-loopback"])
+def test_image_host_redirects_into_label_studios_api_are_refused(make_server, cache_dir, hosts):
+    """Issue 21: with IMAGE_HOSTS=*, an allowed host answering 302 to Label Studio's API was
+    followed. Every hop passes Label Studio's path rule: its API sees no request at all, and a
+    hop onto its file paths from elsewhere goes without the key."""
+    ls, images = capture_all(make_server()), make_server()
+    images.routes["/api.png"] = redirect(f"{ls.url}/api/projects/")
+    images.routes["/dots.png"] = redirect(f"{ls.url}/data/upload/%2e%2e/%2e%2e/api/projects/", 307)
+    images.routes["/file.png"] = redirect(f"{ls.url}/data/upload/1/a.png")
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, KEY), image_hosts=hosts, block_private=False)
+    for path in ("/api.png", "/dots.png"):
+        message = refused(lambda path=path: fetcher.fetch(images.url + path, FIELD), 400)
+        assert "redirects to" in message and "Label Studio" in message
+    assert ls.requests == [] and ls.connections == 0, "Label Studio saw no request"
+    assert fetcher.fetch(images.url + "/file.png", FIELD).digest == sha1(PNG)
+    assert [r["path"] for r in ls.requests] == ["/data/upload/1/a.png"]
+    assert "Authorization" not in ls.requests[0]["headers"], "the key stays home on a chain begun elsewhere"
 
 
 def test_redirect_loops_stop_after_a_few_hops(make_server, cache_dir):
@@ -1000,6 +1115,43 @@ def test_public_addresses_are_connected_to(monkeypatch, make_server, cache_dir):
     assert connected == [("8.8.8.8", 80)], "it connects to the checked address, not to a new resolution"
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::1",
+        "::127.0.0.1",
+        "::ffff:169.254.169.254",
+        "fec0::1",
+        "2001:0:a00:1::f7f7:f7f7",
+    ],
+)
+def test_names_resolving_to_ipv6_forms_of_private_addresses_are_refused(monkeypatch, cache_dir, address):
+    """A name resolving to an IPv6 form that carries a private IPv4 address (or to a reserved
+    IPv6 range) is refused before any connection, like one resolving to the address itself."""
+    import socket as sockets
+
+    real = sockets.getaddrinfo
+    monkeypatch.setattr(
+        sockets,
+        "getaddrinfo",
+        lambda host, *args, **kwargs: (
+            [(sockets.AF_INET6, sockets.SOCK_STREAM, 6, "", (address, 80, 0, 0))]
+            if host == "images.example"
+            else real(host, *args, **kwargs)
+        ),
+    )
+    from sam2plus import transport
+
+    connected = []
+    monkeypatch.setattr(transport, "create_connection", lambda address, *args, **kwargs: connected.append(address))
+    message = refused(
+        lambda: ImageFetcher(cache_dir, image_hosts=("*",)).fetch("http://images.example/a.png", FIELD), 400
+    )
+    assert address in message and "not a public address" in message
+    assert connected == []
+
+
 # ---------------------------------------------------------------- data: URLs
 
 
@@ -1089,14 +1241,15 @@ def test_download_cache_keeps_within_its_bound_least_recently_used_first(make_se
     server = make_server()
     size = 64 << 10
     bodies = serve_files(server, 5, size)
-    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, cache_bytes=3 * size + 4096)
+    bound = 3 * size + 4 * os.statvfs(cache_dir.parent).f_frsize  # three files and four URLs' records (a block each)
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, cache_bytes=bound)
     for n in range(3):
         fetcher.fetch(f"{server.url}/{n}.png", FIELD).release()
         time.sleep(0.01)
     fetcher.fetch(f"{server.url}/0.png", FIELD).release()  # 0 is used again: 1 is now the oldest
     fetcher.fetch(f"{server.url}/3.png", FIELD).release()
     assert sorted(content_files(cache_dir)) == sorted(f"{sha1(bodies[n])}.png" for n in (0, 2, 3))
-    assert fetcher.downloads.size() <= 3 * size + 4096
+    assert fetcher.downloads.size() <= bound
 
 
 def test_a_file_in_use_is_never_evicted(make_server, cache_dir):

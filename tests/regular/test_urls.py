@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
+from pathlib import Path
 
 import pytest
 
+from sam2plus import transport
 from sam2plus.errors import RequestError
 from sam2plus.urls import (
     HostRule,
     UrlPolicy,
+    embedded_ipv4,
     is_cloud_uri,
     is_public_address,
     parse_data_url,
@@ -242,7 +246,29 @@ def test_redirects_from_image_hosts_stay_in_image_hosts():
     refusal(lambda: p.redirect(start, f"{LS}/data/upload/1/a.png", FIELD))
     star = policy(("*",))
     hop = star.redirect(star.task_target("http://images.example/a.png", FIELD), f"{LS}/data/upload/1/a.png", FIELD)
-    assert not hop.label_studio
+    assert not hop.label_studio and not hop.via_label_studio
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        f"{LS}/api/projects/",
+        f"{LS}/api/tasks/1/",
+        f"{LS}/",
+        f"{LS}/data/upload/../../api/projects/",
+        f"{LS}/data/upload/%2e%2e/%2e%2e/api/projects/",
+        f"{LS}/user/login/",
+    ],
+)
+@pytest.mark.parametrize("hosts", [("*",), ("*", "ls.example:8080"), ("images.example", "ls.example")])
+def test_redirects_from_image_hosts_keep_label_studios_path_rule(location, hosts):
+    """`*` (or naming Label Studio's host in IMAGE_HOSTS) never opens Label Studio's host beyond its
+    file paths, for a task's URL and for every redirect hop alike."""
+    p = policy(hosts)
+    start = p.task_target("http://images.example/a.png", FIELD)
+    message = refusal(lambda: p.redirect(start, location, FIELD))
+    assert "redirects to" in message and "Label Studio" in message
+    refusal(lambda: p.task_target(location, FIELD))
 
 
 @pytest.mark.parametrize(
@@ -306,31 +332,113 @@ def test_origins():
             parse_origin(bad)
 
 
+# Teredo addresses: 2001:0:<server>:<flags>:<port>:<client XOR ffff:ffff>
+TEREDO_PUBLIC = "2001:0:4136:e378:8000:63bf:f7f7:f7f7"  # server 65.54.227.120, client 8.8.8.8
+TEREDO_PRIVATE_CLIENT = "2001:0:4136:e378:8000:63bf:f5ff:fffe"  # client 10.0.0.1
+TEREDO_PRIVATE_SERVER = "2001:0:a00:1:8000:63bf:f7f7:f7f7"  # server 10.0.0.1
+TEREDO_LOOPBACK_CLIENT = "2001:0:4136:e378:8000:63bf:80ff:fffe"  # client 127.0.0.1
+
+
 @pytest.mark.parametrize(
-    "address, public",
+    "address, public, carried",
     [
-        ("8.8.8.8", True),
-        ("2001:4860:4860::8888", True),
-        ("203.0.113.7", False),  # TEST-NET-3 is reserved
-        ("127.0.0.1", False),
-        ("127.8.9.10", False),
-        ("10.1.2.3", False),
-        ("172.16.0.1", False),
-        ("192.168.1.1", False),
-        ("169.254.169.254", False),
-        ("100.64.0.1", False),
-        ("0.0.0.0", False),
-        ("::1", False),
-        ("fe80::1%eth0", False),
-        ("fd00::1", False),
-        ("::ffff:127.0.0.1", False),
-        ("::ffff:8.8.8.8", True),
-        ("224.0.0.1", False),
-        ("::", False),
+        # IPv4
+        ("8.8.8.8", True, None),
+        ("1.1.1.1", True, None),
+        ("0.0.0.0", False, None),
+        ("0.1.2.3", False, None),
+        ("10.1.2.3", False, None),
+        ("100.64.0.1", False, None),
+        ("100.127.255.254", False, None),
+        ("100.128.0.1", True, None),
+        ("127.0.0.1", False, None),
+        ("127.8.9.10", False, None),
+        ("169.254.169.254", False, None),
+        ("172.16.0.1", False, None),
+        ("172.32.0.1", True, None),
+        ("192.0.0.8", False, None),
+        ("192.0.2.1", False, None),
+        ("192.88.99.1", False, None),
+        ("192.168.1.1", False, None),
+        ("198.18.0.1", False, None),
+        ("198.51.100.7", False, None),
+        ("203.0.113.7", False, None),
+        ("224.0.0.1", False, None),
+        ("239.255.255.250", False, None),
+        ("240.0.0.1", False, None),
+        ("255.255.255.255", False, None),
+        # IPv6 on its own
+        ("2001:4860:4860::8888", True, ()),
+        ("2606:4700:4700::1111", True, ()),
+        ("::", False, ("0.0.0.0",)),
+        ("::1", False, ("0.0.0.1",)),
+        ("fe80::1%eth0", False, ()),
+        ("fec0::1", False, ()),  # site-local (deprecated)
+        ("fc00::1", False, ()),  # unique-local
+        ("fd00::1", False, ()),
+        ("ff02::1", False, ()),  # multicast
+        ("ff0e::1", False, ()),
+        ("100::1", False, ()),  # discard-only
+        ("2001:db8::1", False, ()),  # documentation
+        ("3fff::1", False, ()),
+        ("2001:2::1", False, ()),  # benchmarking
+        ("2001:10::1", False, ()),  # ORCHID
+        ("2001:20::1", False, ()),  # ORCHIDv2: IETF protocol assignments, no image host
+        ("5f00::1", False, ()),  # SRv6 SIDs
+        ("4000::1", False, ()),  # unassigned, outside 2000::/3
+        ("64:ff9b:1::a00:1", False, ()),  # local-use NAT64
+        ("64:ff9b:1::808:808", False, ()),
+        # IPv4-mapped
+        ("::ffff:127.0.0.1", False, ("127.0.0.1",)),
+        ("::ffff:10.0.0.1", False, ("10.0.0.1",)),
+        ("::ffff:100.64.0.1", False, ("100.64.0.1",)),
+        ("::ffff:224.0.0.1", False, ("224.0.0.1",)),
+        ("::ffff:8.8.8.8", True, ("8.8.8.8",)),
+        # IPv4-translated (SIIT)
+        ("::ffff:0:127.0.0.1", False, ("127.0.0.1",)),
+        ("::ffff:0:8.8.8.8", True, ("8.8.8.8",)),
+        # IPv4-compatible (deprecated)
+        ("::127.0.0.1", False, ("127.0.0.1",)),
+        ("::10.0.0.1", False, ("10.0.0.1",)),
+        ("::169.254.169.254", False, ("169.254.169.254",)),
+        ("::8.8.8.8", True, ("8.8.8.8",)),
+        # NAT64, well-known prefix
+        ("64:ff9b::127.0.0.1", False, ("127.0.0.1",)),
+        ("64:ff9b::a9fe:a9fe", False, ("169.254.169.254",)),
+        ("64:ff9b::192.168.0.1", False, ("192.168.0.1",)),
+        ("64:ff9b::8.8.8.8", True, ("8.8.8.8",)),
+        # 6to4
+        ("2002:7f00:1::1", False, ("127.0.0.1",)),
+        ("2002:a00:1::1", False, ("10.0.0.1",)),
+        ("2002:c0a8:101::1", False, ("192.168.1.1",)),
+        ("2002:808:808::1", True, ("8.8.8.8",)),
+        # Teredo: server and client
+        (TEREDO_PUBLIC, True, ("65.54.227.120", "8.8.8.8")),
+        (TEREDO_PRIVATE_CLIENT, False, ("65.54.227.120", "10.0.0.1")),
+        (TEREDO_PRIVATE_SERVER, False, ("10.0.0.1", "8.8.8.8")),
+        (TEREDO_LOOPBACK_CLIENT, False, ("65.54.227.120", "127.0.0.1")),
+        # ISATAP: a public prefix with the site's IPv4 address in its interface identifier
+        ("2001:4860:0:1::5efe:10.0.0.1", False, ("10.0.0.1",)),
+        ("2001:4860:0:1:200:5efe:127.0.0.1", False, ("127.0.0.1",)),
+        ("2001:4860:0:1::5efe:8.8.8.8", True, ("8.8.8.8",)),
+        ("fd00::5efe:8.8.8.8", False, ("8.8.8.8",)),  # a private prefix stays private
     ],
 )
-def test_public_addresses(address, public):
+def test_public_addresses(address, public, carried):
+    """One classification for every address a host resolves to (transport.py connects through
+    it): IPv6 forms that carry IPv4 addresses are judged by what they carry, reserved ranges
+    are refused."""
     assert is_public_address(address) is public
+    if carried is not None:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        assert tuple(str(inner) for inner in embedded_ipv4(ip)) == carried
+
+
+def test_transport_classifies_addresses_only_through_urls():
+    """transport.py has no classification of its own: the one function decides."""
+    source = Path(transport.__file__).read_text()
+    assert "is_public_address(address)" in source
+    assert "ipaddress" not in source and ".is_global" not in source and ".is_private" not in source
 
 
 def test_data_url_size_is_checked_before_decoding():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 
 import pytest
 
@@ -17,6 +18,7 @@ from model import SAM2Plus
 from sam2plus.config import ServerConfig
 from sam2plus.server import create_app
 from sam2plus.warmup import Warmup
+from tests.support.faults import dripping_server
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 from tests.support.scenes import DiscScene, label_config, point_context
 
@@ -186,3 +188,61 @@ def test_warm_ups_never_block_clicks_on_other_images(backend):
     assert _click(client, "scene.jpg")
     release.set()
     assert model.warmup.wait(WAIT) and model.warmup.done == 1
+
+
+FETCH_TIMEOUT = 1.5
+
+
+@pytest.fixture
+def dripping(tmp_path):
+    """The backend with FETCH_TIMEOUT=1.5 and a host that sends a byte every half second (never
+    a read timeout), allowed in IMAGE_HOSTS; yields (model, client, host)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    SCENE.write(cache / "scene.jpg")
+    with dripping_server(interval=0.5) as drip:
+        config = ServerConfig(
+            cache_dir=str(cache),
+            model_dir=str(tmp_path / "models"),
+            image_hosts=(drip.host,),
+            fetch_timeout=FETCH_TIMEOUT,
+        )
+        model = SAM2Plus(config, segmenter=ColorRegionSegmenter())
+        yield model, create_app(model).test_client(), drip
+
+
+def test_a_warm_up_behind_a_dripping_download_waits_no_longer_than_the_deadline(dripping, caplog):
+    """Issue 21: the warm-up thread downloading from a dripping host held every warm-up behind it
+    for minutes; its download now ends at FETCH_TIMEOUT and the next warm-up runs."""
+    model, client, drip = dripping
+    _setup(client, {"subpatching": {}})
+    caplog.set_level(logging.WARNING, "sam2plus.warmup")
+    started = time.monotonic()
+    _open(client, f"http://{drip.host}/drip.png", "scene.jpg")
+    assert model.warmup.wait(FETCH_TIMEOUT + 3), "the warm-ups ended"
+    assert time.monotonic() - started < FETCH_TIMEOUT + 3
+    assert (model.warmup.failed, model.warmup.done) == (1, 1)
+    assert any("warm-up failed" in r.getMessage() and "timed out" in r.getMessage() for r in caplog.records)
+
+
+def test_a_warm_up_behind_a_click_on_a_dripping_host_waits_no_longer_than_the_deadline(dripping):
+    """Warm-ups wait for clicks in flight; a click whose download drips ends at FETCH_TIMEOUT
+    (a 422 naming the timeout), and the warm-up waiting behind it runs then."""
+    model, client, drip = dripping
+    _setup(client, {"subpatching": {}})
+    answers = []
+    body = {
+        "tasks": [{"id": 9, "data": {"image": f"http://{drip.host}/drip.png"}}],
+        "project": PROJECT,
+        "label_config": label_config(),
+        "params": {"context": point_context([(SCENE.cx, SCENE.cy)], SCENE.width, SCENE.height)},
+    }
+    started = time.monotonic()
+    click = threading.Thread(target=lambda: answers.append(client.post("/predict", json=body)))
+    click.start()
+    assert drip.started.acquire(timeout=WAIT), "the click is downloading"
+    _open(client, "scene.jpg")
+    assert model.warmup.wait(FETCH_TIMEOUT + 3) and model.warmup.done == 1
+    assert time.monotonic() - started < FETCH_TIMEOUT + 3
+    click.join(WAIT)
+    assert answers[0].status_code == 422 and "timed out" in answers[0].get_json()["error"]
