@@ -62,6 +62,8 @@ def on_starting(server):
         startup.report(ConfigError(*problems))
         on_exit(server)
         sys.exit(1)
+    if warning := startup.workers_warning(workers, ServerConfig.from_env().device):
+        server.log.warning("SAM2Plus: %s", warning)
 
 
 def when_ready(server):

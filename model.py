@@ -17,7 +17,7 @@ from sam2plus.logtext import logtext
 from sam2plus.params import ExtraParams, parse_extra_params
 from sam2plus.pipeline import Pipeline
 from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
-from sam2plus.settings import SettingsStore
+from sam2plus.settings import open_settings
 from sam2plus.warmup import Warmup
 
 __all__ = ["MAX_PROJECT_ID", "SAM2Plus"]
@@ -58,7 +58,7 @@ class SAM2Plus:
         self.pipeline = Pipeline(
             segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir, config.max_prompt_points
         )
-        self.settings = SettingsStore(config.model_dir)
+        self.settings = open_settings(config.settings_url, config.model_dir)
         self.warmup = Warmup(self.pipeline)
         self.model_version = f"SAM2Plus-{sam2plus.__version__}:{segmenter.name}"
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .prompts import MAX_PROMPT_POINTS
+from .settings import settings_url_problem
 from .urls import parse_host_rule, parse_origin
 
 __all__ = [
@@ -98,6 +99,8 @@ class ServerConfig:
     checkpoint_dir: str = "/sam2/checkpoints"
     cache_dir: str = "/cache"
     model_dir: str = "/data/models"
+    # The settings store: blank is SQLite in MODEL_DIR; postgresql://... is shared by replicas
+    settings_url: str | None = None
     label_studio_url: str | None = None
     label_studio_api_key: str | None = None
     image_hosts: tuple[str, ...] = ()
@@ -136,6 +139,8 @@ class ServerConfig:
             )
         if not 2 <= self.max_json_depth <= MAX_JSON_DEPTH:
             problems.append(f"MAX_JSON_DEPTH={self.max_json_depth} must be from 2 to {MAX_JSON_DEPTH}")
+        if problem := settings_url_problem(self.settings_url):
+            problems.append(problem)
         if problems:
             raise ConfigError(*problems)
 
@@ -175,6 +180,7 @@ class ServerConfig:
             checkpoint_dir=env.text("CHECKPOINT_DIR", d.checkpoint_dir),
             cache_dir=env.text("CACHE_DIR", d.cache_dir),
             model_dir=env.text("MODEL_DIR", d.model_dir),
+            settings_url=env.text("SETTINGS_URL", d.settings_url),
             label_studio_url=label_studio_url,
             label_studio_api_key=env.text("LABEL_STUDIO_API_KEY", None),
             image_hosts=hosts,

@@ -28,6 +28,7 @@ from . import metrics
 from .errors import RequestError, Stopped, describe
 from .jsonbody import nesting_exceeds, parse_json_body
 from .logtext import logtext
+from .settings import SettingsUnavailable
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -261,6 +262,8 @@ def _worker_counts(model) -> dict:
 def _storage_fault(exc: Exception) -> tuple[int, str]:
     """A full disk (507) or a settings store locked by someone else for too long (503), told as such;
     any other fault is a 500."""
+    if isinstance(exc, SettingsUnavailable):
+        return 503, "the settings database (SETTINGS_URL) cannot be reached; try again"
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
         return INSUFFICIENT_STORAGE, "no space left on a disk the backend writes (CACHE_DIR or MODEL_DIR)"
     if isinstance(exc, sqlite3.OperationalError):

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TextIO
 
 from .config import UNTRAINED, ConfigError, ServerConfig, checkpoint_file
+from .settings import POSTGRES_SCHEMES, PostgresSettingsStore, SettingsUnavailable
 
-__all__ = ["check_environment", "checkpoint_problem", "report"]
+__all__ = ["check_environment", "checkpoint_problem", "report", "workers_warning"]
 
 PREFIX = "sam2plus: configuration error: "
 
@@ -35,6 +36,7 @@ def check_environment(config: ServerConfig) -> None:
             _device_problem(config.device),
             _writable_problem("CACHE_DIR", config.cache_dir),
             _writable_problem("MODEL_DIR", config.model_dir),
+            _settings_problem(config.settings_url),
         )
         if problem
     ]
@@ -117,3 +119,28 @@ def _writable_problem(name: str, directory: str) -> str | None:
             f"backend's user (uid {os.getuid()}) write access, or point {name} elsewhere"
         )
     return None
+
+
+def _settings_problem(url: str | None) -> str | None:
+    """A PostgreSQL SETTINGS_URL must be reachable at start; its schema is created here."""
+    if not url or not url.startswith(POSTGRES_SCHEMES):
+        return None
+    try:
+        PostgresSettingsStore(url).prepare()
+    except SettingsUnavailable as exc:
+        return f"{exc}: start PostgreSQL, or correct SETTINGS_URL (user, password, host, port, database)"
+    return None
+
+
+def workers_warning(workers: int, device: str) -> str | None:
+    """A warning for WORKERS > 1 on a CUDA device: each worker holds its own SAM2 and embedding
+    cache, and a task's clicks spread over the workers each run the encoder again."""
+    if workers <= 1 or device == "cpu":
+        return None
+    if device == "auto" and _cuda_devices() == 0:
+        return None
+    return (
+        f"WORKERS={workers} on a CUDA device: each worker loads its own SAM2 on the GPU and keeps its own "
+        "embedding cache, so a task's clicks that land on another worker run the encoder again; "
+        "prefer WORKERS=1 with THREADS for concurrency, one replica per GPU (README: Scaling out)"
+    )

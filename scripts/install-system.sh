@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages the tests run for real, installed with apt when their command is missing:
-#   haproxy   the buffering front of the compose deployments (haproxy/, README: Security, Slow clients and the front)
-# Add a package as one more "command:package" entry of NEEDED.
+#   haproxy      the buffering front of the compose deployments (haproxy/, README: Security, Slow clients and the front)
+#                and the replicas' balancer (haproxy/replicas.cfg, README: Scaling out)
+#   postgresql   the replicas' shared settings store (SETTINGS_URL; tests/deploy/test_replicas.py runs
+#                Debian 12's PostgreSQL 15 from /usr/lib/postgresql/15/bin, off the PATH)
+# Add a package as one more "command:package" entry of NEEDED (an absolute path for a command off the PATH).
 #
 # Needs root (as CI runs) or password-less sudo to install; otherwise it names the packages to
 # install and exits 1. Safe to re-run: nothing is done when every command is there.
 set -euo pipefail
 
-NEEDED=("haproxy:haproxy")
+NEEDED=("haproxy:haproxy" "/usr/lib/postgresql/15/bin/pg_ctl:postgresql")
 
 missing=()
 for entry in "${NEEDED[@]}"; do

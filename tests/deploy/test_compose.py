@@ -396,3 +396,46 @@ def test_the_cpu_overrides_drop_every_gpu_reservation_and_run_hiera_t_untrained(
     tiny = config("-f", "compose.yml", "-f", "compose.cpu.yml", shell={"CPU_MODEL_CHECKPOINT": "sam2.1_hiera_tiny.pt"})
     assert tiny["services"]["sam2-build"]["command"][-1] == "sam2.1_hiera_tiny.pt"
     assert {tiny["services"][t]["environment"]["MODEL_CHECKPOINT"] for t in TARGETS} == {"sam2.1_hiera_tiny.pt"}
+
+
+# --- several replicas behind one address (issue 19; README: Scaling out) ---
+
+REPLICA_VARS = {"REPLICA1_GPU": "0", "REPLICA2_GPU": "1", "REPLICA3_GPU": "3", "SETTINGS_DB_PASSWORD": "db-secret"}
+
+
+def replicas_config(target: str = "brick", shell: dict | None = None) -> dict:
+    args = ("-f", "replicas-compose.yml", "--env-file", ".env", "--env-file", f"envs/{target}.env")
+    return config(*args, shell={**REPLICA_VARS, **(shell or {})})
+
+
+@pytest.mark.parametrize("target", SHIPPED)
+def test_replicas_compose_runs_three_backends_one_gpu_each_behind_haproxy_with_postgresql(target):
+    env = read_env(REPO / "envs" / f"{target}.env")
+    project = replicas_config(target)
+    replicas = {name: project["services"][name] for name in ("replica1", "replica2", "replica3")}
+    assert set(project["services"]) == {*replicas, "front", "settings-db"}
+    front, db = project["services"]["front"], project["services"]["settings-db"]
+    assert published(front) == [(env["HOST_ADDRESS"], env["HOST_PORT"], 8080)]
+    assert front["command"][-1] == "/etc/sam2plus-front/replicas.cfg"
+    assert front["environment"] == {f"REPLICA{n}_ADDR": f"replica{n}:9090" for n in (1, 2, 3)}
+    gpus, caches = [], []
+    for name, service in replicas.items():
+        assert published(service) == [] and service["container_name"] == f"{env['CONTAINER_NAME']}-{name}"
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        gpus.append(device["device_ids"])
+        caches.append(mount(service, "/cache")["source"])
+        settings = ServerConfig.from_env({**service["environment"], "BASIC_AUTH_PASS": "a password"})
+        assert settings.settings_url == "postgresql://sam2plus:db-secret@settings-db:5432/sam2plus"
+        assert service["depends_on"]["settings-db"]["condition"] == "service_healthy"
+        assert ServingConfig.from_env(service["environment"]).workers == 1, "one worker per GPU"
+    assert gpus == [["0"], ["1"], ["3"]] and len(set(caches)) == 3
+    assert db["image"] == "postgres:15" and db["environment"]["POSTGRES_PASSWORD"] == "db-secret"
+    assert mount(db, "/var/lib/postgresql/data")["type"] == "volume" and "settings-db" in project["volumes"]
+    assert published(db) == [], "PostgreSQL is reached by the replicas only"
+
+
+@pytest.mark.parametrize("variable", list(REPLICA_VARS))
+def test_replicas_compose_names_each_missing_variable(variable):
+    args = ("-f", "replicas-compose.yml", "--env-file", ".env", "--env-file", "envs/brick.env", "config")
+    result = docker_compose(*args, shell={k: v for k, v in REPLICA_VARS.items() if k != variable})
+    assert result.returncode != 0 and f"required variable {variable} is missing a value" in result.stderr

@@ -92,7 +92,8 @@ def test_the_front_image_is_debians_haproxy_run_by_a_user_with_a_healthcheck():
     assert "apt-get install" in run.value[0] and " haproxy" in run.value[0] and "useradd --uid 1000" in run.value[0]
     assert by_cmd["USER"][-1].value[0].split(":")[0] not in ("0", "root")
     copied = {source.rstrip("/") for i in by_cmd["COPY"] for source in i.value[:-1]}
-    assert copied == {"front.cfg", "single.cfg", "errors"} and all((HAPROXY_DIR / s).exists() for s in copied)
+    assert copied == {"front.cfg", "single.cfg", "replicas.cfg", "errors"}
+    assert all((HAPROXY_DIR / s).exists() for s in copied)
     (cmd,) = by_cmd["CMD"]
     assert cmd.json and cmd.value[0] == "haproxy" and "-db" in cmd.value
     assert [v for v in cmd.value if v.endswith(".cfg")] == [

@@ -49,15 +49,22 @@ class Front:
 
 
 @contextlib.contextmanager
-def haproxy_front(backend_addr: str, log_dir: Path | None = None, backends: Path = SINGLE, timeout: float = 30):
+def haproxy_front(
+    backend_addr: str,
+    log_dir: Path | None = None,
+    backends: Path = SINGLE,
+    timeout: float = 30,
+    env: dict | None = None,
+):
     """Run `haproxy -f haproxy/front.cfg -f <backends>` in the foreground with FRONT_ADDR on a free
-    loopback port and BACKEND_ADDR=`backend_addr` ("127.0.0.1:port"); yields a `Front` once its
-    /front/health says a backend server is up. Stopped however the block ends."""
+    loopback port and BACKEND_ADDR=`backend_addr` ("127.0.0.1:port"), plus `env` (the replicas'
+    addresses for replicas.cfg); yields a `Front` once its /front/health says a backend server is
+    up. Stopped however the block ends."""
     port = free_port()
     with contextlib.ExitStack() as cleanup:
         folder = Path(log_dir or cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sam2plus-haproxy-")))
         log = folder / f"haproxy-{port}.log"
-        env = {**os.environ, "FRONT_ADDR": f"127.0.0.1:{port}", "BACKEND_ADDR": backend_addr}
+        env = {**os.environ, "FRONT_ADDR": f"127.0.0.1:{port}", "BACKEND_ADDR": backend_addr, **(env or {})}
         # -db: foreground, no daemon; -W: master-worker, so that SIGTERM stops it cleanly.
         process = start_logged([haproxy_binary(), "-W", "-db", "-f", str(FRONT), "-f", str(backends)], env, log)
         url = f"http://127.0.0.1:{port}"
