@@ -15,20 +15,7 @@ if [[ -n ${SAM2PLUS_CHROMIUM:-} ]]; then
 fi
 command -v chromium >/dev/null && exit 0
 
-if [[ $(id -u) -eq 0 ]]; then
-    sudo=()
-elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    sudo=(sudo -n)
-else
-    echo "install-chromium.sh: no chromium, and no root to install it: run" \
-         "\`sudo apt-get install chromium\` (Debian), or set SAM2PLUS_CHROMIUM to a Chromium executable" >&2
-    exit 1
-fi
-if ! command -v apt-get >/dev/null; then
-    echo "install-chromium.sh: no apt-get here: install Chromium and set SAM2PLUS_CHROMIUM to its executable" >&2
-    exit 1
-fi
-echo "install-chromium.sh: installing Debian's chromium package (about 40 s)" >&2
-"${sudo[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
+. "$(dirname "$0")/apt.sh"
+need_root install-chromium.sh "no chromium, and no root to install it: run \`sudo apt-get install chromium\` (Debian), or set SAM2PLUS_CHROMIUM to a Chromium executable"
+apt_install install-chromium.sh chromium
 chromium --version >&2

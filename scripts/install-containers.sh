@@ -12,27 +12,15 @@ set -euo pipefail
 BASE=docker.io/library/debian:bookworm-slim
 SUITE=${SAM2PLUS_BASE_SUITE:-bookworm}
 
-if [[ $(id -u) -eq 0 ]]; then
-    sudo=()
-elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    sudo=(sudo -n)
-else
-    echo "install-containers.sh: needs root (podman runs the image tests as root): run it with sudo" >&2
-    exit 1
-fi
+. "$(dirname "$0")/apt.sh"
+need_root install-containers.sh "needs root (podman runs the image tests as root): run it with sudo"
 
 missing=()
 for tool in podman runc mmdebstrap newuidmap; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
-    if ! command -v apt-get >/dev/null; then
-        echo "install-containers.sh: no apt-get here: install podman, runc, mmdebstrap and uidmap" >&2
-        exit 1
-    fi
-    echo "install-containers.sh: installing podman runc mmdebstrap uidmap (missing: ${missing[*]})" >&2
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq podman runc mmdebstrap uidmap >/dev/null
+    apt_install install-containers.sh podman runc mmdebstrap uidmap
 fi
 
 # Containers may not set rlimits on this kind of machine: podman's default ulimits must go.

@@ -19,21 +19,6 @@ for entry in "${NEEDED[@]}"; do
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
-if [[ $(id -u) -eq 0 ]]; then
-    sudo=()
-elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    sudo=(sudo -n)
-else
-    echo "install-system.sh: missing ${missing[*]}, and no root to install them: run" \
-         "\`sudo apt-get install ${missing[*]}\` (Debian 12)" >&2
-    exit 1
-fi
-if ! command -v apt-get >/dev/null; then
-    echo "install-system.sh: no apt-get here: install ${missing[*]} (HAProxy 2.6 or later) yourself" >&2
-    exit 1
-fi
-echo "install-system.sh: installing Debian's ${missing[*]}" >&2
-# Another apt (a parallel install script) may hold the lock for a while: wait for it.
-wait_lock=(-o DPkg::Lock::Timeout=600)
-"${sudo[@]}" apt-get "${wait_lock[@]}" update -qq
-DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get "${wait_lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+. "$(dirname "$0")/apt.sh"
+need_root install-system.sh "missing ${missing[*]}, and no root to install them: run \`sudo apt-get install ${missing[*]}\` (Debian 12)"
+apt_install install-system.sh "${missing[@]}"
