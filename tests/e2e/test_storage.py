@@ -53,6 +53,17 @@ class ObjectStore:
         )
 
 
+def refused_click(api, backend, object_store, presign: bool) -> str:
+    """A smart rectangle on the first S3 task that the backend refuses: the reason the annotator sees."""
+    project, tasks = s3_project(api, object_store, presign=presign)
+    ml = connect(api, project, backend, None)
+    answer = api.interactive(
+        ml["id"], tasks[KEYS[0]]["id"], context(rectangle_region(BOXES[0], WIDTH, HEIGHT, labels=[LABEL]))
+    )
+    assert "data" not in answer and len(answer.get("errors", [])) == 1, answer
+    return our_reason(answer["errors"][0], "/predict")
+
+
 @pytest.fixture(scope="module")
 def object_store(tmp_path_factory, image_path) -> ObjectStore:
     """moto's S3 server on 127.0.0.1 with the test image under every key of KEYS."""
@@ -142,13 +153,7 @@ def test_proxied_s3_tasks_return_regions(api, backend, object_store):
 def test_proxied_s3_tasks_before_the_storage_proxy_give_the_annotator_our_reason(api, backend, object_store):
     """presign off before Label Studio 1.18: its presign endpoint answers 500 (it would redirect to a
     data: URL); the annotator sees our one-line reason naming the URI and that status."""
-    project, tasks = s3_project(api, object_store, presign=False)
-    ml = connect(api, project, backend, None)
-    answer = api.interactive(
-        ml["id"], tasks[KEYS[0]]["id"], context(rectangle_region(BOXES[0], WIDTH, HEIGHT, labels=[LABEL]))
-    )
-    assert "data" not in answer and len(answer.get("errors", [])) == 1, answer
-    reason = our_reason(answer["errors"][0], "/predict")
+    reason = refused_click(api, backend, object_store, presign=False)
     assert reason.startswith(f'tasks[0].data.image: cannot fetch "s3://{BUCKET}/{KEYS[0]}"'), reason
     assert "HTTP 500" in reason, reason
 
@@ -156,13 +161,7 @@ def test_proxied_s3_tasks_before_the_storage_proxy_give_the_annotator_our_reason
 def test_presigned_redirect_to_an_unnamed_loopback_store_is_refused(api, backend, object_store):
     """The default backend names no object store: the presigned URL points at a loopback
     address, so the redirect is refused with our reason, naming the store's host."""
-    project, tasks = s3_project(api, object_store, presign=True)
-    ml = connect(api, project, backend, None)
-    answer = api.interactive(
-        ml["id"], tasks[KEYS[0]]["id"], context(rectangle_region(BOXES[0], WIDTH, HEIGHT, labels=[LABEL]))
-    )
-    assert "data" not in answer and len(answer.get("errors", [])) == 1, answer
-    reason = our_reason(answer["errors"][0], "/predict")
+    reason = refused_click(api, backend, object_store, presign=True)
     assert reason.startswith(f'tasks[0].data.image: "s3://{BUCKET}/scenes/'), "the task reached us unresolved"
     assert f"{object_store.url.removeprefix('http://')}" in reason and "IMAGE_HOSTS" in reason, reason
 
