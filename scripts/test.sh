@@ -17,6 +17,11 @@ status=0
 # Lint and format (pyproject.toml's [tool.ruff]) first; a finding fails the run, the tests still run.
 .venv/bin/ruff check . || status=$?
 .venv/bin/ruff format --check . || status=$?
+# The documentation site (mkdocs.yml), strictly: a broken link or anchor fails the run. Built into
+# a temporary folder; no --quiet, which in mkdocs 1.6 hides the warnings that --strict counts.
+site=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d "$site" || status=$?
+rm -rf "$site"
 .venv/bin/python -m pytest "$@" || status=$?
 written=$(find . \( -path ./.git -o -path ./.venv -o -name __pycache__ -o -name .pytest_cache -o -name .ruff_cache -o -name '*.egg-info' \) \
   -prune -o ! -type d -newer "$started" -print)
