@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-bash scripts/install-chromium.sh || echo "test.sh: no Chromium, so tests/browser will fail (README: Browser tests)" >&2
-bash scripts/install-system.sh || echo "test.sh: no haproxy or postgresql, so tests/deploy/test_front.py and test_replicas.py will fail (README: Security, Scaling out)" >&2
-bash scripts/install-containers.sh || echo "test.sh: no podman, so tests/deploy/test_image.py will fail (README: Tests)" >&2
+bash scripts/install-chromium.sh || echo "test.sh: no Chromium, so tests/browser will fail (docs/tests.md: Browser tests)" >&2
+bash scripts/install-system.sh || echo "test.sh: no haproxy or postgresql, so tests/deploy/test_front.py and test_replicas.py will fail (docs/security.md, docs/scaling-out.md)" >&2
+bash scripts/install-containers.sh || echo "test.sh: no podman, so tests/deploy/test_image.py will fail (docs/tests.md: The image)" >&2
 if [ "$#" -eq 0 ]; then set -- tests; fi
 started=$(mktemp)
 trap 'rm -f "$started"' EXIT

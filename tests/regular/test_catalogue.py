@@ -1,4 +1,4 @@
-"""The bad-input catalogue (tests/support/catalogue.py, the README's troubleshooting table): every
+"""The bad-input catalogue (tests/support/catalogue.py, the table of docs/operations.md): every
 malformed request gets its 4xx JSON error naming the field, in the body and in the HTTP reason
 phrase; the server stays healthy; no file changes outside the caches (CACHE_DIR's downloads/ and
 frames/); the settings store keeps what it held.

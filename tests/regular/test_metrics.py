@@ -1,4 +1,4 @@
-"""Prometheus metrics at /metrics (README: Operations > Metrics).
+"""Prometheus metrics at /metrics (docs/operations.md: Metrics).
 
 In-process (Flask's test client) the metrics count for this process alone, so these tests compare
 a scrape before and after; under gunicorn (the slow tests below, with the geometry test double so

@@ -60,7 +60,7 @@ class Images:
 @dataclass(frozen=True)
 class Case:
     route: str  # "POST /predict"
-    what: str  # what is wrong, as the README says it
+    what: str  # what is wrong, as the docs say it
     status: int
     field: str  # the error message starts with it, then ":"
     body: Callable[[Images], dict | bytes | None] = lambda images: None  # JSON (dict or list) or raw bytes
