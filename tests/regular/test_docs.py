@@ -3,6 +3,7 @@ that exist (as GitHub renders them), and the site's strict build fails on a brok
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.docs import PAGES, REPO, anchors, links
+from tests.support.docs import PAGES, REPO, anchors, links, section
 
 MKDOCS = [sys.executable, "-m", "mkdocs", "build", "--strict"]
 
@@ -55,3 +56,14 @@ def test_the_strict_site_build_fails_on_a_broken_anchor_and_passes_without(tmp_p
     page.write_text(page.read_text() + "\nSee [metrics](operations.md#no-such-heading).\n")
     bad = subprocess.run(build, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode != 0 and "no-such-heading" in bad.stderr, bad.stderr
+
+
+def test_the_readmes_settings_are_rows_of_the_configuration_table():
+    """The landing page's short list of settings names only variables the full table documents."""
+
+    def variables(body: str) -> set[str]:
+        rows = [line.split("|")[1] for line in body.splitlines() if line.startswith("| `")]
+        return {name for row in rows for name in re.findall(r"`([A-Z_]+)`", row)}
+
+    short = variables(section("## Settings people change most").text)
+    assert len(short) >= 8 and short <= variables(section("## Configuration").text)
