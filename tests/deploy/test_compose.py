@@ -398,7 +398,7 @@ def test_the_cpu_overrides_drop_every_gpu_reservation_and_run_hiera_t_untrained(
     assert {tiny["services"][t]["environment"]["MODEL_CHECKPOINT"] for t in TARGETS} == {"sam2.1_hiera_tiny.pt"}
 
 
-# --- several replicas behind one address (issue 19; README: Scaling out) ---
+# --- several replicas behind one address (issue 19; docs/scaling-out.md) ---
 
 REPLICA_VARS = {"REPLICA1_GPU": "0", "REPLICA2_GPU": "1", "REPLICA3_GPU": "3", "SETTINGS_DB_PASSWORD": "db-secret"}
 
