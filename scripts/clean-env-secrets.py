@@ -6,7 +6,7 @@ LABEL_STUDIO_API_KEY, LABEL_STUDIO_ACCESS_TOKEN and BASIC_AUTH_PASS emptied
 (`KEY=secret  # note` becomes `KEY=  # note`, `KEY="secret"` becomes `KEY=""`), on
 commented-out lines too. Every other byte, line endings included, passes through unchanged.
 
-One-time setup per clone (see the README's Secret redaction section):
+One-time setup per clone (see Secret redaction in docs/deployment.md):
 
     git config filter.envsecrets.clean 'python3 scripts/clean-env-secrets.py'
     git config filter.envsecrets.smudge cat

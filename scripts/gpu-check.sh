@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU path on a CUDA machine without network (README: Tests -> The GPU check), within about
+# The GPU path on a CUDA machine without network (docs/tests.md: The GPU check), within about
 # 8 minutes: the machine's own torch (its version printed), the rest from .wheels/ (made here
 # beforehand by scripts/gpu-wheels.sh) in a venv that sees the machine's packages, then
 #   1. the benchmark with hiera-l, untrained, on CUDA (every figure, peak GPU memory included);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What tests/deploy/test_image.py builds and runs images with: podman (as root), runc, mmdebstrap
 # and uidmap from Debian, installed with apt when missing; the two settings this kind of machine
-# needs (README: Tests -> The image); and the image's base, `debian:bookworm-slim`, made from the
+# needs (docs/tests.md: The image); and the image's base, `debian:bookworm-slim`, made from the
 # Debian mirror with mmdebstrap and imported into podman when podman does not have it yet (about
 # 40 s). The base is imported once per machine, so later builds reuse podman's layer cache.
 #

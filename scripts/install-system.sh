@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests run for real, installed with apt when their command is missing:
-#   haproxy      the buffering front of the compose deployments (haproxy/, README: Security, Slow clients and the front)
-#                and the replicas' balancer (haproxy/replicas.cfg, README: Scaling out)
+#   haproxy      the buffering front of the compose deployments (haproxy/, docs/security.md: Slow clients and the front)
+#                and the replicas' balancer (haproxy/replicas.cfg, docs/scaling-out.md)
 #   postgresql   the replicas' shared settings store (SETTINGS_URL; tests/deploy/test_replicas.py runs
 #                Debian 12's PostgreSQL 15 from /usr/lib/postgresql/15/bin, off the PATH)
 # Add a package as one more "command:package" entry of NEEDED (an absolute path for a command off the PATH).

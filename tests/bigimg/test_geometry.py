@@ -263,7 +263,7 @@ def test_subpatching_keeps_small_objects_in_10000px_images(tmp_path):
         f"small disc r=12 in 10000x10000: IoU without subpatching {scores['fullframe']:.3f}, "
         f"with subpatching {scores['subpatch-1024']:.3f}"
     )
-    assert scores["subpatch-1024"] >= 0.95  # measured 0.98 (README, subpatching)
+    assert scores["subpatch-1024"] >= 0.95  # measured 0.98 (docs/extra-params.md, subpatching)
     assert scores["fullframe"] <= 0.05  # measured 0.00: the disc is 2.5 px wide in the 1024 px view
 
 

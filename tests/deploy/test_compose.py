@@ -179,7 +179,7 @@ def test_shipped_targets_never_share_a_container_port_or_folder():
 
 
 def test_adding_a_target_takes_an_env_file_a_stub_and_an_include_entry(tmp_path):
-    """The README's recipe, followed to the letter for a target `otolith`."""
+    """The recipe of docs/deployment.md (Adding a target), followed to the letter for a target `otolith`."""
     for name in (".env", "compose.yml", "backend.compose.yml", "envs"):
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
     settings = {
@@ -325,7 +325,7 @@ def test_every_backend_setting_reaches_the_container_from_an_env_file(tmp_path):
         assert getattr(blank, name) == getattr(defaults, name), name
 
 
-# --- the buffering front (issue 21: slow clients held gunicorn's threads; README: Security) ---
+# --- the buffering front (issue 21: slow clients held gunicorn's threads; docs/security.md) ---
 
 
 def test_compose_yml_builds_the_front_image_once_and_checks_its_configuration(multi):
@@ -398,7 +398,7 @@ def test_the_cpu_overrides_drop_every_gpu_reservation_and_run_hiera_t_untrained(
     assert {tiny["services"][t]["environment"]["MODEL_CHECKPOINT"] for t in TARGETS} == {"sam2.1_hiera_tiny.pt"}
 
 
-# --- several replicas behind one address (issue 19; README: Scaling out) ---
+# --- several replicas behind one address (issue 19; docs/scaling-out.md) ---
 
 REPLICA_VARS = {"REPLICA1_GPU": "0", "REPLICA2_GPU": "1", "REPLICA3_GPU": "3", "SETTINGS_DB_PASSWORD": "db-secret"}
 

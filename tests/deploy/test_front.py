@@ -1,4 +1,4 @@
-"""The buffering front (haproxy/; README: Security, Slow clients and the front), real HAProxy and gunicorn.
+"""The buffering front (haproxy/; docs/security.md: Slow clients and the front), real HAProxy and gunicorn.
 
 Issue 21: THREADS sockets that send a request line and then a header line a second hold every
 thread of gunicorn's gthread worker, and `/health` times out. The slow tests start the real

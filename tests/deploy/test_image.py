@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tests.support import podman as pm
+from tests.support.docs import section
 from tests.support.locks import REPO, RUNTIME_PARTS, freeze_versions, pinned
 from tests.support.regions import require_some
 from tests.support.scenes import DiscScene, brush_mask, label_config, point_context, rect_context
@@ -126,9 +127,8 @@ def test_the_readme_states_the_cuda_version_of_the_images_torch(image):
     version, cuda = pm.podman(
         "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", probe
     ).stdout.split()
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### The image") : readme.index("### Secret redaction")]
-    assert f"`{version}`, built for **CUDA {cuda}**" in section
+    stated = section("### The image", page="deployment.md").text
+    assert f"`{version}`, built for **CUDA {cuda}**" in stated
 
 
 def test_the_server_runs_as_uid_1000_with_gunicorn_as_pid_1(served):

@@ -65,7 +65,7 @@ def test_a_shipped_target_file_with_its_secrets_entered_is_staged_as_shipped(tar
 
 @pytest.fixture
 def repo(tmp_path):
-    """A git repository with this project's .gitattributes and filter, set up as the README says."""
+    """A git repository with this project's .gitattributes and filter, set up as docs/deployment.md says."""
     root = tmp_path / "repo"
     (root / "scripts").mkdir(parents=True)
     shutil.copy(SCRIPT, root / "scripts" / SCRIPT.name)

@@ -40,7 +40,7 @@ OLDEST_VERSION = "1.12.1"
 DEFAULT_VERSION = "1.23.2"
 VERSIONS = (OLDEST_VERSION, DEFAULT_VERSION)
 
-# What SAM2Plus can use only from some Label Studio version on (README, Storage).
+# What SAM2Plus can use only from some Label Studio version on (docs/storage.md).
 FEATURES = {
     "personal-access-tokens": "1.17.0",  # JWT refresh tokens, /api/token/refresh/
     # Cloud storage with presign off: /tasks/<id>/presign/ (the same view as the new

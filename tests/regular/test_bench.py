@@ -1,4 +1,4 @@
-"""The benchmark runs end to end on a small image and reports every figure the README quotes."""
+"""The benchmark runs end to end on a small image and reports every figure the docs quote."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The bad-input catalogue (tests/support/catalogue.py, the README's troubleshooting table): every
+"""The bad-input catalogue (tests/support/catalogue.py, the table of docs/operations.md): every
 malformed request gets its 4xx JSON error naming the field, in the body and in the HTTP reason
 phrase; the server stays healthy; no file changes outside the caches (CACHE_DIR's downloads/ and
 frames/); the settings store keeps what it held.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,17 @@ from tests.support.catalogue import (
     PROJECT,
     SCENE,
     SETTINGS,
+    TABLE_HEADING,
     Case,
     Images,
     markdown_table,
     silent_host,
     write_images,
 )
+from tests.support.docs import section
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 from tests.support.scenes import label_config, rect_context
-from tests.support.servers import REPO, gunicorn_server, static_server
+from tests.support.servers import gunicorn_server, static_server
 
 CACHES = ("downloads", "frames")
 GOOD_SETUP = {"project": PROJECT, "schema": label_config(), "extra_params": {"subpatching": {"patch_size": 512}}}
@@ -136,13 +137,11 @@ def test_the_catalogue_covers_every_route_and_holds_at_least_40_cases():
     assert len(CATALOGUE) >= 40 and all(400 <= case.status < 500 for case in CATALOGUE)
 
 
-def test_the_readme_troubleshooting_table_is_the_catalogue():
-    """One place: the README shows exactly the cases tested here (`python -m tests.support.catalogue`
-    prints the table)."""
-    readme = (REPO / "README.md").read_text()
-    section = re.search(r"^### Bad requests and what they mean\n(.*?)(?=^#)", readme, re.S | re.M)
-    assert section, "README: Operations > Bad requests and what they mean"
-    table = [line for line in section.group(1).splitlines() if line.startswith("|")]
+def test_the_docs_troubleshooting_table_is_the_catalogue():
+    """One place: the docs (Operations > Bad requests and what they mean) show exactly the cases
+    tested here (`python -m tests.support.catalogue` writes the table there)."""
+    body = section(TABLE_HEADING).text
+    table = [line for line in body.splitlines() if line.startswith("|")]
     assert table == markdown_table().splitlines()
 
 

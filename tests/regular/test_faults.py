@@ -1,4 +1,4 @@
-"""Faults (README: Operations > Faults): a worker killed in the middle
+"""Faults (docs/operations.md: Faults): a worker killed in the middle
 of a request, a full cache disk, a settings store locked under concurrent /setup from several
 workers, and image hosts or Label Studio that hang or drip. Under gunicorn with the real SAM2 (hiera-t,
 untrained, CPU) unless only the HTTP layer is at stake (then the geometry test double's app).

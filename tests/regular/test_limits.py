@@ -1,4 +1,4 @@
-"""Request limits (README: Security > Limits): keypoints per click, JSON nesting, tasks per request,
+"""Request limits (docs/security.md: Limits): keypoints per click, JSON nesting, tasks per request,
 and extra_params errors reported all at once. Each limit is a setting; a request past it is a 4xx
 naming the field and the setting, is refused before any work, and the server keeps serving.
 """

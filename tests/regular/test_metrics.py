@@ -1,4 +1,4 @@
-"""Prometheus metrics at /metrics (README: Operations > Metrics).
+"""Prometheus metrics at /metrics (docs/operations.md: Metrics).
 
 In-process (Flask's test client) the metrics count for this process alone, so these tests compare
 a scrape before and after; under gunicorn (the slow tests below, with the geometry test double so
@@ -25,6 +25,7 @@ from sam2plus import metrics
 from sam2plus.config import ServerConfig
 from sam2plus.server import create_app
 from sam2plus.warmup import Warmup
+from tests.support.docs import section
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 from tests.support.inprocess import SCENE, make_backend, predict_body
 from tests.support.prometheus import requests_by_route_and_status, samples, value
@@ -202,12 +203,9 @@ def test_a_click_whose_client_left_is_counted_as_499(backend):
 
 
 def _readme_metrics() -> dict[str, tuple[str, set[str]]]:
-    """The README's table of metrics (Operations > Metrics): name -> (type, label names)."""
-    readme = (REPO / "README.md").read_text()
-    section = re.search(r"^### Metrics\n(.*?)(?=^#)", readme, re.DOTALL | re.MULTILINE)
-    assert section, "README: Operations > Metrics"
+    """The docs' table of metrics (Operations > Metrics): name -> (type, label names)."""
     rows = {}
-    for line in section.group(1).splitlines():
+    for line in section("### Metrics").text.splitlines():
         if line.startswith("| `sam2plus_"):
             name, kind, labels = (cell.strip() for cell in line.strip("|").split("|")[:3])
             rows[name.strip("`")] = (kind, set(re.findall(r"`(\w+)`", labels)))

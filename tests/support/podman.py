@@ -3,7 +3,7 @@
 podman here needs runc and cgroupfs (this kind of machine's hybrid cgroups), host networking
 (no bridge can reach a server on loopback) and, at build time, this machine's pip configuration
 and local indexes mounted in, so the build resolves exactly what the host resolves
-(README: Tests -> The image). scripts/install-containers.sh installs podman and imports the base.
+(docs/tests.md: The image). scripts/install-containers.sh installs podman and imports the base.
 """
 
 from __future__ import annotations
