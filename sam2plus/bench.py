@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -68,11 +69,21 @@ __all__ = [
     "synchronized",
     "gpu_peak_mb",
     "median_ms",
+    "write_images",
+    "load_model",
+    "forget",
     "run",
+    "click_figures",
     "session_figures",
     "first_patch",
+    "encoder_run",
     "encode_ms",
     "multi_figures",
+    "request_path_memory",
+    "component_figures",
+    "rle_figures",
+    "stock_figures",
+    "ratios",
     "print_table",
     "main",
 ]
@@ -94,18 +105,22 @@ class Scene:
     height: int = 9800
 
     def box(self, fx: float, fy: float) -> tuple[int, int, int, int]:
+        """The PROMPT px box whose top-left corner is at (fx, fy) of the room the image leaves it."""
         x0, y0 = int(fx * (self.width - PROMPT)), int(fy * (self.height - PROMPT))
         return x0, y0, x0 + PROMPT, y0 + PROMPT
 
     @property
     def main_box(self):
+        """The box of the single clicks, the RLE and the stock pipeline."""
         return self.box(0.4, 0.62)
 
     @property
     def other_boxes(self):
+        """Three boxes far from the main one and from each other (other windows)."""
         return [self.box(0.15, 0.15), self.box(0.8, 0.26), self.box(0.6, 0.88)]
 
     def context(self, box) -> dict:
+        """The context of a rectangle click on `box`."""
         return context(rectangle_region(box, self.width, self.height, labels=["object"]))
 
     def clicks(self, points) -> dict:
@@ -153,6 +168,7 @@ def make_image(path, width: int, height: int, seed: int = 0) -> Path:
 
 
 def _status_mb(field: str) -> float:
+    """A memory figure of /proc/self/status in MiB (VmHWM, VmRSS); the peak RSS where there is none."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
@@ -198,6 +214,8 @@ def gpu_peak_mb(device: str, reset: bool = False) -> float | None:
 
 
 def median_ms(fn, runs: int, before=None) -> tuple[float, object]:
+    """Median wall time of `runs` calls of fn in milliseconds, and its last result; `before` runs
+    ahead of each call, off the clock."""
     times, result = [], None
     for _ in range(runs):
         if before:
@@ -206,6 +224,40 @@ def median_ms(fn, runs: int, before=None) -> tuple[float, object]:
         result = fn()
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times), result
+
+
+def write_images(images: list[tuple[Path, int, int, int]]) -> None:
+    """`make_image` for each (path, width, height, seed), in a child process, so that drawing the
+    pictures does not count in this process's memory."""
+    calls = "; ".join(f"make_image({str(path)!r}, {width}, {height}, {seed})" for path, width, height, seed in images)
+    subprocess.run([sys.executable, "-c", f"from sam2plus.bench import make_image; {calls}"], check=True)
+
+
+def load_model(config_name: str, checkpoint: str, device: str, workdir: Path):
+    """SAM2Plus on `workdir` as CACHE_DIR, with the projects the scenarios click in: BrushLabels and
+    PolygonLabels subpatching 1024, and "stock" with the default settings."""
+    from model import SAM2Plus
+
+    config = ServerConfig(
+        device=device,
+        model_config=config_name,
+        model_checkpoint=checkpoint,
+        checkpoint_dir="/",
+        cache_dir=str(workdir),
+        model_dir=str(workdir / "models"),
+    )
+    model = SAM2Plus(config)
+    for fmt in ("BrushLabels", "PolygonLabels"):
+        model.setup(fmt, LABEL_CONFIG, {"subpatching": {"patch_size": 1024}, "return_format": {"type": fmt}})
+    model.setup("stock", LABEL_CONFIG, None)
+    return model
+
+
+def forget(model) -> None:
+    """Cold caches: no decoded frame and no encoded patch kept from an earlier click."""
+    model.pipeline.frames.clear()
+    model.pipeline.segmenter.cache.clear()
+    gc.collect()
 
 
 def run(
@@ -217,53 +269,45 @@ def run(
     workdir: Path,
     annotators: int = ANNOTATORS,
 ) -> dict:
-    from label_studio_sdk.converter.brush import mask2rle
-
-    from model import SAM2Plus
-
+    """Every scenario on one model, in this order: SAM2Plus's request path first (single clicks, the
+    session, the annotators), so that its peak memory is read before anything else allocates, then
+    the bare components, the RLE and the stock pipeline; the ratios last."""
     image_path = workdir / "bench.jpg"
-    # Written by a child process, so that drawing the picture does not count in this one's memory.
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from sam2plus.bench import make_image; make_image({str(image_path)!r}, {scene.width}, {scene.height})",
-        ],
-        check=True,
-    )
-    config = ServerConfig(
-        device=device,
-        model_config=config_name,
-        model_checkpoint=checkpoint,
-        checkpoint_dir="/",
-        cache_dir=str(workdir),
-        model_dir=str(workdir / "models"),
-    )
-    model = SAM2Plus(config)
-    pipeline, segmenter = model.pipeline, model.pipeline.segmenter
+    write_images([(image_path, scene.width, scene.height, 0)])
+    model = load_model(config_name, checkpoint, device, workdir)
     task = [{"id": 1, "data": {"image": image_path.name}}]
-    for fmt in ("BrushLabels", "PolygonLabels"):
-        model.setup(fmt, LABEL_CONFIG, {"subpatching": {"patch_size": 1024}, "return_format": {"type": fmt}})
-    model.setup("stock", LABEL_CONFIG, None)
-
-    def click(fmt="BrushLabels", box=scene.main_box):
-        return model.predict(task, scene.context(box), fmt, LABEL_CONFIG)
-
-    def cold():
-        pipeline.frames.clear()
-        segmenter.cache.clear()
-        gc.collect()
-
+    cold = partial(forget, model)
     figures = {
         "config": config_name,
         "checkpoint": checkpoint,
-        "device": segmenter.device,
+        "device": model.pipeline.segmenter.device,
         "image_px": scene.width * scene.height,
         "image_size": [scene.width, scene.height],
         "image_bytes": image_path.stat().st_size,
     }
-    device = segmenter.device
-    figures["model_gpu_mb"] = gpu_peak_mb(device, reset=True)  # loading the model: weights and torch's start-up
+    clicks, answer = click_figures(model, task, scene, repeats, cold)
+    figures.update(clicks)
+    figures.update(session_figures(model, task, scene, repeats, cold))
+    figures.update(multi_figures(model, workdir, cold, annotators))
+    figures.update(request_path_memory(figures["device"]))  # the request path ends here
+    figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
+    figures.update(component_figures(model, image_path, scene, repeats, cold))
+    figures.update(rle_figures(model, task, scene, repeats))
+    figures.update(stock_figures(model, image_path, scene, repeats))
+    figures["ratios"] = ratios(figures)
+    return figures
+
+
+def click_figures(model, task: list, scene: Scene, repeats: int, cold) -> tuple[dict, dict]:
+    """Single box clicks on the big image: the same click first from cold caches and then repeated,
+    clicks on other windows, a repeated polygon click; and the last repeated click's answer.
+    The GPU peak of loading the model is read first (`model_gpu_mb`); both peaks start over here."""
+    device = model.pipeline.segmenter.device
+
+    def click(fmt="BrushLabels", box=scene.main_box):
+        return model.predict(task, scene.context(box), fmt, LABEL_CONFIG)
+
+    figures = {"model_gpu_mb": gpu_peak_mb(device, reset=True)}  # weights and torch's start-up
     reset_rss_peak()
     click()  # warm-up: first-call allocations of torch and the decoders
     figures["first_ms"], _ = median_ms(click, repeats, before=cold)
@@ -272,75 +316,11 @@ def run(
     figures["other_window_ms"], _ = median_ms(lambda: click(box=next(boxes)), len(scene.other_boxes))
     click("PolygonLabels")
     figures["polygon_repeat_ms"], _ = median_ms(lambda: click("PolygonLabels"), repeats * 3)
-    figures.update(session_figures(model, task, scene, repeats, cold))
-    figures.update(multi_figures(model, workdir, cold, annotators))
-    figures["peak_rss_mb"] = _status_mb("VmHWM")  # the request path ends here
-    figures["peak_gpu_mb"] = gpu_peak_mb(device)
-    figures["process_rss_mb"] = _status_mb("VmRSS")
-    figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
-
-    info = read_info(image_path, 10**9, "bench")
-    image = pipeline.fetcher.fetch(image_path.name, "bench")
-    figures["decode_ms"], frame = median_ms(
-        lambda: pipeline.frame(image, info, info.size, "bench"), repeats, before=cold
-    )  # as a first click does: into the frame store
-    x0, y0, x1, y1 = scene.main_box
-    top, left = max(0, y0 - 352), max(0, x0 - 352)
-    patch = np.ascontiguousarray(frame[top : top + 1024, left : left + 1024])
-    del frame
-    predictor = segmenter.predictor
-    box_in_patch = np.array([x0 - left, y0 - top, x1 - left, y1 - top], dtype=np.float32)
-    with segmenter._autocast():
-        figures["encoder_ms"], _ = median_ms(
-            synchronized(lambda: predictor.set_image(to_model_input(patch, segmenter.input_size)), device), repeats
-        )
-        figures["decoder_ms"], _ = median_ms(
-            lambda: predictor.predict(box=box_in_patch, multimask_output=True, return_logits=True), repeats * 3
-        )
-
-    # The RLE of the click's own mask (a disc at the box when untrained weights found nothing).
-    prediction = pipeline.run(task[0], scene.context(scene.main_box), LABEL_CONFIG, model.settings.load("BrushLabels"))
-    local = mask_in_image(prediction.mask, prediction.frame_map)
-    if local.area == 0:
-        yy, xx = np.mgrid[-160:160, -160:160]
-        local = type(local)(xx**2 + yy**2 <= 150**2, x0, y0)
-    figures["rle_mask_px"] = local.area
-    figures["rle_ms"], ours = median_ms(
-        lambda: encode_brush_rle(local.bits, local.x, local.y, scene.width, scene.height), repeats * 3
-    )
-    full = np.zeros((scene.height, scene.width), np.uint8)
-    h, w = local.bits.shape
-    full[local.y : local.y + h, local.x : local.x + w] = local.bits
-    figures["rle_sdk_ms"], theirs = median_ms(lambda: mask2rle(full * 255), repeats)
-    figures["rle_identical"] = list(theirs) == list(ours)
-    full = None  # free it before the stock part
-
-    def stock_click():
-        image = np.array(Image.open(image_path).convert("RGB"))
-        predictor.set_image(image)
-        masks, scores, _ = predictor.predict(box=np.array(scene.main_box, dtype=np.float32), multimask_output=True)
-        return mask2rle(masks[int(np.argmax(scores))].astype(np.uint8) * 255)
-
-    with segmenter._autocast():
-        figures["stock_first_ms"], _ = median_ms(stock_click, 1, before=gc.collect)
-        figures["stock_repeat_ms"], _ = median_ms(stock_click, max(1, repeats - 1), before=gc.collect)
-    figures["stock_peak_rss_mb"] = _status_mb("VmHWM")
-    figures["stock_peak_gpu_mb"] = gpu_peak_mb(device)
-    figures["ratios"] = {
-        "stock_repeat_over_repeat": figures["stock_repeat_ms"] / figures["repeat_ms"],
-        "repeat_over_decoder": figures["repeat_ms"] / figures["decoder_ms"],
-        "rle_sdk_over_rle": figures["rle_sdk_ms"] / figures["rle_ms"],
-        "first_over_decode_plus_encoder": figures["first_ms"] / (figures["decode_ms"] + figures["encoder_ms"]),
-        "stock_first_over_first": figures["stock_first_ms"] / figures["first_ms"],
-        "refine_over_decoder": figures["refine_ms"] / figures["decoder_ms"],
-        "warm_first_over_encoder": figures["warm_first_ms"] / figures["session_encoder_ms"],
-        "warm_first_over_cold_first": figures["warm_first_ms"] / figures["cold_first_ms"],
-        "multi_p95_over_alone": figures["multi_refine_p95_ms"] / figures["multi_alone_refine_p95_ms"],
-    }
-    return figures
+    return figures, answer
 
 
 def _timed(fn) -> float:
+    """Wall time of one call of fn in milliseconds."""
     started = time.perf_counter()
     fn()
     return (time.perf_counter() - started) * 1000
@@ -399,13 +379,18 @@ def first_patch(model, task: list, ctx: dict, project: str) -> np.ndarray:
     return np.ascontiguousarray(extract_patch(frame, frame_map, padding_fill(params)))
 
 
-def encode_ms(segmenter, patch: np.ndarray) -> float:
-    """One bare run of SAM2's image encoder on `patch`, as the segmenter runs it."""
-    run = synchronized(
+def encoder_run(segmenter, patch: np.ndarray):
+    """A bare run of SAM2's image encoder on `patch` as the segmenter runs it, to call (and time)
+    inside `segmenter._autocast()`; on CUDA it returns once the GPU has finished."""
+    return synchronized(
         lambda: segmenter.predictor.set_image(to_model_input(patch, segmenter.input_size)), segmenter.device
     )
+
+
+def encode_ms(segmenter, patch: np.ndarray) -> float:
+    """One bare run of SAM2's image encoder on `patch`, as the segmenter runs it."""
     with segmenter._autocast():
-        return _timed(run)
+        return _timed(encoder_run(segmenter, patch))
 
 
 def multi_figures(model, workdir: Path, cold, annotators: int = ANNOTATORS) -> dict:
@@ -413,17 +398,7 @@ def multi_figures(model, workdir: Path, cold, annotators: int = ANNOTATORS) -> d
     another, then all at once."""
     width, height = MULTI_SIZE
     names = [f"annotator-{i}.jpg" for i in range(annotators)]
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from sam2plus.bench import make_image; "
-            + "; ".join(
-                f"make_image({str(workdir / name)!r}, {width}, {height}, {i + 1})" for i, name in enumerate(names)
-            ),
-        ],
-        check=True,
-    )
+    write_images([(workdir / name, width, height, i + 1) for i, name in enumerate(names)])
     scene = Scene(width, height)
     points = scene.object_points(0.5, 0.5, ANNOTATOR)
 
@@ -465,6 +440,102 @@ def multi_figures(model, workdir: Path, cold, annotators: int = ANNOTATORS) -> d
         "multi_alone_refine_p95_ms": float(np.percentile(refinements(before, after), 95)),
         "multi_first_max_ms": max(ms for (_, n), ms in together.items() if n == 1),
         "multi_alone_first_max_ms": max(ms for times in (before, after) for (_, n), ms in times.items() if n == 1),
+    }
+
+
+def request_path_memory(device: str) -> dict:
+    """The peaks of the request path's scenarios (RSS and GPU) and the RSS the process holds now."""
+    return {
+        "peak_rss_mb": _status_mb("VmHWM"),
+        "peak_gpu_mb": gpu_peak_mb(device),
+        "process_rss_mb": _status_mb("VmRSS"),
+    }
+
+
+def component_figures(model, image_path: Path, scene: Scene, repeats: int, cold) -> dict:
+    """The parts of a click bare: the JPEG decode into the frame store (as a first click does), SAM2's
+    image encoder on the 1024 patch around the main box, and its mask decoder on that box."""
+    pipeline, segmenter = model.pipeline, model.pipeline.segmenter
+    info = read_info(image_path, 10**9, "bench")
+    image = pipeline.fetcher.fetch(image_path.name, "bench")
+    figures = {}
+    figures["decode_ms"], frame = median_ms(
+        lambda: pipeline.frame(image, info, info.size, "bench"), repeats, before=cold
+    )
+    x0, y0, x1, y1 = scene.main_box
+    top, left = max(0, y0 - 352), max(0, x0 - 352)
+    patch = np.ascontiguousarray(frame[top : top + 1024, left : left + 1024])
+    del frame
+    predictor = segmenter.predictor
+    box_in_patch = np.array([x0 - left, y0 - top, x1 - left, y1 - top], dtype=np.float32)
+    with segmenter._autocast():
+        figures["encoder_ms"], _ = median_ms(encoder_run(segmenter, patch), repeats)
+        figures["decoder_ms"], _ = median_ms(
+            lambda: predictor.predict(box=box_in_patch, multimask_output=True, return_logits=True), repeats * 3
+        )
+    return figures
+
+
+def rle_figures(model, task: list, scene: Scene, repeats: int) -> dict:
+    """The brush RLE of the main click's own mask (a disc at the box when untrained weights found
+    nothing): SAM2Plus's encoder on the mask's bounding box against label-studio-sdk's `mask2rle`
+    on the full-resolution mask, and whether the two are identical."""
+    from label_studio_sdk.converter.brush import mask2rle
+
+    pipeline = model.pipeline
+    prediction = pipeline.run(task[0], scene.context(scene.main_box), LABEL_CONFIG, model.settings.load("BrushLabels"))
+    local = mask_in_image(prediction.mask, prediction.frame_map)
+    if local.area == 0:
+        x0, y0, _, _ = scene.main_box
+        yy, xx = np.mgrid[-160:160, -160:160]
+        local = type(local)(xx**2 + yy**2 <= 150**2, x0, y0)
+    figures = {"rle_mask_px": local.area}
+    figures["rle_ms"], ours = median_ms(
+        lambda: encode_brush_rle(local.bits, local.x, local.y, scene.width, scene.height), repeats * 3
+    )
+    full = np.zeros((scene.height, scene.width), np.uint8)
+    h, w = local.bits.shape
+    full[local.y : local.y + h, local.x : local.x + w] = local.bits
+    figures["rle_sdk_ms"], theirs = median_ms(lambda: mask2rle(full * 255), repeats)
+    figures["rle_identical"] = list(theirs) == list(ours)
+    return figures
+
+
+def stock_figures(model, image_path: Path, scene: Scene, repeats: int) -> dict:
+    """HumanSignal's example pipeline on every click: Pillow decode of the whole image, `set_image` on
+    it, `predict` on the main box, `mask2rle` of the full-resolution mask; its peaks after."""
+    from label_studio_sdk.converter.brush import mask2rle
+
+    segmenter = model.pipeline.segmenter
+    predictor = segmenter.predictor
+
+    def stock_click():
+        image = np.array(Image.open(image_path).convert("RGB"))
+        predictor.set_image(image)
+        masks, scores, _ = predictor.predict(box=np.array(scene.main_box, dtype=np.float32), multimask_output=True)
+        return mask2rle(masks[int(np.argmax(scores))].astype(np.uint8) * 255)
+
+    figures = {}
+    with segmenter._autocast():
+        figures["stock_first_ms"], _ = median_ms(stock_click, 1, before=gc.collect)
+        figures["stock_repeat_ms"], _ = median_ms(stock_click, max(1, repeats - 1), before=gc.collect)
+    figures["stock_peak_rss_mb"] = _status_mb("VmHWM")
+    figures["stock_peak_gpu_mb"] = gpu_peak_mb(segmenter.device)
+    return figures
+
+
+def ratios(figures: dict) -> dict:
+    """The ratios the README discusses, from the figures of every scenario."""
+    return {
+        "stock_repeat_over_repeat": figures["stock_repeat_ms"] / figures["repeat_ms"],
+        "repeat_over_decoder": figures["repeat_ms"] / figures["decoder_ms"],
+        "rle_sdk_over_rle": figures["rle_sdk_ms"] / figures["rle_ms"],
+        "first_over_decode_plus_encoder": figures["first_ms"] / (figures["decode_ms"] + figures["encoder_ms"]),
+        "stock_first_over_first": figures["stock_first_ms"] / figures["first_ms"],
+        "refine_over_decoder": figures["refine_ms"] / figures["decoder_ms"],
+        "warm_first_over_encoder": figures["warm_first_ms"] / figures["session_encoder_ms"],
+        "warm_first_over_cold_first": figures["warm_first_ms"] / figures["cold_first_ms"],
+        "multi_p95_over_alone": figures["multi_refine_p95_ms"] / figures["multi_alone_refine_p95_ms"],
     }
 
 
@@ -523,6 +594,7 @@ def print_table(figures: dict) -> None:
 
 
 def main(argv=None) -> int:
+    """The command line: run every scenario, print the table, write the JSON if asked."""
     parser = argparse.ArgumentParser(prog="python -m sam2plus.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/sam2.1/sam2.1_hiera_t.yaml")
     parser.add_argument("--checkpoint", default=UNTRAINED, help="'untrained' or an absolute checkpoint path")
