@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.stack import FEATURES, VERSIONS, has_feature, running_label_studio
+from tests.e2e.stack import FEATURES, VERSIONS, has_feature, running_label_studio, sam2plus_backend
 
 
 def pytest_generate_tests(metafunc):
@@ -34,3 +34,12 @@ def label_studio(request, tmp_path_factory):
     version = request.param
     with running_label_studio(version, tmp_path_factory.mktemp(f"label-studio-{version}")) as ls:
         yield ls
+
+
+@pytest.fixture(scope="session")
+def backend(label_studio, tmp_path_factory) -> str:
+    """SAM2Plus fetching the images of this version's Label Studio. It overrides tests/conftest.py's
+    `backend` too: a session fixture of that name created earlier (by a test outside tests/e2e that
+    started the default Label Studio) would otherwise be reused here, bound to the other server."""
+    with sam2plus_backend(tmp_path_factory.mktemp("sam2plus"), label_studio.url, label_studio.token) as url:
+        yield url
