@@ -7,7 +7,7 @@
 # Build arguments:
 #   TORCH_INDEX_URL   empty (default): torch and its CUDA libraries exactly as locked. Else a
 #                     PyTorch wheel index for another CUDA build of the same torch, for an older
-#                     driver, e.g. https://download.pytorch.org/whl/cu126 (README: The image)
+#                     driver, e.g. https://download.pytorch.org/whl/cu126 (docs/deployment.md, The image)
 #   BAKE_CHECKPOINTS  checkpoint file names, space-separated, to download into
 #                     /sam2/checkpoints at build time, e.g. "sam2.1_hiera_large.pt".
 #                     Default: none; the compose files mount MODEL_STORE there instead.

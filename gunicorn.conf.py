@@ -1,7 +1,7 @@
 """gunicorn's settings for SAM2Plus. gunicorn reads this file by itself from its working directory,
 so `gunicorn _wsgi:app` from the repository root (or /app in the container) serves with them.
 
-From the environment (README: Configuration): HOST and PORT (bind, 127.0.0.1:9090), WORKERS (1),
+From the environment (docs/configuration.md): HOST and PORT (bind, 127.0.0.1:9090), WORKERS (1),
 THREADS (8), TIMEOUT (300 s a worker may stay silent, loading SAM2 or stuck, before gunicorn
 replaces it; 0: never) and GRACEFUL_TIMEOUT (120 s for the clicks in flight when stopping);
 options given on the command line win over them. Workers are always threaded (gthread), so a

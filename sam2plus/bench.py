@@ -525,7 +525,7 @@ def stock_figures(model, image_path: Path, scene: Scene, repeats: int) -> dict:
 
 
 def ratios(figures: dict) -> dict:
-    """The ratios the README discusses, from the figures of every scenario."""
+    """The ratios docs/performance.md discusses, from the figures of every scenario."""
     return {
         "stock_repeat_over_repeat": figures["stock_repeat_ms"] / figures["repeat_ms"],
         "repeat_over_decoder": figures["repeat_ms"] / figures["decoder_ms"],

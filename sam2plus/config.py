@@ -91,7 +91,7 @@ class _Env:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """What one backend process serves with (README: Configuration)."""
+    """What one backend process serves with (docs/configuration.md)."""
 
     device: str = "auto"
     model_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml"
@@ -118,7 +118,7 @@ class ServerConfig:
     max_request_bytes: int = 128 << 20  # request bodies (Flask's MAX_CONTENT_LENGTH); fits a data: URL of a 95 MB JPEG
     max_json_depth: int = 64  # nesting of a request body; Label Studio's deepest (a polygon point) is 10
     # Arrays, objects and commas of a request body, counted before it is parsed; each costs up to
-    # ~100 bytes parsed (README: Security > Limits). A brush region of a 100 MP image is ~52000.
+    # ~100 bytes parsed (docs/security.md, Limits). A brush region of a 100 MP image is ~52000.
     max_json_items: int = 1_000_000
     max_tasks: int = 1000  # tasks in one /predict body (Label Studio's batch predictions send many)
     max_prompt_points: int = MAX_PROMPT_POINTS  # keypoints in one click's context
@@ -205,7 +205,7 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """How gunicorn serves the app (gunicorn.conf.py reads these; README: Operations)."""
+    """How gunicorn serves the app (gunicorn.conf.py reads these; docs/operations.md)."""
 
     host: str = "127.0.0.1"
     port: int = 9090

@@ -8,7 +8,7 @@ Flask test client, `python _wsgi.py`) the same metrics count for this process al
 
 The stages call the small API below (`observe_stage`, `count_cache`, `count_encoder_run`,
 `count_warmup`); a metric that cannot be recorded is logged once and never fails a request.
-README: Operations lists the names.
+docs/operations.md (Metrics) lists the names.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 ROOT = "extra_params"
-# Bounds on every setting that scales a click's work (README: Security, Limits).
+# Bounds on every setting that scales a click's work (docs/security.md, Limits).
 MIN_PATCH_SIZE = 32
 MAX_PATCH_SIZE = 8192  # per side: a padded patch is allocated whole (8192 x 8192 RGB = 192 MiB)
 MAX_DILATE_PX = 256  # also caps a float dilate once its fraction is applied (postprocess.dilation_radius)

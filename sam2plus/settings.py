@@ -3,7 +3,7 @@
 SETTINGS_URL chooses: blank (the default) or `sqlite:///path` is a SQLite file (under MODEL_DIR
 by default), which the gunicorn workers of one host share and which keeps the settings across
 restarts; `postgresql://user:password@host:port/db` is a PostgreSQL database that every replica
-behind a balancer shares (README: Scaling out). Both mean the same: the last write of a project
+behind a balancer shares (docs/scaling-out.md). Both mean the same: the last write of a project
 wins, and what is read is validated again before a click uses it.
 """
 

@@ -142,5 +142,5 @@ def workers_warning(workers: int, device: str) -> str | None:
     return (
         f"WORKERS={workers} on a CUDA device: each worker loads its own SAM2 on the GPU and keeps its own "
         "embedding cache, so a task's clicks that land on another worker run the encoder again; "
-        "prefer WORKERS=1 with THREADS for concurrency, one replica per GPU (README: Scaling out)"
+        "prefer WORKERS=1 with THREADS for concurrency, one replica per GPU (docs/scaling-out.md)"
     )

@@ -9,7 +9,7 @@
 #
 # Options (environment variable in brackets):
 #   --version VERSION   the label-studio release to install and run [SAM2PLUS_LS_VERSION, 1.23.2];
-#                       SAM2Plus supports 1.12.1 and newer (see README, Connecting Label Studio)
+#                       SAM2Plus supports 1.12.1 and newer (README.md, Connecting Label Studio)
 #   --venv DIR          venv location [SAM2PLUS_LS_VENV, ~/.cache/sam2plus/label-studio-VERSION]
 #   --data-dir DIR      SQLite database, uploads, media [SAM2PLUS_LS_DATA_DIR,
 #                       ~/.local/share/sam2plus/label-studio]
