@@ -70,6 +70,7 @@ INTERNAL = {
     ("gunicorn.conf.py", "', '.join(server.cfg.bind)"): "HOST and PORT, settings",
     ("gunicorn.conf.py", "server.cfg.timeout or 'off'"): "TIMEOUT, a setting",
     ("gunicorn.conf.py", "os.environ[_MULTIPROC]"): "PROMETHEUS_MULTIPROC_DIR, a setting",
+    ("gunicorn.conf.py", "warning"): "startup.workers_warning's fixed text with WORKERS and DEVICE, settings",
 }
 
 
