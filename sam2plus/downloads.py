@@ -72,6 +72,7 @@ class LocalImage:
     path: Path
     digest: str
     lease: Lease | None = field(default=None, compare=False, repr=False)
+    checked: object = field(default=None, compare=False, repr=False)  # what the store's `check` returned
 
     def release(self) -> None:
         if self.lease is not None:
@@ -115,8 +116,9 @@ class DownloadCache:
 
     def store(self, chunks: Iterable[bytes], suffix: str, check: Callable[[Path], object] | None = None) -> LocalImage:
         """Write `chunks` into the content-named file atomically and lease it. `check` is called
-        with the written file's path before it gets its name; an exception from it or from
-        `chunks` (a size limit, a broken connection, not an image) leaves nothing behind."""
+        with the written file's path before it gets its name (what it returns is the result's
+        `checked`); an exception from it or from `chunks` (a size limit, a broken connection,
+        not an image) leaves nothing behind."""
         self.directory.mkdir(parents=True, exist_ok=True)
         sha = hashlib.sha1()
         with part_file(self.directory) as part:
@@ -124,8 +126,7 @@ class DownloadCache:
                 for chunk in chunks:
                     sha.update(chunk)
                     handle.write(chunk)
-            if check is not None:
-                check(part.path)
+            checked = check(part.path) if check is not None else None
             fcntl.flock(part.fd, fcntl.LOCK_SH)  # held from the moment the file has its name
             digest = sha.hexdigest()
             path = self.path(digest, suffix)
@@ -133,7 +134,7 @@ class DownloadCache:
             lease, created = _publish(part, path)
         _touch(path)
         self._account(used if created else 0, 1 if created else 0)
-        return LocalImage(path, digest, lease)
+        return LocalImage(path, digest, lease, checked)
 
     def discard(self, path: Path) -> None:
         """Remove a file of this folder that turned out not to decode (files elsewhere are left);

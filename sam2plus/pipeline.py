@@ -172,7 +172,10 @@ class Pipeline:
         if not isinstance(data, dict) or control.image_key not in data:
             raise RequestError(field, f"missing: the task has no image under {describe(control.image_key)}")
         local = self.fetcher.fetch(data[control.image_key], field, task.get("id"), should_stop)
-        return local, read_info(local.path, self.max_pixels, field), field
+        info = local.checked  # a new download's header, read once by the download cache's check
+        if not isinstance(info, ImageInfo):
+            info = read_info(local.path, self.max_pixels, field)
+        return local, info, field
 
     def encoded_windows(self, digest: str, size: tuple[int, int], fill: tuple[int, int, int]) -> list[Window]:
         """The windows of this image's frame of this size whose embedding the segmenter holds and that
