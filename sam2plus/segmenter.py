@@ -28,6 +28,7 @@ import torch
 
 from . import metrics
 from .config import UNTRAINED, ConfigError, checkpoint_file
+from .identity import ModelIdentity, untrained_weights, weights_digest
 from .prompts import PatchPrompt  # what `predict` takes; defined with `Prompt`
 from .startup import checkpoint_problem
 
@@ -225,6 +226,12 @@ class Segmenter:
                 ) from None
             raise
         self.predictor = SAM2ImagePredictor(model)
+        # The encoder runs in bf16 under CUDA's autocast (`_autocast`), in f32 on the CPU.
+        self.identity = ModelIdentity(
+            config=model_config,
+            weights=untrained_weights(UNTRAINED_SEED) if checkpoint is None else weights_digest(checkpoint),
+            precision="bf16" if device.startswith("cuda") else "f32",
+        )
         self.input_size = int(model.image_size)
         self.cache = EmbeddingCache(cache_bytes)
         self.encoder_runs = 0

@@ -20,6 +20,7 @@ from sam2.utils.transforms import SAM2Transforms
 
 from sam2plus import segmenter as seg
 from sam2plus.config import ConfigError
+from sam2plus.identity import ModelIdentity, weights_digest
 from sam2plus.segmenter import (
     EmbeddingCache,
     PatchPrompt,
@@ -378,3 +379,26 @@ def test_prompts_reach_sam2_where_its_own_predictor_puts_them(tiny, prompt):
     assert np.allclose(ours.low_res_logits, logits[best], atol=1e-4) and ours.score == pytest.approx(
         float(scores[best])
     )
+
+
+def test_identity_names_config_weights_runtime_and_precision(tiny, tmp_path):
+    """Features key on the model's identity: weights by content, so a renamed file is the same model
+    and a changed one is another."""
+    model = tiny
+    assert model.identity.weights == "untrained-seed0"
+    assert (model.identity.runtime, model.identity.precision) == ("torch", "f32")
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    first.write_bytes(b"weights")
+    second.write_bytes(b"weights")
+    assert weights_digest(first) == weights_digest(second)
+    second.write_bytes(b"weights!")
+    assert weights_digest(first) != weights_digest(second)
+    base = ModelIdentity("c.yaml", weights_digest(first))
+    others = [
+        ModelIdentity("d.yaml", base.weights),
+        ModelIdentity("c.yaml", weights_digest(second)),
+        ModelIdentity("c.yaml", base.weights, runtime="openvino"),
+        ModelIdentity("c.yaml", base.weights, precision="bf16"),
+    ]
+    assert len({base.digest(), *(o.digest() for o in others)}) == 5
+    assert ModelIdentity("c.yaml", weights_digest(first)).digest() == base.digest()
