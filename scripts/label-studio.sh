@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
 # A local Label Studio for SAM2Plus (1.23.2 unless told otherwise): installed into its own venv
-# per version, served on loopback with SQLite. Used by hand and by the end-to-end tests (tests/e2e).
+# per version from its lock, served on loopback with SQLite. Used by hand and by the end-to-end
+# tests (tests/e2e).
 #
-#   scripts/label-studio.sh [install|start] [options]
+#   scripts/label-studio.sh [install|start|describe] [options]
 #
 #   install    only create/refresh the venv, then exit
 #   start      (default) install if needed, then run Label Studio in the foreground
+#   describe   which lock the venv was built from, whether it still matches, and `pip check`
+#
+# The venv holds exactly requirements/label-studio-VERSION.lock (written by
+# `.venv/bin/python scripts/lock.py --label-studio`; docs/tests.md: The lock): installed with
+# --no-deps --require-hashes, then `pip check`. It is reused only while it was built from that
+# very lock (its sha256 in the venv's marker) and holds exactly its pins; otherwise it is rebuilt
+# (scripts/locked_venv.py). A release without a lock is refused.
 #
 # Options (environment variable in brackets):
 #   --version VERSION   the label-studio release to install and run [SAM2PLUS_LS_VERSION, 1.23.2];
-#                       SAM2Plus supports 1.12.1 and newer (README.md, Connecting Label Studio)
-#   --venv DIR          venv location [SAM2PLUS_LS_VENV, ~/.cache/sam2plus/label-studio-VERSION]
+#                       SAM2Plus supports 1.12.1 and newer (README.md, Connecting Label Studio);
+#                       locked here: LOCKED_VERSIONS
+#   --venv DIR          venv location [SAM2PLUS_LS_VENV, CACHE/label-studio-VERSION-LOCKHASH,
+#                       LOCKHASH the first 12 hex digits of the lock's sha256 and CACHE
+#                       SAM2PLUS_CACHE, default ~/.cache/sam2plus: an empty folder there
+#                       installs as a fresh machine would]
 #   --data-dir DIR      SQLite database, uploads, media [SAM2PLUS_LS_DATA_DIR,
 #                       ~/.local/share/sam2plus/label-studio]
 #   --host ADDR         address to bind [SAM2PLUS_LS_HOST, 127.0.0.1]
@@ -34,7 +46,7 @@ set -euo pipefail
 
 cmd=start
 case "${1:-}" in
-    install|start) cmd=$1; shift ;;
+    install|start|describe) cmd=$1; shift ;;
 esac
 
 version=${SAM2PLUS_LS_VERSION:-1.23.2}
@@ -49,7 +61,9 @@ legacy=1
 block_local=0
 python=${SAM2PLUS_LS_PYTHON:-python3}
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+repo=$(cd "$(dirname "$0")/.." && pwd)
+locked_versions() { (cd "$repo/requirements" && ls label-studio-*.lock 2>/dev/null) | sed 's/^label-studio-//; s/\.lock$//' | sort -V | xargs; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' | sed "s/LOCKED_VERSIONS/$(locked_versions)/"; }
 need() { [[ $# -ge 2 && -n $2 ]] || { echo "label-studio.sh: $1 needs a value" >&2; exit 2; }; }
 
 while [[ $# -gt 0 ]]; do
@@ -73,7 +87,16 @@ if ! [[ $version =~ ^[0-9]+\.[0-9]+(\.[0-9]+)?(\.post[0-9]+)?$ ]]; then
     echo "label-studio.sh: --version must be a release number such as 1.23.2 (got ${version@Q})" >&2
     exit 2
 fi
-venv=${venv:-$HOME/.cache/sam2plus/label-studio-$version}
+lock=$repo/requirements/label-studio-$version.lock
+if [[ ! -f $lock ]]; then
+    echo "label-studio.sh: no lock for Label Studio $version (locked: $(locked_versions)); make one with" \
+         "\`.venv/bin/python scripts/lock.py --label-studio $version\` after adding it to LABEL_STUDIO_PINS" >&2
+    exit 2
+fi
+cache=${SAM2PLUS_CACHE:-$HOME/.cache/sam2plus}
+# Named by the lock's content too: a changed lock gets a venv of its own (checkouts of other
+# branches keep theirs), and the marker inside says the same.
+venv=${venv:-$cache/label-studio-$version-$(sha256sum "$lock" | cut -c1-12)}
 # at_least V: the chosen version is V or newer.
 at_least() { [[ $(printf '%s\n%s\n' "$1" "$version" | sort -V | head -n1) == "$1" ]]; }
 if [[ $legacy == 0 ]] && ! at_least 1.18; then
@@ -86,32 +109,16 @@ if [[ ${#token} -le 5 ]]; then
     exit 2
 fi
 
-# The venv counts as installed only once this marker exists, so an interrupted install is
-# redone instead of half used. A lock serialises concurrent installs (parallel test runs).
-marker="$venv/.sam2plus-label-studio-$version"
-
+# scripts/locked_venv.py builds the venv from the lock, or reuses it when it was built from this
+# very lock and still holds exactly its pins; concurrent installs (parallel test runs) wait for one.
 install() {
-    [[ -f $marker ]] && return 0
-    mkdir -p "$(dirname "$venv")"
-    exec 9>"$venv.lock"
-    flock 9
-    if [[ ! -f $marker ]]; then
-        echo "label-studio.sh: installing label-studio==$version into $venv (about a minute)" >&2
-        if [[ -e $venv && ! -f $venv/pyvenv.cfg ]]; then
-            echo "label-studio.sh: $venv exists and is not a venv; choose another --venv" >&2
-            exit 1
-        fi
-        rm -rf "$venv"
-        "$python" -m venv "$venv"
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "label-studio==$version" >&2
-        "$venv/bin/python" -c "import importlib.metadata as m; v = m.version('label-studio'); assert v == '$version', v"
-        touch "$marker"
-    fi
-    flock -u 9
-    exec 9>&-
+    "$python" "$repo/scripts/locked_venv.py" ensure --lock "$lock" --venv "$venv" --python "$python" >&2
+    "$venv/bin/python" -c "import importlib.metadata as m; v = m.version('label-studio'); assert v == '$version', v"
 }
 
+if [[ $cmd == describe ]]; then
+    exec "$python" "$repo/scripts/locked_venv.py" describe --lock "$lock" --venv "$venv"
+fi
 install
 [[ $cmd == install ]] && exit 0
 

@@ -11,8 +11,15 @@ The lock is split in the order the stack is installed (scripts/install.sh, the D
   runtime.lock  the rest of what the backend imports at run time
   test.lock     what the `test` extra adds, resolved on top of the same runtime pins
 
+and, with --label-studio, one lock per supported Label Studio release for the venv that
+scripts/label-studio.sh makes for it (users and the end-to-end tests alike):
+
+  label-studio-<version>.lock   label-studio==<version>, everything it needs, and the pins of
+                                LABEL_STUDIO_PINS (what a fresh resolution gets wrong, with why)
+
 Run it with the venv of scripts/install.sh (sam2's setup.py imports torch):
-    .venv/bin/python scripts/lock.py
+    .venv/bin/python scripts/lock.py                     # the project's four locks
+    .venv/bin/python scripts/lock.py --label-studio      # the Label Studio locks
 """
 
 from __future__ import annotations
@@ -44,6 +51,24 @@ PURPOSES = {
     "sam2": "sam2, a source distribution whose setup.py imports torch: SAM2_BUILD_CUDA=0 --no-build-isolation.",
     "runtime": "The rest of what the backend imports at run time (after torch.lock and sam2.lock).",
     "test": "What pyproject.toml's `test` extra adds; resolved with the runtime (the other locks).",
+}
+
+# The Label Studio releases SAM2Plus supports and tests (tests/e2e/stack.py VERSIONS), each with
+# the pins a fresh resolution of `label-studio==<version>` needs besides it, and why: Label Studio
+# pins few of its dependencies, so what pip picks on the day can break it.
+SENTRY_PIN = (
+    "sentry-sdk<3",
+    "Label Studio calls sentry_sdk.init(send_default_pii=...), which sentry-sdk 3 refuses: "
+    "TypeError: Unknown option 'send_default_pii' at import (sentry-sdk 3.0.1, 2026-12).",
+)
+PKG_RESOURCES_PIN = (
+    "setuptools<81",
+    "Label Studio 1.12 imports pkg_resources (label_studio/core/utils/io.py), which newer setuptools "
+    "no longer ships: ModuleNotFoundError at start with setuptools 84.2.1.",
+)
+LABEL_STUDIO_PINS: dict[str, tuple[tuple[str, str], ...]] = {
+    "1.12.1": (SENTRY_PIN, PKG_RESOURCES_PIN),
+    "1.23.2": (SENTRY_PIN,),
 }
 
 
@@ -126,10 +151,55 @@ def render(part: str, locked: list[Pin], environment: dict) -> str:
     return header + "".join(pin.line() + "\n" for pin in locked)
 
 
+def label_studio_lock(version: str) -> str:
+    """The text of requirements/label-studio-<version>.lock: one resolution in an empty environment.
+
+    Built without build isolation (scripts/label-studio.sh installs so too): the few source
+    distributions among Label Studio's dependencies are built with the venv's own setuptools,
+    not with whatever build backend an index serves on the day."""
+    pins_needed = LABEL_STUDIO_PINS[version]
+    report = resolve([f"label-studio=={version}", *(pin for pin, _ in pins_needed)])
+    environment = report["environment"]
+    header = HEADER.format(
+        name=f"requirements/label-studio-{version}.lock",
+        purpose=f"Label Studio {version}'s own venv (scripts/label-studio.sh), made with --label-studio.",
+        python=environment["python_full_version"],
+        platform=f"{environment['sys_platform']} {environment['platform_machine']}",
+    )
+    header = header.replace("scripts/lock.py`", "scripts/lock.py --label-studio`").replace(
+        "`pip install --no-deps --require-hashes -r` in the order of scripts/install.sh",
+        "`pip install --no-deps --require-hashes --no-build-isolation -r`, as scripts/label-studio.sh does",
+    )
+    why = "".join(f"# Pinned besides label-studio: {pin}: {reason}\n" for pin, reason in pins_needed)
+    locked = sorted(pins(report).values(), key=lambda p: p.name)
+    return header + why + "".join(pin.line() + "\n" for pin in locked)
+
+
+def write_label_studio_locks(out: Path, versions: list[str]) -> None:
+    """requirements/label-studio-<version>.lock for each of `versions` (a known release each)."""
+    unknown = sorted(set(versions) - set(LABEL_STUDIO_PINS))
+    if unknown:
+        raise SystemExit(f"lock.py: no LABEL_STUDIO_PINS entry for {unknown}: add the release there first")
+    out.mkdir(parents=True, exist_ok=True)
+    for version in versions:
+        path = out / f"label-studio-{version}.lock"
+        path.write_text(label_studio_lock(version))
+        print(f"lock.py: {path}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "requirements", help="folder of the lock files")
+    parser.add_argument(
+        "--label-studio",
+        nargs="*",
+        metavar="VERSION",
+        help=f"write the Label Studio locks instead (default: {', '.join(LABEL_STUDIO_PINS)})",
+    )
     args = parser.parse_args(argv)
+    if args.label_studio is not None:
+        write_label_studio_locks(args.out, args.label_studio or list(LABEL_STUDIO_PINS))
+        return 0
     runtime_requirements, test_requirements = project_requirements(REPO / "pyproject.toml")
     # Tests and image run the same versions: the test extra and the runtime are resolved together
     # (moto's botocore caps python-dateutil below what pandas alone would take), then the runtime

@@ -6,6 +6,7 @@ the end-to-end suite is only collected.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -91,3 +92,28 @@ def test_the_script_documents_the_version_and_its_per_version_venv(tmp_path):
     assert answer.returncode == 0, answer.stderr
     assert "--version VERSION" in answer.stdout and "label-studio-VERSION" in answer.stdout, answer.stdout
     assert DEFAULT_VERSION in answer.stdout and OLDEST_VERSION in answer.stdout, answer.stdout
+
+
+def test_a_release_without_a_lock_is_refused_before_anything_is_installed(tmp_path):
+    answer = script("install", "--version", "1.22.0", home=tmp_path)
+    assert answer.returncode == 2, answer.stderr
+    assert "no lock for Label Studio 1.22.0" in answer.stderr and "scripts/lock.py --label-studio" in answer.stderr
+    for version in VERSIONS:
+        assert version in answer.stderr, "the message lists the locked releases"
+    assert not (tmp_path / ".cache").exists()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_venv_is_named_by_its_lock_and_lives_under_sam2plus_cache(tmp_path, version):
+    """SAM2PLUS_CACHE=<empty folder> is how the suite runs as a fresh machine would (docs/tests.md)."""
+    lock = REPO / "requirements" / f"label-studio-{version}.lock"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SAM2PLUS_LS_")}
+    env["SAM2PLUS_CACHE"] = str(tmp_path / "cache")
+    answer = subprocess.run(
+        ["bash", str(LS_SCRIPT), "describe", "--version", version], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert f"venv {tmp_path / 'cache'}/label-studio-{version}-{digest[:12]}:" in answer.stdout, answer.stdout
+    assert "no marker" in answer.stdout and f"is sha256 {digest}" in answer.stdout, answer.stdout
+    assert not (tmp_path / "cache").exists(), "describe installs nothing"

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from sam2plus.bench_replicas import replica_figures
+from benchmarks.replicas import replica_figures
 from sam2plus.contexts import context, rectangle_region
 from tests.e2e.ls import label_config as ls_label_config
 from tests.support.front import FRONT, haproxy_binary
@@ -265,7 +265,7 @@ def test_label_studio_connected_to_haproxy_gets_regions_from_a_smart_click(label
 
 @pytest.mark.slow
 def test_the_benchmark_scenario_keeps_one_encoder_run_per_session(cluster):
-    """sam2plus.bench_replicas on this cluster, small: 2 annotators, 3 clicks each."""
+    """benchmarks.replicas on this cluster, small: 2 annotators, 3 clicks each."""
     figures = replica_figures(
         cluster, lambda task: f"http://{cluster.images}/t{task}.jpg", annotators=2, clicks=3, first_task=500
     )

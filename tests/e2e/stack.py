@@ -100,7 +100,10 @@ def running_label_studio(version: str, workdir: Path):
     arguments = [part for key, value in options.items() for part in (f"--{key}", value)]
     process = start_logged(["bash", str(LS_SCRIPT), "start", *arguments], env, ls.log)
     try:
-        wait_for(f"{ls.url}/health", process, ls.log, LS_START_TIMEOUT, f"Label Studio {version}")
+        try:
+            wait_for(f"{ls.url}/health", process, ls.log, LS_START_TIMEOUT, f"Label Studio {version}")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{describe_venv(version, env)}") from None
         who = requests.get(
             f"{ls.url}/api/current-user/whoami", headers={"Authorization": f"Token {ls.token}"}, timeout=30
         )
@@ -108,6 +111,20 @@ def running_label_studio(version: str, workdir: Path):
         yield ls
     finally:
         stop(process)
+
+
+def describe_venv(version: str, env: dict) -> str:
+    """What scripts/label-studio.sh says of `version`'s venv: the lock it was built from, whether it
+    still matches it, and `pip check` (the cause when Label Studio dies at import)."""
+    described = subprocess.run(
+        ["bash", str(LS_SCRIPT), "describe", "--version", version],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return f"scripts/label-studio.sh describe --version {version}:\n{described.stdout}{described.stderr}"
 
 
 @pytest.fixture(scope="session")

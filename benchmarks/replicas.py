@@ -1,10 +1,10 @@
 """Benchmark, replicas scenario (issue 19): K annotators over N replicas through HAProxy, beside
 the same sessions on one replica without a balancer.
 
-    python -m sam2plus.bench_replicas [--replicas 3] [--annotators 4] [--clicks 6] [--json PATH]
+    python -m benchmarks.replicas [--replicas 3] [--annotators 4] [--clicks 6] [--json PATH]
 
-Run from a checkout: it starts everything for real on loopback with the test suite's helpers
-(tests/support): Debian's PostgreSQL 15 (SETTINGS_URL), N gunicorn replicas (one worker each,
+Run from a checkout (benchmarks/ is not shipped): it starts everything for real on loopback with
+the test suite's helpers (tests/support): Debian's PostgreSQL 15 (SETTINGS_URL), N gunicorn replicas (one worker each,
 untrained hiera-t on CPU unless MODEL_CONFIG/MODEL_CHECKPOINT/DEVICE say otherwise) and HAProxy
 with haproxy/front.cfg + haproxy/replicas.cfg. Each annotator has a task of its own (a 512x512
 image) and makes a first click and `clicks - 1` refinement clicks 0.3 s apart, all annotators at
@@ -30,7 +30,11 @@ from pathlib import Path
 
 import requests
 
-from .contexts import context, control, keypoint_region, label_config, rectangle_region
+from sam2plus.contexts import context, control, keypoint_region, label_config, rectangle_region
+from tests.support.postgres import postgres_server
+from tests.support.replicas import replica_cluster
+from tests.support.scenes import DiscScene
+from tests.support.servers import static_server
 
 __all__ = ["SIZE", "overhead_ms", "replica_figures", "sessions", "main"]
 
@@ -131,11 +135,6 @@ def main(argv=None) -> int:
     parser.add_argument("--clicks", type=int, default=6)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    from tests.support.postgres import postgres_server  # a checkout's real-server helpers
-    from tests.support.replicas import replica_cluster
-    from tests.support.scenes import DiscScene
-    from tests.support.servers import static_server
-
     with tempfile.TemporaryDirectory(prefix="sam2plus-bench-replicas-") as work:
         folder = Path(work) / "images"
         folder.mkdir()
