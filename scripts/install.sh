@@ -6,11 +6,19 @@
 # Order: torch and what it needs, then sam2 (its setup.py imports torch; SAM2_BUILD_CUDA=0 skips
 # its optional CUDA extension, which only serves hole filling that the image predictor leaves off),
 # then the rest, then the project itself without dependencies. Every file is checked against the
-# lock's sha256 and nothing is resolved here (--no-deps): the venv holds exactly the lock.
+# lock's sha256 and nothing is resolved here (--no-deps): the venv holds exactly the lock. An
+# existing .venv that holds anything no lock pins (installed by hand, or left from an older lock)
+# is removed and made again, never used (scripts/locked_venv.py strays).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=${EXTRAS-test}
+EVERY_LOCK=(--lock requirements/torch.lock --lock requirements/sam2.lock --lock requirements/runtime.lock
+            --lock requirements/test.lock --own sam2plus)
 
+if [ -x .venv/bin/python ] && ! .venv/bin/python scripts/locked_venv.py strays --venv .venv "${EVERY_LOCK[@]}"; then
+  echo "install.sh: .venv holds packages no lock pins (above): making it again" >&2
+  rm -rf .venv
+fi
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 LOCKED=("${PIP[@]}" install --quiet --no-deps --require-hashes)
@@ -22,4 +30,5 @@ if [ -n "$EXTRAS" ]; then
 fi
 "${PIP[@]}" install --quiet --no-deps --no-build-isolation -e .
 "${PIP[@]}" check
+.venv/bin/python scripts/locked_venv.py strays --venv .venv "${EVERY_LOCK[@]}"
 .venv/bin/python -c "import sam2, torch, sam2plus; print('install.sh: ready (torch', torch.__version__, ', cuda', torch.cuda.is_available(), ')')"

@@ -3,6 +3,8 @@
     python3 scripts/locked_venv.py ensure --lock requirements/label-studio-1.23.2.lock --venv DIR
     python3 scripts/locked_venv.py check  --lock LOCK --venv DIR     # exit 1 and say why if not
     python3 scripts/locked_venv.py describe --lock LOCK --venv DIR   # for an error message
+    python3 scripts/locked_venv.py strays --venv .venv --lock A --lock B ... [--own NAME]
+                                    # exit 1 naming what no lock pins (scripts/install.sh's .venv)
 
 A venv counts as built from a lock when its marker file holds the lock's sha256 and the packages
 installed in it are exactly the lock's pins (names and versions; the venv's own pip, and the
@@ -86,6 +88,16 @@ def differences(pins: dict[str, str], installed: list[tuple[str, str]]) -> list[
             problems.append(f"{name}=={versions[0]} where the lock has {pins[name]}")
     problems += [f"{name}=={version} is missing" for name, version in sorted(pins.items()) if name not in found]
     return problems
+
+
+def strays(pins: dict[str, str], installed: list[tuple[str, str]], own: tuple[str, ...] = ()) -> list[str]:
+    """What `installed` holds that `pins` do not (at that version), its own packages and the venv's
+    seeds aside; pins not installed are no strays (a venv may hold part of several locks)."""
+    return [
+        problem
+        for problem in differences(pins, [(n, v) for n, v in installed if canonical(n) not in own])
+        if not problem.endswith(" is missing")
+    ]
 
 
 def venv_python(venv: Path) -> Path:
@@ -178,21 +190,28 @@ def describe(lock: Path, venv: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("ensure", "check", "describe"))
-    parser.add_argument("--lock", type=Path, required=True)
+    parser.add_argument("command", choices=("ensure", "check", "describe", "strays"))
+    parser.add_argument("--lock", type=Path, required=True, action="append", help="one; several for strays")
     parser.add_argument("--venv", type=Path, required=True)
     parser.add_argument("--python", default=sys.executable, help="the interpreter of a new venv (default: this one)")
+    parser.add_argument("--own", action="append", default=[], help="strays: a package of the venv's own project")
     args = parser.parse_args(argv)
-    if args.command == "ensure":
-        ensure(args.lock, args.venv, args.python)
+    if args.command == "strays":
+        pins = {name: version for lock in args.lock for name, version in lock_pins(lock.read_text()).items()}
+        found = strays(pins, installed_packages(args.venv), tuple(canonical(name) for name in args.own))
+    elif len(args.lock) > 1:
+        parser.error(f"{args.command} takes one --lock")
+    elif args.command == "ensure":
+        ensure(args.lock[0], args.venv, args.python)
         return 0
-    if args.command == "check":
-        found = problems(args.lock, args.venv)
-        for problem in found:
-            print(f"locked_venv: {problem}", file=sys.stderr)
-        return 1 if found else 0
-    print(describe(args.lock, args.venv))
-    return 0
+    elif args.command == "describe":
+        print(describe(args.lock[0], args.venv))
+        return 0
+    else:
+        found = problems(args.lock[0], args.venv)
+    for problem in found:
+        print(f"locked_venv: {problem}", file=sys.stderr)
+    return 1 if found else 0
 
 
 if __name__ == "__main__":

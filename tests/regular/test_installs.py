@@ -95,6 +95,36 @@ def test_the_venv_seeds_count_once_the_lock_pins_them():
     ]
 
 
+def test_the_backends_venv_may_hold_part_of_its_locks_but_nothing_else():
+    """scripts/install.sh makes .venv again when it holds what no lock pins (strays)."""
+    installed = [("iniconfig", "2.3.1"), ("sam2plus", "0.1.0"), ("pip", "25.0")]
+    assert locked_venv.strays(PINS, installed, own=("sam2plus",)) == []
+    assert locked_venv.strays(PINS, [*installed, ("openvino", "2026.4.0")], own=("sam2plus",)) == [
+        "openvino==2026.4.0 is not in the lock"
+    ]
+    assert locked_venv.strays(PINS, [("packaging", "25.0")]) == ["packaging==25.0 where the lock has 26.0"]
+
+
+def test_this_venv_holds_nothing_its_locks_do_not_pin():
+    locks = [f"requirements/{part}.lock" for part in ("torch", "sam2", "runtime", "test")]
+    command = [
+        sys.executable,
+        REPO / "scripts/locked_venv.py",
+        "strays",
+        "--venv",
+        Path(sys.prefix),
+        "--own",
+        "sam2plus",
+    ]
+    found = subprocess.run(
+        [*command, *(arg for lock in locks for arg in ("--lock", REPO / lock))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == 0, found.stderr
+
+
 def _tiny_lock(path: Path, *names: str) -> Path:
     """A lock of a few small packages, their lines taken from the test lock (real files, real hashes)."""
     lines = [line for line in lock_lines("test") if line.split("==")[0] in names]
