@@ -17,6 +17,7 @@ __all__ = [
     "LOG_LEVELS",
     "UNTRAINED",
     "MAX_JSON_DEPTH",
+    "SECRET_FILE_BYTES",
     "checkpoint_file",
     "ConfigError",
     "ServerConfig",
@@ -28,6 +29,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 UNTRAINED = "untrained"  # MODEL_CHECKPOINT for SAM2's architecture with random weights
 # Python's JSON parser stops at its recursion limit (about 1000 levels); the limit stays well below it.
 MAX_JSON_DEPTH = 512
+SECRET_FILE_BYTES = 64 << 10  # a secret read from a *_FILE: a password, a token, a URL
 _ARTIFACT_ALIASES = {"false": "off", "0": "off", "true": "on", "1": "on"}
 
 
@@ -57,6 +59,25 @@ class _Env:
         """The stripped value; blank counts as unset."""
         value = self.env.get(name, "").strip()
         return value or default
+
+    def secret(self, name: str) -> str | None:
+        """`name`'s value, or when it is blank the content of the file `name`_FILE names (Docker's
+        convention for secrets kept out of the environment), stripped; at most SECRET_FILE_BYTES."""
+        value = self.text(name, None)
+        path = self.text(f"{name}_FILE", None)
+        if value is not None or path is None:
+            return value
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(SECRET_FILE_BYTES + 1)
+        except OSError as exc:
+            return self.problem(f"{name}_FILE={path!r} cannot be read ({exc.strerror or exc}), so {name} is not set")
+        if len(data) > SECRET_FILE_BYTES:
+            return self.problem(f"{name}_FILE={path!r} holds more than {SECRET_FILE_BYTES} bytes: not a {name}")
+        try:
+            return data.decode("utf-8").strip() or None
+        except UnicodeDecodeError:
+            return self.problem(f"{name}_FILE={path!r} is not UTF-8 text")
 
     def number(self, name: str, default, kind=int, minimum=None, maximum=None):
         """A number > 0 (or from `minimum`), at most `maximum`; a bad value is a problem and gives the default."""
@@ -180,14 +201,14 @@ class ServerConfig:
             checkpoint_dir=env.text("CHECKPOINT_DIR", d.checkpoint_dir),
             cache_dir=env.text("CACHE_DIR", d.cache_dir),
             model_dir=env.text("MODEL_DIR", d.model_dir),
-            settings_url=env.text("SETTINGS_URL", d.settings_url),
+            settings_url=env.secret("SETTINGS_URL"),
             label_studio_url=label_studio_url,
-            label_studio_api_key=env.text("LABEL_STUDIO_API_KEY", None),
+            label_studio_api_key=env.secret("LABEL_STUDIO_API_KEY"),
             image_hosts=hosts,
             image_hosts_block_private=block_private in ("true", "on", "1"),
             download_cache_mb=env.number("DOWNLOAD_CACHE_MB", d.download_cache_mb),
             basic_auth_user=env.text("BASIC_AUTH_USER", None),
-            basic_auth_pass=env.text("BASIC_AUTH_PASS", None),
+            basic_auth_pass=env.secret("BASIC_AUTH_PASS"),
             max_image_pixels=env.number("MAX_IMAGE_PIXELS", d.max_image_pixels),
             max_image_bytes=env.number("MAX_IMAGE_BYTES", d.max_image_bytes),
             fetch_timeout=env.number("FETCH_TIMEOUT", d.fetch_timeout, float),

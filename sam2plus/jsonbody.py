@@ -1,4 +1,11 @@
-"""A request body's bytes -> its JSON object, bounded before it is parsed and checked once after.
+"""A request body, read within a deadline -> its JSON object, bounded before it is parsed and checked once after.
+
+Reading (`read_body`): the whole body must arrive within BODY_GRACE_SECONDS plus its size at
+BODY_MIN_RATE, else a 408 naming `body`, so that a client dribbling a large body (one the front
+passes on as it arrives) cannot hold a thread, or one of the front's large-body slots, for long.
+A body the answer did not need (refused for its size, or unauthenticated) is read and discarded
+after the answer within DISCARD_SECONDS (`discard_body`): closing on unread bytes makes the kernel
+reset the connection, and the client, or the front relaying it, then loses the answer.
 
 Before parsing: the body must be UTF-8, and its arrays, objects and commas are counted in its
 bytes (`count_items`, three `bytes.count` passes): each costs the parsed body up to about 100
@@ -13,14 +20,117 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import threading
+import time
 
 from .errors import RequestError, describe
 
-__all__ = ["count_items", "first_bad_text", "nesting_exceeds", "parse_json_body", "refuse_bad_text"]
+__all__ = [
+    "BODY_GRACE_SECONDS",
+    "BODY_MIN_RATE",
+    "DISCARD_SECONDS",
+    "body_seconds",
+    "count_items",
+    "discard_body",
+    "first_bad_text",
+    "nesting_exceeds",
+    "parse_json_body",
+    "read_body",
+    "refuse_bad_text",
+]
+
+BODY_GRACE_SECONDS = 10.0  # what any body may take, however small (the front's `timeout http-request`)
+BODY_MIN_RATE = 128 << 10  # bytes per second a body must average beyond that: 1 Mbit/s
+DISCARD_SECONDS = 5.0  # reading an unneeded body after the answer: 128 MiB at 27 MB/s
+_CHUNK = 1 << 20
 
 # Only a \u escape can make a surrogate once the body is strict UTF-8: found, the parsed body is walked.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def body_seconds(expected: int) -> float:
+    """Seconds a body of `expected` bytes may take to arrive: BODY_GRACE_SECONDS plus its size at BODY_MIN_RATE."""
+    return BODY_GRACE_SECONDS + expected / BODY_MIN_RATE
+
+
+def read_body(stream, sock: socket.socket | None, seconds: float) -> bytes:
+    """The whole body from `stream` (werkzeug's, bounded by Content-Length or MAX_REQUEST_BYTES),
+    arrived within `seconds`; else a 408 naming `body`. At the deadline a watchdog shuts the reading
+    side of `sock` (gunicorn's), which wakes the read however the server loops over the socket;
+    without a socket only the time between reads is checked."""
+    cut = threading.Event()
+    watchdog = threading.Timer(seconds, _stop_reading, (sock, cut)) if sock is not None else None
+    if watchdog is not None:
+        watchdog.daemon = True
+        watchdog.start()
+    started = time.monotonic()
+    parts, received = [], 0
+    try:
+        while True:
+            try:
+                chunk = stream.read(_CHUNK)
+            except Exception:  # werkzeug turns the cut socket's end of data into ClientDisconnected
+                if cut.is_set():
+                    raise _late(received, seconds) from None
+                raise
+            if cut.is_set() or time.monotonic() - started > seconds:
+                raise _late(received, seconds)
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+            received += len(chunk)
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+def _stop_reading(sock: socket.socket, cut: threading.Event) -> None:
+    cut.set()
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:  # closed meanwhile
+        pass
+
+
+def _late(received: int, seconds: float) -> RequestError:
+    return RequestError(
+        "body",
+        f"did not arrive within {seconds:.0f} s ({received} bytes read): a body gets "
+        f"{BODY_GRACE_SECONDS:g} s plus 1 s per {BODY_MIN_RATE >> 10} KiB of its size",
+        408,
+    )
+
+
+def discard_body(stream, sock: socket.socket | None, seconds: float = DISCARD_SECONDS) -> int:
+    """Read and drop what is left of a request body (`stream`: the server's own input, which ends
+    with the body) for up to `seconds`; the bytes dropped. Needs `sock` to bound the reads; without
+    it nothing is read."""
+    if sock is None:
+        return 0
+    deadline = time.monotonic() + seconds
+    kept = sock.gettimeout()
+    dropped = 0
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            chunk = stream.read(_CHUNK)
+            if not chunk:
+                break
+            dropped += len(chunk)
+    except (OSError, ValueError):  # timed out, reset, or the body was malformed: the server closes
+        pass
+    finally:
+        _restore_timeout(sock, kept)
+    return dropped
+
+
+def _restore_timeout(sock: socket.socket, timeout: float | None) -> None:
+    try:
+        sock.settimeout(timeout)
+    except OSError:  # closed meanwhile
+        pass
 
 
 def count_items(data: bytes) -> int:

@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from . import artifacts as review
 from . import metrics
 from .errors import RequestError, Stopped, describe
-from .jsonbody import nesting_exceeds, parse_json_body
+from .jsonbody import body_seconds, discard_body, nesting_exceeds, parse_json_body, read_body
 from .logtext import logtext
 from .settings import SettingsUnavailable
 
@@ -88,12 +88,23 @@ def _add_request_hooks(app: Flask, config) -> None:
     @app.after_request
     def _tag(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = _request_id()
+        _discard_unread_body(response)
         if "started" in g:  # counted once, also when a later after_request handler fails
             route = request.path if request.path in routes else _rule_of_request()
             seconds = time.perf_counter() - g.pop("started")
             metrics.request_finished(route, request.method, response.status_code, seconds)
             metrics.update_memory()
         return response
+
+
+def _discard_unread_body(response: Response) -> None:
+    """Once the answer is sent, read and drop what the request's body still holds (a 413 or a 401
+    answered before it was read; `jsonbody.discard_body`), so that closing the connection does not
+    reset it under the answer. A body that timed out (408) is not waited for again."""
+    environ = request.environ
+    has_body = request.content_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if has_body and response.status_code != 408:
+        response.call_on_close(lambda: discard_body(environ["wsgi.input"], environ.get("gunicorn.socket")))
 
 
 def _add_protocol_routes(app: Flask, model, counts: _WorkerCounts) -> None:
@@ -321,10 +332,9 @@ def _request_id() -> str:
 
 def _json_body() -> dict:
     """The request's JSON object, within MAX_REQUEST_BYTES, MAX_JSON_ITEMS and MAX_JSON_DEPTH (`jsonbody`)."""
-    data = request.get_data(cache=True)
-    if request.content_length is None and len(data) >= request.max_content_length:
-        # A chunked body is cut at the limit without an error (werkzeug's LimitedStream.readall).
-        raise RequestEntityTooLarge()
+    expected = request.content_length if request.content_length is not None else request.max_content_length
+    # werkzeug's stream: a Content-Length past MAX_REQUEST_BYTES is a 413 at once, a chunked body at the limit.
+    data = read_body(request.stream, request.environ.get("gunicorn.socket"), body_seconds(expected))
     return parse_json_body(data, current_app.config["MAX_JSON_ITEMS"], current_app.config["MAX_JSON_DEPTH"])
 
 

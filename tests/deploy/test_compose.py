@@ -400,7 +400,7 @@ def test_the_cpu_overrides_drop_every_gpu_reservation_and_run_hiera_t_untrained(
 
 # --- several replicas behind one address (issue 19; docs/scaling-out.md) ---
 
-REPLICA_VARS = {"REPLICA1_GPU": "0", "REPLICA2_GPU": "1", "REPLICA3_GPU": "3", "SETTINGS_DB_PASSWORD": "db-secret"}
+REPLICA_VARS = {"REPLICA1_GPU": "0", "REPLICA2_GPU": "1", "REPLICA3_GPU": "3"}
 
 
 def replicas_config(target: str = "brick", shell: dict | None = None) -> dict:
@@ -424,12 +424,27 @@ def test_replicas_compose_runs_three_backends_one_gpu_each_behind_haproxy_with_p
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
         gpus.append(device["device_ids"])
         caches.append(mount(service, "/cache")["source"])
-        settings = ServerConfig.from_env({**service["environment"], "BASIC_AUTH_PASS": "a password"})
-        assert settings.settings_url == "postgresql://sam2plus:db-secret@settings-db:5432/sam2plus"
+        assert service["environment"]["SETTINGS_URL_FILE"] == "/run/secrets/settings_url"
+        assert service["environment"]["SETTINGS_URL"] == "", "the URL holds the role's password: from its file"
+        assert set(service["networks"]) == {"replicas", "settings"}
         assert service["depends_on"]["settings-db"]["condition"] == "service_healthy"
         assert ServingConfig.from_env(service["environment"]).workers == 1, "one worker per GPU"
     assert gpus == [["0"], ["1"], ["3"]] and len(set(caches)) == 3
-    assert db["image"] == "postgres:15" and db["environment"]["POSTGRES_PASSWORD"] == "db-secret"
+    assert db["image"] == "postgres:15" and "POSTGRES_PASSWORD" not in db["environment"]
+    # Its passwords are Compose secrets the replicas never see; the role script runs when the database is made.
+    assert db["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/settings_db_admin_password"
+    assert db["environment"]["SETTINGS_DB_PASSWORD_FILE"] == "/run/secrets/settings_db_role_password"
+    assert {s["source"] for s in db["secrets"]} == {"settings_db_admin_password", "settings_db_role_password"}
+    assert all("secrets" not in service for service in replicas.values())
+    secrets = REPO / "secrets" / f"{env['CONTAINER_NAME']}-settings-db"
+    assert {name: s["file"] for name, s in project["secrets"].items()} == {
+        "settings_db_admin_password": str(secrets / "admin_password"),
+        "settings_db_role_password": str(secrets / "role_password"),
+    }
+    role = mount(db, "/docker-entrypoint-initdb.d/settings-db-role.sh")
+    assert role["source"] == str(REPO / "scripts" / "settings-db-role.sh") and role["read_only"]
+    assert db["networks"] == {"settings": None} and project["networks"]["settings"]["internal"] is True
+    assert set(front["networks"]) == {"replicas"}, "the front never reaches PostgreSQL"
     assert mount(db, "/var/lib/postgresql/data")["type"] == "volume" and "settings-db" in project["volumes"]
     assert published(db) == [], "PostgreSQL is reached by the replicas only"
 

@@ -94,10 +94,39 @@ def target(project: cp.Project, name: str, gpu: str = "0") -> tuple[str, str, tu
     """A target's env file and folders (a task image in its cache); (container, front url, basic auth)."""
     env = cp.target_env(f"{name}-{os.getpid()}", free_port(), gpu)
     env["SERVER_DIR"], env["CACHE_DIR"] = f"./{name}/data", f"./{name}/cache"
-    project.write_env(f"envs/{name}.env", env)
+    auth = ("sam2plus", env["BASIC_AUTH_PASS"])
+    project.write_env(f"envs/{name}.env", cp.secret_files(project, env))  # the password from its file
     project.owned_folder(f"{name}/data")
     SCENE.write(project.owned_folder(f"{name}/cache/tasks") / "scene.jpg")
-    return env["CONTAINER_NAME"], f"http://127.0.0.1:{env['HOST_PORT']}", ("sam2plus", env["BASIC_AUTH_PASS"])
+    return env["CONTAINER_NAME"], f"http://127.0.0.1:{env['HOST_PORT']}", auth
+
+
+def status_of(container: str) -> str:
+    return pm.podman("exec", container, "cat", "/proc/1/status").stdout
+
+
+def check_limits(backend: str, front: str) -> None:
+    """Issue 25: both containers run without capabilities or privilege gain, on a read-only root, with
+    their pids and memory limits; and the kernel enforces the front's (its processes and memory are
+    small enough to try here): a fork past pids_limit fails, a process past mem_limit is killed."""
+    for container, pids, memory in ((backend, 1024, 8 << 30), (front, 64, 640 << 20)):
+        status = status_of(container)
+        assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status, container
+        files = "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+        assert pm.podman("exec", container, "cat", *files).stdout.split() == [str(pids), str(memory)]
+        assert pm.podman("exec", container, "touch", "/written", check=False).returncode != 0, "read-only root"
+    forks = pm.podman("exec", front, "bash", "-c", "for n in $(seq 80); do sleep 5 & done; wait", check=False)
+    assert "fork: retry: Resource temporarily unavailable" in forks.stderr or "fork:" in forks.stderr, forks.stderr
+    hog = pm.podman("exec", front, "bash", "-c", "head -c 1000m /dev/zero | tail -n 1", check=False)
+    assert hog.returncode == 137, (hog.returncode, hog.stderr)  # killed by the memory cgroup
+    assert pm.state(front)["status"] == "running", "the front itself stays up"
+
+
+def reaches(container: str, address: str) -> bool:
+    """Whether a TCP connection from container to host:port (bash's /dev/tcp) succeeds within 3 s."""
+    host, port = address.split(":")
+    probe = f"timeout 3 bash -c 'exec 3<>/dev/tcp/{host}/{port}'"
+    return pm.podman("exec", container, "bash", "-c", probe, check=False).returncode == 0
 
 
 def test_single_compose_serves_one_target_through_its_front_behind_basic_auth(docker_host, tmp_path):
@@ -119,6 +148,7 @@ def test_single_compose_serves_one_target_through_its_front_behind_basic_auth(do
         (result,) = answer.json()["results"]
         assert all(r["original_width"] == SCENE.width for r in result["result"])
         assert cp.stop_timeout(container) >= GRACE and cp.stop_timeout(f"{container}-front") >= GRACE
+        check_limits(container, f"{container}-front")
         ps = project.run(*args, "ps", "--format", "{{.Name}} {{.Ports}}").stdout
         print(
             f"\nsingle-compose: up {up_seconds:.1f} s, healthy {healthy_seconds:.1f} s later, first click "
@@ -176,6 +206,22 @@ def test_compose_yml_runs_two_targets_whose_settings_stay_their_own_across_down_
         assert "<Rectangle>" in refused_format(brick_url, brick_auth, "7", "BrushLabels")
         assert refused_format(ichthyolith_url, ichthyolith_auth, "7", "BrushLabels") is None, "brick's setting"
         setup(ichthyolith_url, ichthyolith_auth, "7", "BrushLabels")
+        # Each backend on a network with its front alone (issue 25: any container of the project reached 9090).
+        assert reaches(f"{brick}-front", "brick:9090") and not reaches(f"{brick}-front", "ichthyolith:9090")
+        assert not reaches(f"{ichthyolith}-front", "brick:9090")
+        stranger = pm.podman(
+            "run",
+            "--rm",
+            "--network",
+            f"targets-{os.getpid()}_default",
+            "--entrypoint",
+            "bash",
+            pm.FRONT_IMAGE,
+            "-c",
+            "timeout 3 bash -c 'exec 3<>/dev/tcp/brick/9090'",
+            check=False,
+        )
+        assert stranger.returncode != 0, "a container on the project's default network does not reach a backend"
         assert requests.get(f"{brick_url}/health", auth=ichthyolith_auth, timeout=5).status_code == 200
         assert requests.post(f"{brick_url}/setup", json={}, auth=ichthyolith_auth, timeout=5).status_code == 401
         started = time.monotonic()
@@ -231,9 +277,11 @@ def test_label_studio_gets_regions_from_a_containerised_target(docker_host, tmp_
     container, _, auth = target(project, "ls")
     front_port, backend_port = free_port(), free_port()
     env = cp.target_env(container, front_port, password=auth[1])
-    env |= {"SERVER_DIR": "./ls/data", "CACHE_DIR": "./ls/cache"}
-    env |= {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token}
-    project.write_env("envs/ls.env", env)
+    env |= {"SERVER_DIR": "./ls/data", "CACHE_DIR": "./ls/cache", "LABEL_STUDIO_URL": label_studio.url}
+    # The API key and the password from the target's secret files, as docs/deployment.md shows first.
+    project.write_secret(container, "label_studio_api_key", label_studio.token)
+    env |= {"LABEL_STUDIO_API_KEY": "", "LABEL_STUDIO_API_KEY_FILE": "/run/secrets/label_studio_api_key"}
+    project.write_env("envs/ls.env", cp.secret_files(project, env))
     override = cp.host_network_override(project, "host-network.yml", backend_port, front_port)
     args = (*SINGLE, "-f", override, "--env-file", "envs/ls.env")
     url = f"http://127.0.0.1:{front_port}"

@@ -9,6 +9,7 @@ send 2 x THREADS slow clients at each: gunicorn alone stops answering, behind th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -20,7 +21,20 @@ import dockerfile
 import pytest
 import requests
 
-from tests.support.front import FRONT, HAPROXY_DIR, SINGLE, SlowClients, haproxy_binary, haproxy_front, timed_get
+from sam2plus.jsonbody import body_seconds
+from tests.support.front import (
+    FRONT,
+    HAPROXY_DIR,
+    SINGLE,
+    DribbledBodies,
+    SlowClients,
+    haproxy_binary,
+    haproxy_front,
+    read_answer,
+    send_whole_body,
+    status_line,
+    timed_get,
+)
 from tests.support.inprocess import SCENE, predict_body
 from tests.support.servers import gunicorn_server, stop, wsgi_server
 
@@ -72,7 +86,9 @@ def test_the_front_waits_for_whole_requests_within_a_header_timeout():
     assert int(directive("frontend front", "maxconn")) < int(directive("global", "maxconn"))
 
 
-@pytest.mark.parametrize("path", sorted((HAPROXY_DIR / "errors").glob("*.http")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((HAPROXY_DIR / "errors").rglob("*.http")), ids=lambda p: str(p.relative_to(HAPROXY_DIR))
+)
 def test_the_fronts_own_errors_are_json_whose_reason_phrase_says_what_happened(path):
     head, body = path.read_bytes().split(b"\r\n\r\n", 1)
     status, *headers = head.decode().split("\r\n")
@@ -113,13 +129,23 @@ def image_healthcheck(front_addr: str) -> int:
 # --- the real gunicorn and HAProxy ------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def geometry_backend(folder: Path, max_request_bytes: int = 2_000_000):
+    """gunicorn with THREADS threads serving the product's app (geometry test double) and a scene."""
+    (folder / "cache").mkdir(exist_ok=True)
+    SCENE.write(folder / "cache" / "scene.jpg")
+    env = {
+        "CACHE_DIR": str(folder / "cache"),
+        "MODEL_DIR": str(folder / "models"),
+        "MAX_REQUEST_BYTES": str(max_request_bytes),
+    }
+    with gunicorn_server(env, workers=1, threads=THREADS, timeout=60, log_dir=folder, app=GEOMETRY_APP) as server:
+        yield server
+
+
 @pytest.fixture
 def backend(tmp_path):
-    """gunicorn with THREADS threads serving the product's app (geometry test double) and a scene."""
-    (tmp_path / "cache").mkdir()
-    SCENE.write(tmp_path / "cache" / "scene.jpg")
-    env = {"CACHE_DIR": str(tmp_path / "cache"), "MODEL_DIR": str(tmp_path / "models"), "MAX_REQUEST_BYTES": "2000000"}
-    with gunicorn_server(env, workers=1, threads=THREADS, timeout=60, log_dir=tmp_path, app=GEOMETRY_APP) as server:
+    with geometry_backend(tmp_path) as server:
         yield server
 
 
@@ -191,8 +217,8 @@ def test_bodies_larger_than_the_buffer_take_at_most_two_gunicorn_threads(backend
     free. (Without `maxconn 2` in single.cfg, the click below times out.)"""
     sockets = []
     try:
-        for _ in range(SLOW):
-            sock = socket.create_connection((front.host, front.port), timeout=5)
+        for n in range(SLOW):  # each from its own address: one address gets one large body at a time
+            sock = socket.create_connection((front.host, front.port), timeout=5, source_address=(f"127.0.0.{n + 2}", 0))
             # Within MAX_REQUEST_BYTES (2000000 here), so gunicorn reads it rather than answering 413 at once.
             head = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1900000\r\n\r\n"
             sock.sendall(head.encode() + b"[" + b" " * (1100 << 10))  # more than the buffer, then nothing
@@ -268,3 +294,72 @@ def test_the_backend_sees_the_clients_address_in_x_forwarded_for(tmp_path: Path)
     with wsgi_server(echo_headers) as url, haproxy_front(url.removeprefix("http://"), log_dir=tmp_path) as running:
         seen = requests.get(f"{running.url}/anything", timeout=10).json()
     assert seen["X-Forwarded-For"] == "127.0.0.1"
+
+
+# --- issue 25: the 413 that arrived as a reset, and the large-body slots held by dribbling ---------------
+
+TOO_LARGE = "HTTP/1.1 413 body: larger than MAX_REQUEST_BYTES=2000000 (1.90735 MiB), the largest request body"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("through", ["gunicorn", "front"])
+def test_a_413_for_an_oversize_body_reaches_the_client_whole(backend, front, through):
+    """A 40 MB body against MAX_REQUEST_BYTES=2000000, sent whole before the answer is read (as
+    requests and Label Studio do). gunicorn answered 413 without reading the body and closed on the
+    unread bytes: straight at gunicorn the client's send failed (broken pipe, 11 tries in 12), through
+    the front half the answers were lost (an empty reply). Now the body is read and dropped after the
+    answer (jsonbody.discard_body) and every client reads the 413 and its reason."""
+    host, port = host_port(backend.url) if through == "gunicorn" else (front.host, front.port)
+    # Each from its own address: right after an early answer the front may still be passing the
+    # refused body on, and one address gets one large body at a time (the 429 of the test below).
+    outcomes = [send_whole_body(host, port, 40_000_000, source=f"127.0.0.{n + 10}") for n in range(5)]
+    assert [problem for problem, _ in outcomes] == [""] * 5, outcomes
+    assert all(line.startswith(TOO_LARGE) for _, line in outcomes), outcomes
+    assert timed_get(f"{backend.url}/health", timeout=5)[1] == 200
+
+
+@pytest.mark.slow
+def test_a_dribbled_body_gets_a_408_after_its_deadline(backend):
+    """Straight at gunicorn: a body of 1000 bytes announced, a byte a second: 408 naming `body` once
+    body_seconds(1000) (10 s) have passed, and the thread is free again."""
+    started = time.monotonic()
+    with DribbledBodies(*host_port(backend.url), ["127.0.0.1"], length=1000, first=1, interval=1.0) as dribbled:
+        answer = read_answer(dribbled.sockets[0], timeout=30)
+    seconds = time.monotonic() - started
+    assert status_line(answer).startswith("HTTP/1.1 408 body: did not arrive within 10 s"), answer[:300]
+    assert body_seconds(1000) <= seconds < body_seconds(1000) + 3
+
+
+@pytest.mark.slow
+def test_dribbling_clients_cannot_hold_the_large_body_slots(tmp_path):
+    """Issue 25: two clients each sent half of a large body, then a byte every few seconds, and held
+    both of the front's large-body slots for as long as they chose; a third large body got a 503 after
+    60 s saying "no backend is ready". Now a second large body from the same address is refused at
+    once (429), a waiting one gets a 503 saying the slots were busy, and the backend cuts a dribbled
+    body at its deadline (408), which frees its slot for the next large body."""
+    length = 3_900_000  # within MAX_REQUEST_BYTES=4000000: its deadline, about 40 s, outlasts the front's queue (30 s)
+    deadline = body_seconds(length)
+    with geometry_backend(tmp_path, max_request_bytes=4_000_000) as server:
+        with haproxy_front(server.url.removeprefix("http://"), log_dir=tmp_path) as running:
+            host, port = running.host, running.port
+            started = time.monotonic()
+            with DribbledBodies(host, port, ["127.0.0.1", "127.0.0.2"], length, first=2_000_000):
+                time.sleep(1)
+                same_address = send_whole_body(host, port, 1_500_000, source="127.0.0.1")
+                refused_at = time.monotonic() - started
+                waited = send_whole_body(host, port, 1_500_000, source="127.0.0.3")
+                gave_up_at = time.monotonic() - started
+                after = send_whole_body(host, port, 1_500_000, source="127.0.0.4")
+                served_at = time.monotonic() - started
+    print(
+        f"\nlarge-body slots: same address {same_address[1][:60]!r} at {refused_at:.1f} s; waiting "
+        f"{waited[1][:70]!r} at {gave_up_at:.1f} s; next {after[1][:60]!r} at {served_at:.1f} s "
+        f"(the dribbled bodies' deadline {deadline:.1f} s)"
+    )
+    assert same_address[1].startswith("HTTP/1.1 429 front: another large request body from this address")
+    assert refused_at < 3
+    assert waited[1] == "HTTP/1.1 503 front: every large-body slot stayed busy for 30 s (timeout queue); try again"
+    assert 30 <= gave_up_at < 34
+    # The dribbled bodies were cut at their deadline; the next large body was then served by the backend.
+    assert after[1].startswith("HTTP/1.1 400 body: must be a JSON object"), after
+    assert served_at < deadline + 5

@@ -140,6 +140,22 @@ def test_the_server_runs_as_uid_1000_with_gunicorn_as_pid_1(served):
     assert command[1].endswith("gunicorn") and "_wsgi:app" in command, "gunicorn itself gets SIGTERM"
 
 
+def test_the_container_runs_with_the_limits_backend_compose_sets(served):
+    """Issue 25: no capabilities, no privilege gain, a read-only root (only /tmp, a tmpfs, and the
+    volumes are written), and the pids and memory limits, as the kernel holds them (cgroup v1 here)."""
+    name, *_ = served
+    status = pm.podman("exec", name, "cat", "/proc/1/status").stdout
+    assert "CapEff:\t0000000000000000" in status and "CapBnd:\t0000000000000000" in status
+    assert "NoNewPrivs:\t1" in status
+    denied = pm.podman("exec", name, "touch", "/app/written", check=False)
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr
+    assert pm.podman("exec", name, "touch", "/tmp/written", "/cache/written").returncode == 0
+    limits = pm.podman(
+        "exec", name, "cat", "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+    )
+    assert limits.stdout.split() == ["1024", str(8 << 30)]
+
+
 def test_the_healthcheck_says_healthy(served):
     name, *_ = served
     check = pm.podman("healthcheck", "run", name, check=False)

@@ -72,6 +72,16 @@ class Project:
         """Write an env file (KEY=VALUE lines) at name, relative to the folder."""
         (self.folder / name).write_text("".join(f"{key}={value}\n" for key, value in values.items()))
 
+    def write_secret(self, container: str, name: str, value: str) -> None:
+        """A secret file of a target (secrets/<container>/<name>, mounted at /run/secrets), readable
+        by the images' user only."""
+        folder = self.owned_folder(f"secrets/{container}")
+        folder.chmod(0o700)
+        path = folder / name
+        path.write_text(value + "\n")
+        os.chown(path, UID, UID)
+        path.chmod(0o400)
+
     def owned_folder(self, name: str) -> Path:
         """A folder of the project owned by the images' user (a target's data or cache folder)."""
         path = self.folder / name
@@ -109,7 +119,8 @@ def project(folder: Path, docker_host: str) -> Project:
 
 
 def target_env(name: str, port: int, gpu: str = "0", password: str = "") -> dict[str, str]:
-    """A target's env file: published on 127.0.0.1:port, its own data and cache folders, basic auth on."""
+    """A target's env file: published on 127.0.0.1:port, its own data and cache folders, basic auth on
+    with the password in the env file (`secret_files` moves it to a file, as the docs show first)."""
     return {
         "CONTAINER_NAME": name,
         "HOST_ADDRESS": "127.0.0.1",
@@ -126,6 +137,12 @@ def target_env(name: str, port: int, gpu: str = "0", password: str = "") -> dict
     }
 
 
+def secret_files(project: Project, env: dict[str, str]) -> dict[str, str]:
+    """`env` with its basic-auth password moved to the target's secret file (BASIC_AUTH_PASS_FILE)."""
+    project.write_secret(env["CONTAINER_NAME"], "basic_auth_pass", env["BASIC_AUTH_PASS"])
+    return {**env, "BASIC_AUTH_PASS": "", "BASIC_AUTH_PASS_FILE": "/run/secrets/basic_auth_pass"}
+
+
 def stop_timeout(container: str) -> int:
     """The seconds `stop` waits after the stop signal, as the engine holds them for container."""
     return int(pm.podman("inspect", "--format", "{{.Config.StopTimeout}}", container).stdout.strip())
@@ -138,11 +155,13 @@ def host_network_override(project: Project, name: str, backend_port: int, front_
     text = f"""services:
   sam2plus:
     network_mode: host
+    networks: !reset []
     environment:
       HOST: 127.0.0.1
       PORT: "{backend_port}"
   front:
     network_mode: host
+    networks: !reset []
     ports: !reset []
     environment:
       FRONT_ADDR: 127.0.0.1:{front_port}

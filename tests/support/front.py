@@ -138,3 +138,72 @@ def timed_get(url: str, timeout: float) -> tuple[float, int | None]:
     except requests.RequestException:
         status = None
     return time.monotonic() - started, status
+
+
+def large_body_head(length: int, host: str = "front") -> bytes:
+    """The head of a POST /predict whose body of `length` bytes is larger than the front's buffer."""
+    head = f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {length}\r\nConnection: close\r\n"
+    return (head + "\r\n").encode()
+
+
+def read_answer(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the peer sends until it closes or `timeout` passes (b"" when nothing came)."""
+    sock.settimeout(timeout)
+    received = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def status_line(answer: bytes) -> str:
+    """The first line of an HTTP answer, as text."""
+    return answer.split(b"\r\n", 1)[0].decode("latin-1")
+
+
+def send_whole_body(
+    host: str, port: int, length: int, source: str = "127.0.0.1", timeout: float = 60
+) -> tuple[str, str]:
+    """POST a body of `length` bytes (not JSON) from `source`, all of it, then read the answer; returns
+    (what went wrong while sending, or "", the answer's status line, or "" when none came)."""
+    with socket.create_connection((host, port), timeout=timeout, source_address=(source, 0)) as sock:
+        problem = ""
+        try:
+            sock.sendall(large_body_head(length))
+            for start in range(0, length, 1 << 20):
+                sock.sendall(b"x" * min(1 << 20, length - start))
+        except OSError as exc:
+            problem = f"{type(exc).__name__} while sending"
+        return problem, status_line(read_answer(sock, timeout))
+
+
+class DribbledBodies:
+    """Large bodies that each send `first` bytes of the `length` they announce, then one byte every
+    `interval` seconds, from the given source addresses (127.0.0.x: each its own client to HAProxy):
+    the clients of issue 25 that held the front's large-body slots. Runs until `close()`."""
+
+    def __init__(self, host: str, port: int, sources: list[str], length: int, first: int, interval: float = 2.0):
+        self.sockets = []
+        for source in sources:
+            sock = socket.create_connection((host, port), timeout=5, source_address=(source, 0))
+            sock.sendall(large_body_head(length) + b"[" + b" " * (first - 1))
+            self.sockets.append(sock)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._drip, args=(interval,), daemon=True)
+        self.thread.start()
+
+    def _drip(self, interval: float) -> None:
+        while not self.stopping.wait(interval):
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b" ")
+
+    def __enter__(self) -> DribbledBodies:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+        for sock in self.sockets:
+            sock.close()

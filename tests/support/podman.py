@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import subprocess
 import time
 from pathlib import Path
 
+import yaml
+
 PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs")
+BACKEND_COMPOSE = Path(__file__).resolve().parents[2] / "backend.compose.yml"
 BASE = "docker.io/library/debian:bookworm-slim"
 IMAGE = "localhost/sam2plus-test:latest"
 FRONT_IMAGE = "localhost/sam2plus-front-test:latest"
@@ -89,12 +93,31 @@ def build(context: Path, tag: str = IMAGE, timeout: float = 1800) -> Build:
     return Build(built, size, seconds)
 
 
+def _default(value) -> str:
+    """A Compose value with its `${NAME:-default}` replaced by the default."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+
+
+def hardening(service: str = "sam2plus") -> list[str]:
+    """`podman run` options for the limits a service of backend.compose.yml sets itself (its defaults):
+    capabilities, no-new-privileges, read-only root and its tmpfs, pids and memory limits."""
+    spec = yaml.safe_load(BACKEND_COMPOSE.read_text())["services"][service]
+    args = [arg for cap in spec["cap_drop"] for arg in ("--cap-drop", cap)]
+    args += [arg for option in spec["security_opt"] for arg in ("--security-opt", option.replace(":true", ""))]
+    args += ["--read-only"] if spec.get("read_only") else []
+    args += [arg for tmpfs in spec.get("tmpfs", []) for arg in ("--tmpfs", tmpfs)]
+    args += ["--pids-limit", _default(spec["pids_limit"]), "--memory", _default(spec["mem_limit"])]
+    return args
+
+
 @contextlib.contextmanager
 def container(name: str, image: str, env: dict[str, str], volumes: dict[str, str], stop_timeout: int = 130):
     """Start a container of image (host network, the given environment and `host:container[:ro]`
-    volumes), yield its name, and remove it however the block ends."""
+    volumes) with the limits backend.compose.yml sets (`hardening`), yield its name, and remove it
+    however the block ends."""
     podman("rm", "--force", "--ignore", name)
     args = ["run", "--detach", "--name", name, "--network", "host", "--stop-timeout", str(stop_timeout)]
+    args += hardening()
     args += [arg for key, value in env.items() for arg in ("--env", f"{key}={value}")]
     args += [arg for host, inside in volumes.items() for arg in ("--volume", f"{host}:{inside}")]
     try:

@@ -1,5 +1,7 @@
 """A real PostgreSQL 15 (Debian's) on loopback for tests: a cluster made by initdb in a temporary
-folder, run by pg_ctl as the postgres user, removed again at the end."""
+folder, run by pg_ctl as the postgres user, removed again at the end. Like replicas-compose.yml's
+settings-db: the superuser `postgres`, a database `sam2plus`, and the backend's role `sam2plus` made
+by the shipped scripts/settings-db-role.sh (its table and nothing else): `url` logs in as that role."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.support.servers import free_port
+from tests.support.servers import REPO, free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
-USER = "sam2plus"
+ROLE_SCRIPT = REPO / "scripts" / "settings-db-role.sh"
+SUPERUSER = "postgres"
+ADMIN_PASSWORD = "admin-s3cret-for-tests"
+USER = "sam2plus"  # the backend's role, and its database
 PASSWORD = "s3cret-for-tests"
 
 
@@ -28,7 +33,35 @@ class Postgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/postgres"
+        """The backend's SETTINGS_URL: the role that owns its table and nothing else."""
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{USER}"
+
+    @property
+    def admin_url(self) -> str:
+        """The superuser's, for what a test does to the database behind the backend's back."""
+        return f"postgresql://{SUPERUSER}:{ADMIN_PASSWORD}@127.0.0.1:{self.port}/{USER}"
+
+    def make_role(self) -> None:
+        """The database `sam2plus` and the backend's role, by the shipped scripts/settings-db-role.sh
+        (as the postgres image runs it when it first makes its database)."""
+        (self.root / "role_password").write_text(PASSWORD + "\n")
+        psql = [str(BIN / "psql"), "-v", "ON_ERROR_STOP=1", "-q", "-U", SUPERUSER, "-d", "postgres"]
+        env = {"PATH": f"{BIN}:{os.environ['PATH']}", "PGHOST": str(self.root), "PGPORT": str(self.port)}
+        for command in ([*psql, "-c", f"CREATE DATABASE {USER}"], ["bash", str(ROLE_SCRIPT)]):
+            done = subprocess.run(
+                command,
+                env={
+                    **env,
+                    "POSTGRES_USER": SUPERUSER,
+                    "POSTGRES_DB": USER,
+                    "SETTINGS_DB_PASSWORD_FILE": str(self.root / "role_password"),
+                },
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"{command[-1]}: {done.stdout}{done.stderr}")
 
     def _pg_ctl(self, *args: str) -> None:
         log = self.root / "postgres.log"
@@ -54,14 +87,15 @@ def _as_postgres(command: list[str], timeout: float) -> subprocess.CompletedProc
 
 @contextlib.contextmanager
 def postgres_server():
-    """A fresh cluster with the superuser `sam2plus` (password authentication on 127.0.0.1),
-    started on a free port; yields a `Postgres`. Stopped and removed however the block ends."""
+    """A fresh cluster with the superuser `postgres` and the backend's role `sam2plus` (password
+    authentication on 127.0.0.1), started on a free port; yields a `Postgres`. Stopped and removed
+    however the block ends."""
     if not (BIN / "initdb").is_file():
         raise RuntimeError("no PostgreSQL 15: run `bash scripts/install-system.sh` (Debian's postgresql)")
     root = Path(tempfile.mkdtemp(prefix="sam2plus-postgres-"))
     try:
         owner = pwd.getpwnam("postgres") if os.getuid() == 0 else None
-        (root / "password").write_text(PASSWORD)
+        (root / "password").write_text(ADMIN_PASSWORD)
         if owner:
             for path in (root, root / "password"):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
@@ -71,7 +105,7 @@ def postgres_server():
                 "-D",
                 str(root / "data"),
                 "-U",
-                USER,
+                SUPERUSER,
                 f"--pwfile={root / 'password'}",
                 "--auth-host=scram-sha-256",
                 "--auth-local=trust",
@@ -83,6 +117,7 @@ def postgres_server():
         server = Postgres(root, free_port())
         server.start()
         try:
+            server.make_role()
             yield server
         finally:
             with contextlib.suppress(RuntimeError):
