@@ -10,6 +10,7 @@ Label Studio and a real S3 server are exercised by the end-to-end tests in tests
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextvars
 import hashlib
 import json
@@ -18,6 +19,7 @@ import os
 import socket
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -1302,3 +1304,85 @@ def test_eviction_across_two_processes_skips_what_the_other_holds(make_server, c
     assert not held.exists(), "once the other process let go, the oldest file went"
     assert f"{sha1(bodies[5])}.png" in content_files(cache_dir)
     assert fetcher.downloads.size() <= bound
+
+
+# ---------------------------------------------------------------- issue 25 item 2: downloads, second pass
+
+GZIP_INFLATED = 200 << 20  # what the gzip body below inflates to
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """200 MiB of zeros, gzip-compressed to about 200 KB (the review's inflated to 2000 MiB)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    return b"".join(packer.compress(block) for _ in range(GZIP_INFLATED >> 20)) + packer.flush()
+
+
+def test_a_gzip_coded_download_is_refused_before_a_byte_is_inflated(make_server, cache_dir, gzip_bomb):
+    """A host that answers `Content-Encoding: gzip` although the backend asked for identity: a 422
+    naming the coding, nothing stored, nothing inflated (before: 1 GiB written, then a 413)."""
+    host = make_server()
+    host.routes["/bomb.png"] = static(gzip_bomb, {"Content-Encoding": "gzip", "Content-Type": "image/png"})
+    host.routes["/plain.png"] = static(PNG, {"Content-Encoding": "identity"})
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, max_bytes=1 << 20)
+    message = refused(lambda: fetcher.fetch(f"{host.url}/bomb.png", FIELD), 422)
+    assert 'Content-Encoding "gzip"' in message and "identity" in message
+    assert host.gets("/bomb.png")[0]["headers"]["Accept-Encoding"] == "identity"
+    assert downloads(cache_dir) == []
+    assert fetcher.fetch(f"{host.url}/plain.png", FIELD).digest == sha1(PNG)
+
+
+def test_name_resolution_is_inside_the_download_deadline(monkeypatch, cache_dir):
+    """A name that takes 8 s to resolve with FETCH_TIMEOUT=2: the download ends at 2 s with the
+    deadline's 422 (before: 8 s, name resolution was outside the deadline)."""
+    import socket as sockets
+
+    real = sockets.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "slow.example":
+            time.sleep(8)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(sockets, "getaddrinfo", slow)
+    for hosts, block_private in ((("slow.example",), False), (("*",), True)):  # named and public-only pools
+        fetcher = ImageFetcher(cache_dir, image_hosts=hosts, timeout=2, block_private=block_private)
+        started = time.monotonic()
+        message = refused(lambda fetcher=fetcher: fetcher.fetch("http://slow.example/a.png", FIELD), 422)
+        assert "FETCH_TIMEOUT" in message and time.monotonic() - started < 3.5, time.monotonic() - started
+
+
+def test_a_stalled_token_refresh_is_inside_the_download_deadline(make_server, cache_dir):
+    """Label Studio's /api/token/refresh/ that takes 10 s with FETCH_TIMEOUT=2: the click's download
+    ends at 2 s (before: the refresh ran outside the deadline, on its own 10 s read timeout), and a
+    second download waiting for the same refresh ends at its own deadline too."""
+    ls = make_server()
+    tokens = TokenStandIn(ls)
+    ls.routes["/data/local-files/1/a.png"] = tokens.protect(PNG)
+    ls.routes["/api/token/refresh/"] = lambda request: (time.sleep(10), tokens.refresh(request))[1]
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, PAT, timeout=10), timeout=2)
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = [pool.submit(refused, lambda: fetcher.fetch("/data/local-files/1/a.png", FIELD), 422) for _ in "ab"]
+        messages = [result.result() for result in results]
+    assert time.monotonic() - started < 3.5, f"{time.monotonic() - started:.1f} s"
+    assert all("FETCH_TIMEOUT" in message for message in messages), messages
+    assert not ls.gets("/data/local-files/1/a.png")
+
+
+def test_task_values_cannot_tell_cache_files_from_missing_names(tmp_path):
+    """A task value naming a file under CACHE_DIR that is not an image (a download's record, the
+    cache's own files) is answered exactly as a name that is not there (before: 422 against 400)."""
+    client, cache = make_backend(tmp_path)
+    (cache / "downloads").mkdir(exist_ok=True)
+    (cache / "downloads" / "record.json").write_text("{}")
+    answers = {}
+    for name in ("downloads/record.json", "downloads/missing.json"):
+        answer = client.post("/predict", json=predict_body(image=name))
+        answers[name] = (answer.status_code, answer.get_json()["error"].replace(name, "NAME"))
+    assert answers["downloads/record.json"] == answers["downloads/missing.json"]
+    assert (
+        answers["downloads/record.json"][0] == 400
+        and "is not a file inside CACHE_DIR" in answers["downloads/record.json"][1]
+    )
