@@ -25,12 +25,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+import requests
 
 from sam2plus.downloads import EVICTION_LOCK, USAGE
 from sam2plus.errors import RequestError, Stopped
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
 from tests.support.faults import dripping_server
 from tests.support.inprocess import make_backend, predict_body
+from tests.support.servers import gunicorn_server
 
 FIELD = "data.image"
 KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -1386,3 +1388,78 @@ def test_task_values_cannot_tell_cache_files_from_missing_names(tmp_path):
         answers["downloads/record.json"][0] == 400
         and "is not a file inside CACHE_DIR" in answers["downloads/record.json"][1]
     )
+
+
+def _click(url: str, image: str) -> tuple[int, str, float]:
+    started = time.monotonic()
+    answer = requests.post(f"{url}/predict", json=predict_body(image=image), timeout=120)
+    return answer.status_code, answer.json().get("error", ""), time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_downloads_under_gunicorn_refuse_gzip_keep_the_refresh_in_the_deadline_and_hide_cache_names(
+    make_server, tmp_path, gzip_bomb
+):
+    """The review's cases against a real gunicorn (FETCH_TIMEOUT=2): a gzip-coded download is a 422
+    naming the coding with nothing written; a Label Studio whose token refresh takes 10 s costs a
+    click 2 s; a task value naming a cache file that is no image is answered as a missing name."""
+    images, ls = make_server(), make_server()
+    images.routes["/bomb.png"] = static(gzip_bomb, {"Content-Encoding": "gzip", "Content-Type": "image/png"})
+    tokens = TokenStandIn(ls)
+    ls.routes["/data/upload/1/a.png"] = tokens.protect(PNG)
+    ls.routes["/api/token/refresh/"] = lambda request: (time.sleep(10), tokens.refresh(request))[1]
+    cache = tmp_path / "cache"
+    env = {
+        "CACHE_DIR": str(cache),
+        "MODEL_DIR": str(tmp_path / "models"),
+        "IMAGE_HOSTS": "127.0.0.1",
+        "LABEL_STUDIO_URL": ls.url,
+        "LABEL_STUDIO_API_KEY": PAT,
+        "FETCH_TIMEOUT": "2",
+    }
+    with gunicorn_server(env, workers=1, threads=4, log_dir=tmp_path) as server:
+        status, error, seconds = _click(server.url, f"{images.url}/bomb.png")
+        assert status == 422 and 'Content-Encoding "gzip"' in error and seconds < 5, (status, error, seconds)
+        assert downloads(cache) == []
+
+        status, error, seconds = _click(server.url, "/data/upload/1/a.png")
+        assert status == 422 and "FETCH_TIMEOUT" in error and seconds < 4, (status, error, seconds)
+
+        (cache / "downloads").mkdir(exist_ok=True)
+        (cache / "downloads" / "kept.json").write_text("{}")
+        present = _click(server.url, "downloads/kept.json")
+        absent = _click(server.url, "downloads/gone.json")
+        assert present[0] == absent[0] == 400
+        assert present[1].replace("kept", "NAME") == absent[1].replace("gone", "NAME")
+
+
+@pytest.mark.slow
+def test_under_gunicorn_a_name_that_resolves_slowly_costs_no_more_than_fetch_timeout(tmp_path):
+    """The review's case: a name that takes 8 s to resolve with FETCH_TIMEOUT=2 took 8 s. gunicorn
+    runs in a mount namespace whose /etc/resolv.conf names a nameserver on 127.0.0.2:53 that never
+    answers (options timeout:8 attempts:1): the click is a 422 naming FETCH_TIMEOUT after 2 s."""
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        dns.bind(("127.0.0.2", 53))
+    except OSError as exc:
+        dns.close()
+        pytest.skip(f"cannot listen on 127.0.0.2:53 for the silent nameserver ({exc}); needs root")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.2\noptions timeout:8 attempts:1\n")
+    script = f'mount --bind {resolv} /etc/resolv.conf && exec "$@"'
+    env = {
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_DIR": str(tmp_path / "models"),
+        "IMAGE_HOSTS": "slow.example.test",
+        "FETCH_TIMEOUT": "2",
+    }
+    try:
+        with gunicorn_server(
+            env, workers=1, threads=4, log_dir=tmp_path, wrapper=("unshare", "-rm", "sh", "-c", script, "sh")
+        ) as server:
+            status, error, seconds = _click(server.url, "http://slow.example.test/a.png")
+            assert dns.recv(512), "the lookup reached the silent nameserver"
+    finally:
+        dns.close()
+    assert status == 422 and "FETCH_TIMEOUT" in error, (status, error)
+    assert seconds < 4, f"the click took {seconds:.1f} s"
