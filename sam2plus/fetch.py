@@ -96,6 +96,8 @@ class LabelStudioAuth:
             answer = b"" if coded else response.read(1 << 16, decode_content=False)
         finally:
             _finish(response, watch=watch)
+        if watch is not None and (watch.reason is not None or watch.remaining() <= 0):
+            raise TimeoutError("the refresh of the access token was cut at the deadline")  # urllib3's
         try:
             access = json.loads(answer)["access"] if response.status == 200 else None
         except (ValueError, KeyError, TypeError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -1401,29 +1402,30 @@ def test_downloads_under_gunicorn_refuse_gzip_keep_the_refresh_in_the_deadline_a
     make_server, tmp_path, gzip_bomb
 ):
     """The review's cases against a real gunicorn (FETCH_TIMEOUT=2): a gzip-coded download is a 422
-    naming the coding with nothing written; a Label Studio whose token refresh takes 10 s costs a
-    click 2 s; a task value naming a cache file that is no image is answered as a missing name."""
-    images, ls = make_server(), make_server()
+    naming the coding with nothing written; a Label Studio whose token refresh drips a byte every
+    half second (never tripping a read timeout) costs a click 2 s (before: the refresh was outside
+    the deadline); a task value naming a cache file that is no image is answered as a missing name."""
+    images = make_server()
     images.routes["/bomb.png"] = static(gzip_bomb, {"Content-Encoding": "gzip", "Content-Type": "image/png"})
-    tokens = TokenStandIn(ls)
-    ls.routes["/data/upload/1/a.png"] = tokens.protect(PNG)
-    ls.routes["/api/token/refresh/"] = lambda request: (time.sleep(10), tokens.refresh(request))[1]
     cache = tmp_path / "cache"
-    env = {
-        "CACHE_DIR": str(cache),
-        "MODEL_DIR": str(tmp_path / "models"),
-        "IMAGE_HOSTS": "127.0.0.1",
-        "LABEL_STUDIO_URL": ls.url,
-        "LABEL_STUDIO_API_KEY": PAT,
-        "FETCH_TIMEOUT": "2",
-    }
-    with gunicorn_server(env, workers=1, threads=4, log_dir=tmp_path) as server:
+    with contextlib.ExitStack() as stack:
+        ls = stack.enter_context(dripping_server(interval=0.5))
+        env = {
+            "CACHE_DIR": str(cache),
+            "MODEL_DIR": str(tmp_path / "models"),
+            "IMAGE_HOSTS": "127.0.0.1",
+            "LABEL_STUDIO_URL": f"http://{ls.host}",
+            "LABEL_STUDIO_API_KEY": PAT,
+            "FETCH_TIMEOUT": "2",
+        }
+        server = stack.enter_context(gunicorn_server(env, workers=1, threads=4, log_dir=tmp_path))
         status, error, seconds = _click(server.url, f"{images.url}/bomb.png")
         assert status == 422 and 'Content-Encoding "gzip"' in error and seconds < 5, (status, error, seconds)
         assert downloads(cache) == []
 
         status, error, seconds = _click(server.url, "/data/upload/1/a.png")
         assert status == 422 and "FETCH_TIMEOUT" in error and seconds < 4, (status, error, seconds)
+        assert [drip.path for drip in ls.drips] == ["/api/token/refresh/"]
 
         (cache / "downloads").mkdir(exist_ok=True)
         (cache / "downloads" / "kept.json").write_text("{}")
