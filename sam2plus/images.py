@@ -249,16 +249,24 @@ class _DecodeCheck:
         if reason == DEADLINE or self.watch.remaining() <= 0:
             raise RequestError(
                 self.field,
-                f"could not be decoded within DECODE_TIMEOUT={self.watch.seconds:g} s "
-                "(waiting for another large image's decode included)",
+                f"could not be decoded within DECODE_TIMEOUT={self.watch.seconds:g} s",
                 422,
             )
 
 
 def _wait_for_large_decode(check: _DecodeCheck) -> None:
-    """Take the worker's large-decode lock, waiting no longer than the decode's deadline."""
+    """Take the worker's large-decode lock, waiting no longer than the decode's deadline: past it
+    a 503 to try again (the image itself may be fine), `Stopped` when the client left."""
     while not _LARGE_DECODE.acquire(timeout=min(0.25, max(check.watch.remaining(), 0.001))):
-        check()
+        try:
+            check()
+        except RequestError:
+            raise RequestError(
+                check.field,
+                f"waited DECODE_TIMEOUT={check.watch.seconds:g} s for another large image's decode "
+                "in this worker; try again",
+                503,
+            ) from None
 
 
 class _CheckedReads:
