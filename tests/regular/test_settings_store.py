@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -241,3 +242,29 @@ def test_stored_rows_that_are_not_settings_are_422s_naming_them_never_500s(gunic
 
 def _resident(pid: int) -> int:
     return int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1)) << 10
+
+
+@pytest.mark.slow
+def test_a_frozen_database_server_is_cut_by_the_watchdog(postgres, tmp_path):
+    """PostgreSQL's processes stopped (SIGSTOP): its kernel still acknowledges, so neither its own
+    timeouts nor TCP keepalives fire. A read is cut a second after SETTINGS_TIMEOUT by the watchdog
+    shutting the connection's socket down, then gives the settings last read (or raises), and the
+    store works again once the server goes on."""
+    store = open_settings(postgres.url, tmp_path, timeout=1)
+    store.save("frozen.1", parse_extra_params(POLYGON))
+    assert store.load("frozen.1").return_format.type == "PolygonLabels"
+    postmaster = int((postgres.root / "data" / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    processes = [postmaster, *map(int, children)]
+    for pid in processes:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert store.load("frozen.1").return_format.type == "PolygonLabels"
+        with pytest.raises(SettingsUnavailable):
+            store.load("never.read")
+        assert time.monotonic() - started < 2 * (1 + 1) + 1, f"{time.monotonic() - started:.1f} s"
+    finally:
+        for pid in processes:
+            os.kill(pid, signal.SIGCONT)
+    assert store.load("frozen.1").return_format.type == "PolygonLabels"
