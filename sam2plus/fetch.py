@@ -8,8 +8,11 @@ for the whole file, except Label Studio uploads, which never change. Cloud stora
 resolved through Label Studio's presign endpoint on every use, so an expired presigned URL is
 never reused.
 
-A download has one deadline, FETCH_TIMEOUT (`timeout`) for all of it: the connections, every
-redirect hop and the body (`watchdog.Watch`). A click's download also stops, as `Stopped`, when
+A download has one deadline, FETCH_TIMEOUT (`timeout`) for all of it: name resolution, the
+refresh of a personal access token, the connections, every redirect hop and the body
+(`watchdog.Watch`). Only the identity content coding is accepted: a body sent with another is
+refused before it is read. A task value naming a file inside CACHE_DIR that is not an image
+this backend reads is answered as a name that is not there. A click's download also stops, as `Stopped`, when
 its `should_stop()` turns true (its client went away).
 """
 
