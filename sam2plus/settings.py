@@ -227,7 +227,7 @@ class PostgresSettingsStore:
                 kept = connection is not None
                 try:
                     if connection is None:
-                        connection = _connect(psycopg, self.url, max(end - time.monotonic(), 0.001))
+                        connection = _connect(psycopg, self.url, self.timeout, end - time.monotonic())
                     result = _within(connection, end, step)
                 except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable):
                     if connection is not None:  # PostgreSQL's own timeouts: the connection is fine
@@ -236,8 +236,8 @@ class PostgresSettingsStore:
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     if connection is not None:
                         connection.close()
-                    if not kept or time.monotonic() >= end:
-                        late = time.monotonic() >= end
+                    late = time.monotonic() >= end
+                    if not kept or late:
                         raise SettingsUnavailable(
                             self._late("no answer") if late else unreachable(self.url, exc)
                         ) from None
@@ -282,15 +282,15 @@ def _within(connection, end: float, step):
         sock.close()
 
 
-def _connect(psycopg, url: str, seconds: float):
-    """An autocommit connection with statement and lock timeouts of `seconds`, TCP keepalives, and
-    the schema in place (two replicas starting at once: the advisory lock makes one create the
-    table and the other see it)."""
+def _connect(psycopg, url: str, seconds: float, left: float):
+    """An autocommit connection, made within `left` seconds, with statement and lock timeouts of
+    `seconds`, TCP keepalives, and the schema in place (two replicas starting at once: the advisory
+    lock makes one create the table and the other see it)."""
     milliseconds = max(1, int(seconds * 1000))
     connection = psycopg.connect(
         url,
         autocommit=True,
-        connect_timeout=max(2, math.ceil(seconds)),  # libpq's least
+        connect_timeout=max(2, math.ceil(left)),  # libpq's least is 2 s
         options=f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}",
         keepalives=1,
         keepalives_idle=KEEPALIVE_IDLE,

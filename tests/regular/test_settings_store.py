@@ -263,7 +263,8 @@ def test_a_frozen_database_server_is_cut_by_the_watchdog(postgres, tmp_path):
         assert store.load("frozen.1").return_format.type == "PolygonLabels"
         with pytest.raises(SettingsUnavailable):
             store.load("never.read")
-        assert time.monotonic() - started < 2 * (1 + 1) + 1, f"{time.monotonic() - started:.1f} s"
+        # each read: SETTINGS_TIMEOUT + the watchdog's second, or libpq's least connect timeout (2 s)
+        assert time.monotonic() - started < 10, f"{time.monotonic() - started:.1f} s (before: no end)"
     finally:
         for pid in processes:
             os.kill(pid, signal.SIGCONT)
