@@ -58,7 +58,8 @@ class SAM2Plus:
         self.pipeline = Pipeline(
             segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir, config.max_prompt_points
         )
-        self.settings = open_settings(config.settings_url, config.model_dir)
+        self.pipeline.decode_timeout = config.decode_timeout
+        self.settings = open_settings(config.settings_url, config.model_dir, config.settings_timeout)
         self.warmup = Warmup(self.pipeline)
         self.model_version = f"SAM2Plus-{sam2plus.__version__}:{segmenter.name}"
 

@@ -132,6 +132,8 @@ class ServerConfig:
     max_image_pixels: int = 300_000_000
     max_image_bytes: int = 1 << 30
     fetch_timeout: float = 60.0
+    decode_timeout: float = 60.0  # a decode, waiting for another large one included; then a 422
+    settings_timeout: float = 3.0  # a PostgreSQL settings read or write; then the last read settings or a 503
     embedding_cache_mb: int = 1024
     frame_cache_mb: int = 4096
     artifacts: str = "off"  # "off", "on" (every request) or "request" (when /predict asks with "artifacts": true)
@@ -212,6 +214,8 @@ class ServerConfig:
             max_image_pixels=env.number("MAX_IMAGE_PIXELS", d.max_image_pixels),
             max_image_bytes=env.number("MAX_IMAGE_BYTES", d.max_image_bytes),
             fetch_timeout=env.number("FETCH_TIMEOUT", d.fetch_timeout, float),
+            decode_timeout=env.number("DECODE_TIMEOUT", d.decode_timeout, float),
+            settings_timeout=env.number("SETTINGS_TIMEOUT", d.settings_timeout, float),
             embedding_cache_mb=env.number("EMBEDDING_CACHE_MB", d.embedding_cache_mb),
             frame_cache_mb=env.number("FRAME_CACHE_MB", d.frame_cache_mb),
             artifacts=artifacts,

@@ -8,14 +8,18 @@ for the whole file, except Label Studio uploads, which never change. Cloud stora
 resolved through Label Studio's presign endpoint on every use, so an expired presigned URL is
 never reused.
 
-A download has one deadline, FETCH_TIMEOUT (`timeout`) for all of it: the connections, every
-redirect hop and the body (`watchdog.Watch`). A click's download also stops, as `Stopped`, when
+A download has one deadline, FETCH_TIMEOUT (`timeout`) for all of it: name resolution, the
+refresh of a personal access token, the connections, every redirect hop and the body
+(`watchdog.Watch`). Only the identity content coding is accepted: a body sent with another is
+refused before it is read. A task value naming a file inside CACHE_DIR that is not an image
+this backend reads is answered as a name that is not there. A click's download also stops, as `Stopped`, when
 its `should_stop()` turns true (its client went away).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import hashlib
 import json
@@ -32,6 +36,7 @@ from urllib3.exceptions import HTTPError, NameResolutionError, NewConnectionErro
 from .downloads import DownloadCache, LocalImage
 from .errors import RequestError, Stopped, describe
 from .files import CHUNK, sha1_of_file
+from .images import SUPPORTED_FORMATS
 from .logtext import logtext
 from .transport import HttpClient, PrivateAddressError
 from .urls import Target, UrlPolicy, check_characters, parse_data_url, parse_origin
@@ -68,33 +73,45 @@ class LabelStudioAuth:
     def is_personal_access_token(self) -> bool:
         return self.api_key.count(".") == 2 and _jwt_claims(self.api_key).get("token_type") == "refresh"
 
-    def header(self, renew: bool = False) -> dict[str, str]:
-        """The header for a request to Label Studio ({} without a key); urllib3 errors propagate."""
+    def header(self, renew: bool = False, watch: Watch | None = None) -> dict[str, str]:
+        """The header for a request to Label Studio ({} without a key); urllib3 errors propagate.
+        A refresh is part of the download `watch` watches: it waits for another thread's refresh,
+        and asks Label Studio, within that download's deadline (a urllib3 TimeoutError past it)."""
         if not self.api_key:
             return {}
         if not self.is_personal_access_token:
             return {"Authorization": f"Token {self.api_key}"}
-        with self._lock:
+        if not self._lock.acquire(timeout=watch.remaining() if watch is not None else -1):
+            raise TimeoutError("waited for another refresh of the access token")
+        try:
             if renew or self._access is None or self._access[1] < time.time() + 10:
-                body = json.dumps({"refresh": self.api_key}).encode()
-                response = self.client.request("POST", self._refresh, {"Content-Type": "application/json"}, body)
-                try:
-                    answer = response.read(1 << 16)
-                finally:
-                    _finish(response)
-                try:
-                    access = json.loads(answer)["access"] if response.status == 200 else None
-                except (ValueError, KeyError, TypeError):
-                    access = None
-                if not isinstance(access, str):
-                    raise RequestError(
-                        "LABEL_STUDIO_API_KEY",
-                        f"Label Studio refused the personal access token "
-                        f"(HTTP {response.status} from /api/token/refresh/)",
-                        502,
-                    )
-                self._access = (access, float(_jwt_claims(access).get("exp", time.time() + 60)))
+                self._access = self._refreshed(watch)
             return {"Authorization": f"Bearer {self._access[0]}"}
+        finally:
+            self._lock.release()
+
+    def _refreshed(self, watch: Watch | None) -> tuple[str, float]:
+        """A new access token and its expiry, from Label Studio's /api/token/refresh/."""
+        body = json.dumps({"refresh": self.api_key}).encode()
+        response = self.client.request("POST", self._refresh, {"Content-Type": "application/json"}, body, watch=watch)
+        try:
+            coded = _content_coding(response)
+            answer = b"" if coded else response.read(1 << 16, decode_content=False)
+        finally:
+            _finish(response, watch=watch)
+        if watch is not None and (watch.reason is not None or watch.remaining() <= 0):
+            raise TimeoutError("the refresh of the access token was cut at the deadline")  # urllib3's
+        try:
+            access = json.loads(answer)["access"] if response.status == 200 else None
+        except (ValueError, KeyError, TypeError):
+            access = None
+        if not isinstance(access, str):
+            raise RequestError(
+                "LABEL_STUDIO_API_KEY",
+                f"Label Studio refused the personal access token (HTTP {response.status} from /api/token/refresh/)",
+                502,
+            )
+        return access, float(_jwt_claims(access).get("exp", time.time() + 60))
 
 
 class ImageFetcher:
@@ -136,17 +153,24 @@ class ImageFetcher:
         check_characters(value, field)
         parts = urlsplit(value)
         if parts.scheme in ("", "file") and not parts.netloc:
-            local = self._cached_file(unquote(parts.path))
+            local = self._cached_file(unquote(parts.path), field)
             if local is not None:
                 return local
             if parts.scheme == "file" or not value.startswith("/"):
-                raise RequestError(field, f"{describe(value)} is not a file inside CACHE_DIR")
+                raise RequestError(
+                    field,
+                    f"{describe(value)} is not a file inside CACHE_DIR holding an image this backend reads "
+                    f"(one of {', '.join(SUPPORTED_FORMATS)} within MAX_IMAGE_PIXELS)",
+                )
         target = self.policy.task_target(value, field, task_id)
         with WATCHDOG.watching(Watch(self.timeout, should_stop)) as watch:
             return self._download(target, field, value, watch)
 
     # -- local files and data: URLs -------------------------------------------------------------
-    def _cached_file(self, path: str) -> LocalImage | None:
+    def _cached_file(self, path: str, field: str) -> LocalImage | None:
+        """The image file inside CACHE_DIR that `path` names, or None: for a name that is not there
+        and for a file that `check` refuses alike, so that task values cannot probe the cache's
+        file names (downloads, frames, records)."""
         candidate = Path(path)
         if not candidate.is_absolute():
             candidate = self.cache_dir / candidate
@@ -156,9 +180,14 @@ class ImageFetcher:
                 return None
         except OSError:  # a name too long for the file system, a symlink loop
             return None
+        try:
+            checked = self.check(resolved, field) if self.check else None
+        except RequestError:
+            return None
         if resolved.parent == self.download_dir:  # a download named directly: kept while in use
-            return self.downloads.lease(resolved, self._digest_of(resolved))
-        return LocalImage(resolved, self._digest_of(resolved))
+            local = self.downloads.lease(resolved, self._digest_of(resolved))
+            return dataclasses.replace(local, checked=checked) if local is not None else None
+        return LocalImage(resolved, self._digest_of(resolved), checked=checked)
 
     def _digest_of(self, path: Path) -> str:
         stat = path.stat()
@@ -196,6 +225,14 @@ class ImageFetcher:
             if response.status != 200:
                 hint = " (LABEL_STUDIO_API_KEY missing or refused)" if response.status == 401 else ""
                 raise RequestError(field, f"cannot fetch {describe(value)}: HTTP {response.status}{hint}", 422)
+            coding = _content_coding(response)
+            if coding:
+                raise RequestError(
+                    field,
+                    f"cannot fetch {describe(value)}: sent with Content-Encoding {describe(coding)}; the backend "
+                    "asks for identity (no compression) and inflates nothing",
+                    422,
+                )
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > self.max_bytes:
                 raise _too_large(field, value, self.max_bytes)
@@ -249,11 +286,13 @@ class ImageFetcher:
         auth = self.label_studio if target.label_studio else None
         try:
             self._check(watch, field, what)
-            response = self.client.request("GET", target, {**headers, **(auth.header() if auth else {})}, watch=watch)
+            credentials = auth.header(watch=watch) if auth else {}
+            response = self.client.request("GET", target, {**headers, **credentials}, watch=watch)
             if response.status == 401 and auth is not None and auth.is_personal_access_token:
                 _finish(response, watch=watch)  # the access token was revoked or expired early: renew once
                 self._check(watch, field, what)
-                response = self.client.request("GET", target, {**headers, **auth.header(renew=True)}, watch=watch)
+                credentials = auth.header(renew=True, watch=watch)
+                response = self.client.request("GET", target, {**headers, **credentials}, watch=watch)
         except PrivateAddressError as exc:
             raise RequestError(
                 field,
@@ -268,7 +307,7 @@ class ImageFetcher:
     def _body(self, response: HTTPResponse, field: str, value: str, watch: Watch) -> Iterator[bytes]:
         size = 0
         try:
-            for chunk in response.stream(CHUNK):
+            for chunk in response.stream(CHUNK, decode_content=False):
                 size += len(chunk)
                 if size > self.max_bytes:
                     raise _too_large(field, value, self.max_bytes)
@@ -301,6 +340,12 @@ def _finish(response: HTTPResponse, consumed: bool = False, watch: Watch | None 
     if not consumed:
         response.close()
     response.release_conn()
+
+
+def _content_coding(response: HTTPResponse) -> str:
+    """The response's content coding when it is not identity ('' for identity or none)."""
+    coding = response.headers.get("Content-Encoding", "").strip()
+    return "" if coding.lower() in ("", "identity") else coding
 
 
 def _failure(exc: HTTPError) -> str:

@@ -4,8 +4,15 @@ The frame is the image after EXIF orientation (the browser shows the rotated ima
 coordinates refer to it), converted to 8-bit RGB and downscaled to the fullframe size. JPEGs
 are decoded by libjpeg-turbo straight into one array, at a reduced size when the frame allows.
 Other formats are decoded by Pillow in their own mode and converted to RGB in bands of rows
-(transparency flattened on white), so no full-size temporary besides the decoded image exists.
+(transparency flattened on white), so no full-size temporary besides the decoded image exists;
+high-depth images (16-bit, 32-bit integer, float) are scaled to 8 bits band by band too.
 A worker decodes at most one large image at a time (`LARGE_DECODE_PIXELS`).
+
+The work a file multiplies without adding pixels is counted before it is decoded
+(`imagecost`: a JPEG's scans, a PNG's chunks, a GIF's blocks). A decode has a deadline
+(DECODE_TIMEOUT) and, for a click, stops when its client leaves: Pillow's readers are stopped
+between two blocks of the file they read, a JPEG decoded by libjpeg-turbo in one call is
+checked before and after it, and waiting for another large decode ends at the deadline.
 
 Only `SUPPORTED_FORMATS` are opened: container formats (ICO, ICNS, ...) decode the images they
 embed inside `Image.open`, before any size could be checked. The size is checked on the header,
@@ -20,6 +27,7 @@ import re
 import struct
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +47,14 @@ from PIL import (  # the readers of SUPPORTED_FORMATS, registered before any `Im
 )
 
 from .bands import row_bands
-from .errors import RequestError
+from .errors import RequestError, Stopped
+from .imagecost import check_jpeg_scans, check_structure
+from .watchdog import DEADLINE, STOPPED, WATCHDOG, Watch
 
 __all__ = [
+    "DECODE_TIMEOUT",
     "DECODER_ERRORS",
+    "HIGH_DEPTH_MODES",
     "LARGE_DECODE_PIXELS",
     "SUPPORTED_FORMATS",
     "ImageInfo",
@@ -85,6 +97,9 @@ PngImagePlugin.MAX_TEXT_MEMORY = PNG_TEXT_BYTES
 
 LARGE_DECODE_PIXELS = 16_000_000  # images this large are decoded one at a time per worker process
 _LARGE_DECODE = threading.Lock()
+DECODE_TIMEOUT = 60.0  # seconds a decode may take, waiting for another large one included (DECODE_TIMEOUT)
+# Pillow's modes of more than 8 bits per sample, from 16-bit PNGs and 16-bit, 32-bit and float TIFFs.
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 # EXIF orientation -> the cv2 operations that undo it, in order.
 _ORIENT = {
@@ -129,6 +144,7 @@ def read_info(path: Path, max_pixels: int, field: str) -> ImageInfo:
     `max_pixels` (413), and any the reader cannot parse (422)."""
     guard_pillow(max_pixels)
     try:
+        check_structure(path, field)
         with Image.open(path, formats=_READERS) as image:
             width, height = image.size
             tile = tiff_tile(image)
@@ -189,25 +205,101 @@ def exif_orientation(image: Image.Image) -> int:
 
 
 def decode_frame(
-    path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str, out: np.ndarray | None = None
+    path: Path,
+    info: ImageInfo,
+    frame_size: tuple[int, int],
+    field: str,
+    out: np.ndarray | None = None,
+    *,
+    timeout: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """The oriented 8-bit RGB image resized to `frame_size` (uint8, H x W x 3), written into
     `out` when given (an image needing neither rotation nor resizing is decoded straight into it).
-    Images of LARGE_DECODE_PIXELS or more wait for any other such decode of this process."""
-    if info.width * info.height < LARGE_DECODE_PIXELS:
-        return _decode_frame(path, info, frame_size, field, out)
-    with _LARGE_DECODE:
-        return _decode_frame(path, info, frame_size, field, out)
+    Images of LARGE_DECODE_PIXELS or more wait for any other such decode of this process. The
+    decode, the wait included, is cut off after `timeout` seconds (DECODE_TIMEOUT by default: a
+    422) and once `should_stop()` is true (`Stopped`)."""
+    data = path.read_bytes() if info.format == "JPEG" else None
+    if data is not None:
+        check_jpeg_scans(data, field)
+        data = data if info.mode in ("RGB", "L") else None  # others go through Pillow, which reads the file
+    with WATCHDOG.watching(Watch(timeout or DECODE_TIMEOUT, should_stop)) as watch:
+        check = _DecodeCheck(watch, field)
+        if info.width * info.height < LARGE_DECODE_PIXELS:
+            return _decode_frame(path, data, info, frame_size, check, out)
+        _wait_for_large_decode(check)
+        try:
+            return _decode_frame(path, data, info, frame_size, check, out)
+        finally:
+            _LARGE_DECODE.release()
+
+
+class _DecodeCheck:
+    """Raises once a decode's watch has fired or its deadline has passed: `Stopped` when the
+    click's client left, a 422 naming DECODE_TIMEOUT otherwise."""
+
+    def __init__(self, watch: Watch, field: str):
+        self.watch = watch
+        self.field = field
+
+    def __call__(self) -> None:
+        reason = self.watch.reason
+        if reason == STOPPED:
+            raise Stopped("the client went away; stopped decoding its image")
+        if reason == DEADLINE or self.watch.remaining() <= 0:
+            raise RequestError(
+                self.field,
+                f"could not be decoded within DECODE_TIMEOUT={self.watch.seconds:g} s",
+                422,
+            )
+
+
+def _wait_for_large_decode(check: _DecodeCheck) -> None:
+    """Take the worker's large-decode lock, waiting no longer than the decode's deadline: past it
+    a 503 to try again (the image itself may be fine), `Stopped` when the client left."""
+    while not _LARGE_DECODE.acquire(timeout=min(0.25, max(check.watch.remaining(), 0.001))):
+        try:
+            check()
+        except RequestError:
+            raise RequestError(
+                check.field,
+                f"waited DECODE_TIMEOUT={check.watch.seconds:g} s for another large image's decode "
+                "in this worker; try again",
+                503,
+            ) from None
+
+
+class _CheckedReads:
+    """A reader's file whose every read first runs `check` (Pillow reads a file block by block)."""
+
+    def __init__(self, file, check: Callable[[], None]):
+        self._file = file
+        self._check = check
+
+    def read(self, *args):
+        self._check()
+        return self._file.read(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
 
 
 def _decode_frame(
-    path: Path, info: ImageInfo, frame_size: tuple[int, int], field: str, out: np.ndarray | None
+    path: Path,
+    data: bytes | None,
+    info: ImageInfo,
+    frame_size: tuple[int, int],
+    check: _DecodeCheck,
+    out: np.ndarray | None,
 ) -> np.ndarray:
+    field = check.field
     direct = out is not None and info.orientation == 1 and frame_size == info.size
-    if info.format == "JPEG" and info.mode in ("RGB", "L"):
-        rgb = _decode_jpeg(path, info, frame_size, out if direct else None)
+    check()
+    if data is not None:
+        rgb = _decode_jpeg(data, info, frame_size, out if direct else None)
+        check()
     else:
-        rgb = _decode_other(path, info, field, out if direct else None)
+        rgb = _decode_other(path, info, check, out if direct else None)
     if rgb is None:
         raise RequestError(field, "could not be decoded", 422)
     if direct:
@@ -221,43 +313,42 @@ def _decode_frame(
 
 
 def _decode_jpeg(
-    path: Path, info: ImageInfo, frame_size: tuple[int, int], buffer: np.ndarray | None = None
+    data: bytes, info: ImageInfo, frame_size: tuple[int, int], buffer: np.ndarray | None = None
 ) -> np.ndarray | None:
     """libjpeg-turbo (simplejpeg) decodes straight into one RGB array (`buffer` when given), at the
     smallest of its reduced sizes that still covers the frame: no second full-size buffer, unlike
     OpenCV's imread."""
     want_w, want_h = frame_size if info.orientation < 5 else frame_size[::-1]
     try:
-        rgb = simplejpeg.decode_jpeg(
-            path.read_bytes(), colorspace="RGB", min_width=want_w, min_height=want_h, buffer=buffer
-        )
+        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=want_w, min_height=want_h, buffer=buffer)
     except DECODER_ERRORS:  # simplejpeg raises ValueError on bad data
         return None
     return buffer if buffer is not None else _orient(rgb, info.orientation)
 
 
-def _decode_other(path: Path, info: ImageInfo, field: str, buffer: np.ndarray | None = None) -> np.ndarray:
-    """Pillow decodes the file in its own mode; rows are converted to RGB band by band into one
-    array (`buffer` when given, only for orientation 1), then oriented."""
+def _decode_other(path: Path, info: ImageInfo, check: _DecodeCheck, buffer: np.ndarray | None = None) -> np.ndarray:
+    """Pillow decodes the file in its own mode, checking the deadline between the blocks it reads;
+    rows are converted to 8-bit RGB band by band into one array (`buffer` when given, only for
+    orientation 1), then oriented."""
+    field = check.field
     try:
         with Image.open(path, formats=_READERS) as image:
             if image.size != (info.size if info.orientation < 5 else info.size[::-1]):
                 raise RequestError(
                     field, f"could not be decoded (its size changed from {info.width}x{info.height})", 422
                 )
-            if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # scaled as a whole: by range or by 257
-                rgb = _orient(_high_depth_to_rgb(np.asarray(image)), info.orientation)
-                if buffer is None:
-                    return rgb
-                buffer[...] = rgb
-                return buffer
+            image.fp = _CheckedReads(image.fp, check)
             image.load()
+            check()
             width, height = image.size
             rgb = buffer if buffer is not None else np.empty((height, width, 3), np.uint8)
-            transparent = "A" in image.mode or "transparency" in image.info
-            for top, bottom in row_bands(height, width):
-                band = image.crop((0, top, width, bottom))
-                rgb[top : top + band.height] = np.asarray(_flat_rgb(band, transparent))
+            if image.mode in HIGH_DEPTH_MODES:
+                _high_depth_to_rgb(image, rgb, check)
+            else:
+                transparent = "A" in image.mode or "transparency" in image.info
+                for top, bottom in row_bands(height, width):
+                    band = image.crop((0, top, width, bottom))
+                    rgb[top : top + band.height] = np.asarray(_flat_rgb(band, transparent))
     except Image.DecompressionBombError:  # Pillow's guard, inside its reader (a GIF frame, a TIFF's size)
         raise RequestError(field, "could not be decoded: a part of it exceeds MAX_IMAGE_PIXELS", 413) from None
     except DECODER_ERRORS as exc:
@@ -280,11 +371,29 @@ def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
     return rgb
 
 
-def _high_depth_to_rgb(values: np.ndarray) -> np.ndarray:
-    """16-bit or float single-channel pixels -> 8-bit gray RGB (16-bit by its full range, float by min/max)."""
-    if values.dtype.kind == "f":
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
-        gray = ((values - low) / ((high - low) or 1) * 255).astype(np.uint8)
-    else:
-        gray = (np.clip(values, 0, 65535) // 257).astype(np.uint8)
-    return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+def _high_depth_to_rgb(image: Image.Image, rgb: np.ndarray, check: Callable[[], None]) -> None:
+    """High-depth single-channel pixels -> 8-bit grey in `rgb`, band by band: integers by their
+    16-bit range (32-bit ones clipped to it), floats from their finite minimum to maximum
+    (a first pass over the bands finds them; NaN shows black)."""
+    width, height = image.size
+    bands = list(row_bands(height, width))
+    floating = image.mode == "F"
+    low, span = 0.0, 1.0
+    if floating:
+        low, high = np.inf, -np.inf
+        for top, bottom in bands:
+            values = np.asarray(image.crop((0, top, width, bottom)))
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+        low, high = (low, high) if low <= high else (0.0, 1.0)
+        span = (high - low) or 1.0
+        check()
+    for top, bottom in bands:
+        values = np.asarray(image.crop((0, top, width, bottom)))
+        if floating:
+            gray = np.nan_to_num((values - np.float32(low)) / np.float32(span) * 255, nan=0.0, posinf=255.0, neginf=0.0)
+            gray = np.clip(gray, 0, 255).astype(np.uint8)
+        else:
+            gray = (np.clip(values, 0, 65535) // 257).astype(np.uint8)
+        rgb[top:bottom] = gray[..., None]

@@ -70,6 +70,7 @@ class Pipeline:
         self.max_pixels = max_pixels
         self.cache_dir = Path(cache_dir)
         self.max_prompt_points = max_prompt_points
+        self.decode_timeout: float | None = None  # DECODE_TIMEOUT (images.DECODE_TIMEOUT when None)
 
     def run(
         self,
@@ -96,7 +97,7 @@ class Pipeline:
                 self.encoded_windows(local.digest, frame_size(info.size, params), fill) if params.subpatching else ()
             )
             frame_map = plan_frame(info.size, prompt, params, encoded)
-            frame = self.frame(local, info, frame_map.frame_size, field)
+            frame = self.frame(local, info, frame_map.frame_size, field, should_stop)
             clock.lap("decode")
             _stop_if(should_stop, "decode")
             patch = extract_patch(frame, frame_map, fill)
@@ -186,13 +187,23 @@ class Pipeline:
             if key_digest == digest and key_size == size and key_fill in (None, fill)
         ]
 
-    def frame(self, local: LocalImage, info: ImageInfo, frame_size: tuple[int, int], field: str) -> np.ndarray:
-        """The image's frame of this size from the frame store, decoded into it on a miss; a
-        downloaded file that does not decode leaves the download cache."""
+    def frame(
+        self,
+        local: LocalImage,
+        info: ImageInfo,
+        frame_size: tuple[int, int],
+        field: str,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """The image's frame of this size from the frame store, decoded into it on a miss (within
+        DECODE_TIMEOUT, and until `should_stop()`); a downloaded file that does not decode leaves
+        the download cache."""
 
         def decode(out: np.ndarray) -> np.ndarray:
             try:
-                return decode_frame(local.path, info, frame_size, field, out)
+                return decode_frame(
+                    local.path, info, frame_size, field, out, timeout=self.decode_timeout, should_stop=should_stop
+                )
             except RequestError:
                 self.fetcher.downloads.discard(local.path)
                 raise

@@ -8,12 +8,17 @@ that resolves (or re-resolves) to 127.0.0.1 is caught on the address actually co
 
 A request made with a `watchdog.Watch` (one download's deadline) hands the watch its socket
 before waiting for the answer, so the watchdog can cut a host that drips its headers or body,
-and its connect and read timeouts are what is left of the deadline.
+and its connect and read timeouts are what is left of the deadline; names are resolved on a
+resolver thread and waited for within the deadline too. Only the identity content coding is
+asked for, and a body is never decoded here (`decode_content=False`): the fetcher refuses a
+response sent with any other coding before reading it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
+import os
 import socket
 
 import certifi
@@ -28,6 +33,8 @@ from .watchdog import Watch
 __all__ = ["HttpClient", "PrivateAddressError"]
 
 _WATCH: contextvars.ContextVar[Watch | None] = contextvars.ContextVar("sam2plus_watch", default=None)
+RESOLVER_THREADS = 8  # name lookups at once per process; a lookup held past its deadline keeps its thread
+_resolvers: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 
 
 class PrivateAddressError(Exception):
@@ -39,17 +46,48 @@ class PrivateAddressError(Exception):
         self.address = address
 
 
-def _connect_public(conn: HTTPConnection) -> socket.socket:
-    """urllib3's HTTPConnection._new_conn, connecting only to checked public addresses."""
+def _resolve(conn: HTTPConnection) -> list[str]:
+    """The addresses of the connection's host, resolved on a resolver thread and waited for no
+    longer than what is left of the current request's deadline (the system resolver has its own
+    timeouts, which no caller can shorten); a name not resolved in time is NameResolutionError."""
     host = conn._dns_host.strip("[]")
+    watch = _WATCH.get()
+    future = _resolver().submit(socket.getaddrinfo, host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+    timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else None
     try:
-        records = socket.getaddrinfo(host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+        records = future.result(timeout=watch.remaining() if watch is not None else timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise NameResolutionError(conn.host, conn, socket.gaierror("timed out")) from None
     except socket.gaierror as exc:
         raise NameResolutionError(conn.host, conn, exc) from exc
-    addresses = list(dict.fromkeys(record[4][0] for record in records))
+    return list(dict.fromkeys(record[4][0] for record in records))
+
+
+def _resolver() -> concurrent.futures.ThreadPoolExecutor:
+    """This process's resolver threads (a forked worker makes its own: its parent's are not there)."""
+    pid = os.getpid()
+    if pid not in _resolvers:
+        _resolvers[pid] = concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="sam2plus-resolve")
+    return _resolvers[pid]
+
+
+def _connect_named(conn: HTTPConnection) -> socket.socket:
+    """urllib3's HTTPConnection._new_conn, its name resolved within the deadline (`_resolve`)."""
+    return _connect_to(conn, _resolve(conn))
+
+
+def _connect_public(conn: HTTPConnection) -> socket.socket:
+    """urllib3's HTTPConnection._new_conn, connecting only to checked public addresses."""
+    addresses = _resolve(conn)
     for address in addresses:  # a name with several records is refused if any is not public
         if not is_public_address(address):
             raise PrivateAddressError(conn.host, address)
+    return _connect_to(conn, addresses)
+
+
+def _connect_to(conn: HTTPConnection, addresses: list[str]) -> socket.socket:
+    """A socket connected to the first of `addresses` that answers."""
     error: OSError | None = None
     for address in addresses:
         try:
@@ -77,11 +115,13 @@ class _Watched:
 
 
 class _WatchedHTTPConnection(_Watched, HTTPConnection):
-    pass
+    def _new_conn(self) -> socket.socket:
+        return _connect_named(self)
 
 
 class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
-    pass
+    def _new_conn(self) -> socket.socket:
+        return _connect_named(self)
 
 
 class _PublicHTTPConnection(_Watched, HTTPConnection):
@@ -146,6 +186,7 @@ class HttpClient:
                 redirect=False,
                 retries=False,
                 preload_content=False,
+                decode_content=False,
                 timeout=timeout,
             )
         finally:

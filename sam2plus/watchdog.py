@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import socket
 import threading
 import time
@@ -91,6 +92,12 @@ class Watchdog:
 
     def __init__(self, tick: float = TICK):
         self.tick = tick
+        self._forked()
+        # A gunicorn master that used it (the settings check at start) forks workers: each gets a
+        # fresh state, never a lock its parent's thread held at the fork.
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
         self._watches: set[Watch] = set()
         self._state = threading.Condition()
         self._thread: threading.Thread | None = None

@@ -10,6 +10,8 @@ Label Studio and a real S3 server are exercised by the end-to-end tests in tests
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -18,17 +20,20 @@ import os
 import socket
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+import requests
 
 from sam2plus.downloads import EVICTION_LOCK, USAGE
 from sam2plus.errors import RequestError, Stopped
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
 from tests.support.faults import dripping_server
 from tests.support.inprocess import make_backend, predict_body
+from tests.support.servers import gunicorn_server
 
 FIELD = "data.image"
 KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -1302,3 +1307,161 @@ def test_eviction_across_two_processes_skips_what_the_other_holds(make_server, c
     assert not held.exists(), "once the other process let go, the oldest file went"
     assert f"{sha1(bodies[5])}.png" in content_files(cache_dir)
     assert fetcher.downloads.size() <= bound
+
+
+# ---------------------------------------------------------------- issue 25 item 2: downloads, second pass
+
+GZIP_INFLATED = 200 << 20  # what the gzip body below inflates to
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """200 MiB of zeros, gzip-compressed to about 200 KB (the review's inflated to 2000 MiB)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    return b"".join(packer.compress(block) for _ in range(GZIP_INFLATED >> 20)) + packer.flush()
+
+
+def test_a_gzip_coded_download_is_refused_before_a_byte_is_inflated(make_server, cache_dir, gzip_bomb):
+    """A host that answers `Content-Encoding: gzip` although the backend asked for identity: a 422
+    naming the coding, nothing stored, nothing inflated (before: 1 GiB written, then a 413)."""
+    host = make_server()
+    host.routes["/bomb.png"] = static(gzip_bomb, {"Content-Encoding": "gzip", "Content-Type": "image/png"})
+    host.routes["/plain.png"] = static(PNG, {"Content-Encoding": "identity"})
+    fetcher = ImageFetcher(cache_dir, image_hosts=LOOPBACK, max_bytes=1 << 20)
+    message = refused(lambda: fetcher.fetch(f"{host.url}/bomb.png", FIELD), 422)
+    assert 'Content-Encoding "gzip"' in message and "identity" in message
+    assert host.gets("/bomb.png")[0]["headers"]["Accept-Encoding"] == "identity"
+    assert downloads(cache_dir) == []
+    assert fetcher.fetch(f"{host.url}/plain.png", FIELD).digest == sha1(PNG)
+
+
+def test_name_resolution_is_inside_the_download_deadline(monkeypatch, cache_dir):
+    """A name that takes 8 s to resolve with FETCH_TIMEOUT=2: the download ends at 2 s with the
+    deadline's 422 (before: 8 s, name resolution was outside the deadline)."""
+    import socket as sockets
+
+    real = sockets.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "slow.example":
+            time.sleep(8)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(sockets, "getaddrinfo", slow)
+    for hosts, block_private in ((("slow.example",), False), (("*",), True)):  # named and public-only pools
+        fetcher = ImageFetcher(cache_dir, image_hosts=hosts, timeout=2, block_private=block_private)
+        started = time.monotonic()
+        message = refused(lambda fetcher=fetcher: fetcher.fetch("http://slow.example/a.png", FIELD), 422)
+        assert "FETCH_TIMEOUT" in message and time.monotonic() - started < 3.5, time.monotonic() - started
+
+
+def test_a_stalled_token_refresh_is_inside_the_download_deadline(make_server, cache_dir):
+    """Label Studio's /api/token/refresh/ that takes 10 s with FETCH_TIMEOUT=2: the click's download
+    ends at 2 s (before: the refresh ran outside the deadline, on its own 10 s read timeout), and a
+    second download waiting for the same refresh ends at its own deadline too."""
+    ls = make_server()
+    tokens = TokenStandIn(ls)
+    ls.routes["/data/local-files/1/a.png"] = tokens.protect(PNG)
+    ls.routes["/api/token/refresh/"] = lambda request: (time.sleep(10), tokens.refresh(request))[1]
+    fetcher = ImageFetcher(cache_dir, LabelStudioAuth(ls.url, PAT, timeout=10), timeout=2)
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = [pool.submit(refused, lambda: fetcher.fetch("/data/local-files/1/a.png", FIELD), 422) for _ in "ab"]
+        messages = [result.result() for result in results]
+    assert time.monotonic() - started < 3.5, f"{time.monotonic() - started:.1f} s"
+    assert all("FETCH_TIMEOUT" in message for message in messages), messages
+    assert not ls.gets("/data/local-files/1/a.png")
+
+
+def test_task_values_cannot_tell_cache_files_from_missing_names(tmp_path):
+    """A task value naming a file under CACHE_DIR that is not an image (a download's record, the
+    cache's own files) is answered exactly as a name that is not there (before: 422 against 400)."""
+    client, cache = make_backend(tmp_path)
+    (cache / "downloads").mkdir(exist_ok=True)
+    (cache / "downloads" / "record.json").write_text("{}")
+    answers = {}
+    for name in ("downloads/record.json", "downloads/missing.json"):
+        answer = client.post("/predict", json=predict_body(image=name))
+        answers[name] = (answer.status_code, answer.get_json()["error"].replace(name, "NAME"))
+    assert answers["downloads/record.json"] == answers["downloads/missing.json"]
+    assert (
+        answers["downloads/record.json"][0] == 400
+        and "is not a file inside CACHE_DIR" in answers["downloads/record.json"][1]
+    )
+
+
+def _click(url: str, image: str) -> tuple[int, str, float]:
+    started = time.monotonic()
+    answer = requests.post(f"{url}/predict", json=predict_body(image=image), timeout=120)
+    return answer.status_code, answer.json().get("error", ""), time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_downloads_under_gunicorn_refuse_gzip_keep_the_refresh_in_the_deadline_and_hide_cache_names(
+    make_server, tmp_path, gzip_bomb
+):
+    """The review's cases against a real gunicorn (FETCH_TIMEOUT=2): a gzip-coded download is a 422
+    naming the coding with nothing written; a Label Studio whose token refresh drips a byte every
+    half second (never tripping a read timeout) costs a click 2 s (before: the refresh was outside
+    the deadline); a task value naming a cache file that is no image is answered as a missing name."""
+    images = make_server()
+    images.routes["/bomb.png"] = static(gzip_bomb, {"Content-Encoding": "gzip", "Content-Type": "image/png"})
+    cache = tmp_path / "cache"
+    with contextlib.ExitStack() as stack:
+        ls = stack.enter_context(dripping_server(interval=0.5))
+        env = {
+            "CACHE_DIR": str(cache),
+            "MODEL_DIR": str(tmp_path / "models"),
+            "IMAGE_HOSTS": "127.0.0.1",
+            "LABEL_STUDIO_URL": f"http://{ls.host}",
+            "LABEL_STUDIO_API_KEY": PAT,
+            "FETCH_TIMEOUT": "2",
+        }
+        server = stack.enter_context(gunicorn_server(env, workers=1, threads=4, log_dir=tmp_path))
+        status, error, seconds = _click(server.url, f"{images.url}/bomb.png")
+        assert status == 422 and 'Content-Encoding "gzip"' in error and seconds < 5, (status, error, seconds)
+        assert downloads(cache) == []
+
+        status, error, seconds = _click(server.url, "/data/upload/1/a.png")
+        assert status == 422 and "FETCH_TIMEOUT" in error and seconds < 4, (status, error, seconds)
+        assert [drip.path for drip in ls.drips] == ["/api/token/refresh/"]
+
+        (cache / "downloads").mkdir(exist_ok=True)
+        (cache / "downloads" / "kept.json").write_text("{}")
+        present = _click(server.url, "downloads/kept.json")
+        absent = _click(server.url, "downloads/gone.json")
+        assert present[0] == absent[0] == 400
+        assert present[1].replace("kept", "NAME") == absent[1].replace("gone", "NAME")
+
+
+@pytest.mark.slow
+def test_under_gunicorn_a_name_that_resolves_slowly_costs_no_more_than_fetch_timeout(tmp_path):
+    """The review's case: a name that takes 8 s to resolve with FETCH_TIMEOUT=2 took 8 s. gunicorn
+    runs in a mount namespace whose /etc/resolv.conf names a nameserver on 127.0.0.2:53 that never
+    answers (options timeout:8 attempts:1): the click is a 422 naming FETCH_TIMEOUT after 2 s."""
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        dns.bind(("127.0.0.2", 53))
+    except OSError as exc:
+        dns.close()
+        pytest.skip(f"cannot listen on 127.0.0.2:53 for the silent nameserver ({exc}); needs root")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.2\noptions timeout:8 attempts:1\n")
+    script = f'mount --bind {resolv} /etc/resolv.conf && exec "$@"'
+    env = {
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_DIR": str(tmp_path / "models"),
+        "IMAGE_HOSTS": "slow.example.test",
+        "FETCH_TIMEOUT": "2",
+    }
+    try:
+        with gunicorn_server(
+            env, workers=1, threads=4, log_dir=tmp_path, wrapper=("unshare", "-rm", "sh", "-c", script, "sh")
+        ) as server:
+            status, error, seconds = _click(server.url, "http://slow.example.test/a.png")
+            assert dns.recv(512), "the lookup reached the silent nameserver"
+    finally:
+        dns.close()
+    assert status == 422 and "FETCH_TIMEOUT" in error, (status, error)
+    assert seconds < 4, f"the click took {seconds:.1f} s"

@@ -9,20 +9,26 @@ PostgreSQL is Debian's 15, run for real from a temporary folder (tests/support/p
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import re
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
 from sam2plus.config import ConfigError, ServerConfig
 from sam2plus.errors import RequestError
 from sam2plus.params import parse_extra_params
 from sam2plus.settings import SettingsUnavailable, open_settings, redact_url
 from sam2plus.startup import PREFIX, check_environment
-from tests.support.inprocess import PROJECT, make_backend, predict_body
+from tests.support.inprocess import PROJECT, SCENE, make_backend, predict_body
 from tests.support.postgres import PASSWORD, postgres_server
-from tests.support.servers import GUNICORN, REPO, TEST_MODEL, free_port
+from tests.support.servers import GUNICORN, REPO, TEST_MODEL, free_port, gunicorn_server
 
 POLYGON = {"return_format": {"type": "PolygonLabels"}}
 RECTANGLE = {"return_format": {"type": "RectangleLabels"}}
@@ -149,3 +155,117 @@ def test_the_store_raises_unavailable_without_a_database(tmp_path):
     with pytest.raises(SettingsUnavailable) as down:
         store.load("p")
     assert "pa55" not in str(down.value) and "***" in str(down.value)
+
+
+# -- issue 25 item 3: a PostgreSQL that stalls or lies ------------------------------------------
+
+
+def _click(url: str, project: str, fmt: str = "PolygonLabels") -> tuple[int, dict, float]:
+    started = time.monotonic()
+    answer = requests.post(f"{url}/predict", json={**predict_body(fmt), "project": project}, timeout=120)
+    return answer.status_code, answer.json(), time.monotonic() - started
+
+
+@pytest.fixture
+def gunicorn_on_postgres(postgres, tmp_path):
+    """A real gunicorn (one worker, 4 threads) on the shared PostgreSQL, SETTINGS_TIMEOUT=2."""
+    (tmp_path / "cache").mkdir()
+    SCENE.write(tmp_path / "cache" / "scene.jpg")
+    env = {
+        "SETTINGS_URL": postgres.url,
+        "SETTINGS_TIMEOUT": "2",
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_DIR": str(tmp_path / "models"),
+    }
+    with gunicorn_server(env, workers=1, threads=4, log_dir=tmp_path) as server:
+        yield server
+
+
+PROJECTS = ["known.1", "fresh.2", "fresh.3", "known.1"]  # one click for each thread of the worker
+
+
+@pytest.mark.slow
+def test_a_locked_settings_table_costs_a_click_a_bounded_wait_and_never_holds_health(gunicorn_on_postgres, postgres):
+    """The review's case: `LOCK TABLE project_params IN ACCESS EXCLUSIVE MODE` held for 45 s made
+    every click wait 44 s and /health time out (before: one lock per process held across the query,
+    no statement or lock timeout). Now a click waits SETTINGS_TIMEOUT, then uses the settings its
+    process last read, or is a 503 naming SETTINGS_URL; /health answers throughout."""
+    url = gunicorn_on_postgres.url
+    known = "known.1"
+    assert requests.post(f"{url}/setup", json={"project": known, "extra_params": POLYGON}, timeout=60).ok
+    assert _click(url, known)[0] == 200
+    held = 45.0
+    with psycopg.connect(postgres.url) as db:  # a transaction: the lock lasts until it ends
+        db.execute("LOCK TABLE project_params IN ACCESS EXCLUSIVE MODE")
+        locked = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            clicks = [pool.submit(_click, url, project) for project in PROJECTS]
+            health = []
+            while not all(click.done() for click in clicks) and time.monotonic() - locked < held - 5:
+                started = time.monotonic()
+                assert requests.get(f"{url}/health", timeout=10).status_code == 200
+                health.append(time.monotonic() - started)
+                time.sleep(0.5)
+            answers = [click.result() for click in clicks]
+        assert time.monotonic() - locked < held - 5, "the clicks waited for the lock"
+        db.rollback()
+    for (status, body, _), project in zip(answers, PROJECTS, strict=True):
+        if project == known:
+            assert status == 200 and body["results"][0]["result"][0]["type"] == "polygonlabels", body
+        else:
+            assert status == 503 and "SETTINGS_URL" in body["error"], body
+    # 8 clicks on 4 threads: /health may wait for a thread, which a click frees within SETTINGS_TIMEOUT
+    assert max(health) < 2 + 2, f"/health took {max(health):.1f} s while the table was locked"
+    assert _click(url, "fresh.2", "BrushLabels")[0] == 200  # the database answers again: a new project's stock settings
+
+
+@pytest.mark.slow
+def test_stored_rows_that_are_not_settings_are_422s_naming_them_never_500s(gunicorn_on_postgres, postgres):
+    """Rows written straight into the table: not JSON, 100,000-deep nesting, 200 MB of text
+    (before: 500, 500 with a RecursionError, and a 400 after 1 s with +556 MB kept in the cache)."""
+    url = gunicorn_on_postgres.url
+    rows = {"notjson.1": "{not json", "deep.1": "[" * 100_000 + "]" * 100_000}
+    with psycopg.connect(postgres.url, autocommit=True) as db:
+        for project, text in rows.items():
+            db.execute("INSERT INTO project_params VALUES (%s, %s, now())", (project, text))
+        db.execute("INSERT INTO project_params VALUES ('big.1', repeat('x', 200000000), now())")
+    (worker,) = gunicorn_on_postgres.workers()
+    before = _resident(worker)
+    expected = {"notjson.1": "are not JSON", "deep.1": "nest deeper than 64", "big.1": "200000000 bytes"}
+    for project, problem in expected.items():
+        status, body, seconds = _click(url, project)
+        assert status == 422, body
+        assert body["error"].startswith(f'extra_params stored for project "{project}": ') and problem in body["error"]
+        assert seconds < 10
+    assert _resident(worker) - before < 64 << 20, "the 200 MB row reached the worker"
+
+
+def _resident(pid: int) -> int:
+    return int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1)) << 10
+
+
+@pytest.mark.slow
+def test_a_frozen_database_server_is_cut_by_the_watchdog(postgres, tmp_path):
+    """PostgreSQL's processes stopped (SIGSTOP): its kernel still acknowledges, so neither its own
+    timeouts nor TCP keepalives fire. A read is cut a second after SETTINGS_TIMEOUT by the watchdog
+    shutting the connection's socket down, then gives the settings last read (or raises), and the
+    store works again once the server goes on."""
+    store = open_settings(postgres.url, tmp_path, timeout=1)
+    store.save("frozen.1", parse_extra_params(POLYGON))
+    assert store.load("frozen.1").return_format.type == "PolygonLabels"
+    postmaster = int((postgres.root / "data" / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    processes = [postmaster, *map(int, children)]
+    for pid in processes:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert store.load("frozen.1").return_format.type == "PolygonLabels"
+        with pytest.raises(SettingsUnavailable):
+            store.load("never.read")
+        # each read: SETTINGS_TIMEOUT + the watchdog's second, or libpq's least connect timeout (2 s)
+        assert time.monotonic() - started < 10, f"{time.monotonic() - started:.1f} s (before: no end)"
+    finally:
+        for pid in processes:
+            os.kill(pid, signal.SIGCONT)
+    assert store.load("frozen.1").return_format.type == "PolygonLabels"

@@ -15,9 +15,11 @@ import re
 import struct
 import sys
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 FIELD = "tasks[0].data.image"
@@ -127,6 +129,86 @@ def png_text(megabytes: int) -> bytes:
     return png[:33] + text + png[33:]  # right after IHDR
 
 
+def jpeg_scans_bomb(side: int, repeats: int) -> bytes:
+    """A side x side grey progressive JPEG whose last scan is repeated `repeats` more times (the
+    review's: each scan goes over every coefficient of the image; libjpeg-turbo reports the
+    inconsistent progression only at the end)."""
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), (120, 130, 140)).save(out, "JPEG", progressive=True, quality=90)
+    data = out.getvalue()
+    start = data.rindex(b"\xff\xda")  # the last scan: its header and data, up to EOI
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[start:end] * repeats + data[end:]
+
+
+def png_chunks_bomb(chunks: int, side: int = 64) -> bytes:
+    """A side x side PNG with `chunks` empty private chunks before its image data (the review's
+    had 4 million in 48 MB)."""
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), (10, 200, 10)).save(out, "PNG")
+    png = out.getvalue()
+    return png[:33] + _chunk(b"prVt", b"") * chunks + png[33:]  # right after IHDR
+
+
+def gif_blocks_bomb(blocks: int) -> bytes:
+    """A 16x16 GIF whose comment before the image is `blocks` sub-blocks of one byte each."""
+    out = io.BytesIO()
+    Image.new("P", (16, 16)).save(out, "GIF")
+    gif = out.getvalue()
+    first = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)  # after the global colour table
+    comment = b"!\xfe" + b"\x01x" * blocks + b"\x00"
+    return gif[:first] + comment + gif[first:]
+
+
+def high_depth_tiff(side: int, mode: str = "F") -> bytes:
+    """A side x side single-channel TIFF of `mode` (F: float32, I: int32, I;16) holding a ramp
+    across its rows, deflated; written strip by strip from one row, never holding its pixels."""
+    dtype = {"F": "<f4", "I": "<i4", "I;16": "<u2"}[mode]
+    sample = {"F": (3, 32), "I": (2, 32), "I;16": (1, 16)}[mode]
+    row = (np.arange(side) % 251).astype(dtype).tobytes()
+    rows_per_strip = max(1, (1 << 20) // len(row))
+    strips, counts = [], []
+    strip = zlib.compress(row * rows_per_strip, 9)
+    last_rows = side % rows_per_strip or rows_per_strip
+    last = zlib.compress(row * last_rows, 9)
+    count = -(-side // rows_per_strip)
+    for n in range(count):
+        strips.append(last if n == count - 1 else strip)
+        counts.append(len(strips[-1]))
+    data = b"".join(strips)
+    offsets, position = [], 8
+    for size in counts:
+        offsets.append(position)
+        position += size
+    entries_at = 8 + len(data) + (len(data) % 2)
+    extra_at = entries_at + 2 + 12 * 11 + 4
+    entries = [  # tag, type (3 short, 4 long), count, value
+        (256, 4, 1, side),
+        (257, 4, 1, side),
+        (258, 3, 1, sample[1]),
+        (259, 3, 1, 8),  # deflate
+        (262, 3, 1, 1),
+        (273, 4, count, extra_at if count > 1 else offsets[0]),
+        (277, 3, 1, 1),
+        (278, 4, 1, rows_per_strip),
+        (279, 4, count, extra_at + 4 * count if count > 1 else counts[0]),
+        (284, 3, 1, 1),
+        (339, 3, 1, sample[0]),
+    ]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + bytes(4)
+    extra = struct.pack(f"<{count}I", *offsets) + struct.pack(f"<{count}I", *counts) if count > 1 else b""
+    return b"II*\0" + struct.pack("<I", entries_at) + data + bytes(len(data) % 2) + ifd + extra
+
+
+def cpu_bombs() -> dict[str, tuple[str, bytes]]:
+    """name -> (media type, body) for the files that cost CPU time without adding pixels."""
+    return {
+        "jpeg-scans": ("image/jpeg", jpeg_scans_bomb(4000, 20_000)),
+        "png-chunks": ("image/png", png_chunks_bomb(1_000_000)),
+        "gif-blocks": ("image/gif", gif_blocks_bomb(2_000_000)),
+    }
+
+
 def bombs(side: int = 8000) -> dict[str, tuple[str, bytes]]:
     """name -> (media type, body) for every bomb, each `side` px square inside."""
     png = zero_png(side, side)
@@ -168,6 +250,7 @@ def measure(paths: list[str], max_pixels: int) -> list[dict]:
             url = f"data:{media_type};base64,{base64.b64encode(Path(path).read_bytes()).decode()}"
             _reset_high_water()
             before = _high_water()
+            cpu = time.process_time()
             try:
                 with fetcher.fetch(url, FIELD) as local:
                     info = read_info(local.path, max_pixels, FIELD)
@@ -176,7 +259,13 @@ def measure(paths: list[str], max_pixels: int) -> list[dict]:
             except RequestError as exc:
                 status, message = exc.status, exc.message
             results.append(
-                {"file": Path(path).name, "status": status, "message": message, "grown": _high_water() - before}
+                {
+                    "file": Path(path).name,
+                    "status": status,
+                    "message": message,
+                    "grown": _high_water() - before,
+                    "cpu": time.process_time() - cpu,
+                }
             )
     return results
 
