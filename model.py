@@ -8,6 +8,7 @@ from pathlib import Path
 import sam2plus
 from sam2plus import artifacts as review
 from sam2plus.config import ServerConfig
+from sam2plus.embeddingstore import EmbeddingStore
 from sam2plus.errors import RequestError, describe
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
 from sam2plus.framestore import FrameStore
@@ -36,6 +37,11 @@ class SAM2Plus:
             checkpoint = resolve_checkpoint(config.model_checkpoint, config.checkpoint_dir)
             segmenter = Segmenter(
                 config.model_config, checkpoint, resolve_device(config.device), config.embedding_cache_mb << 20
+            )
+        identity = getattr(segmenter, "identity", None)
+        if identity is not None and config.embedding_store_mb > 0:
+            segmenter.store = EmbeddingStore(
+                config.embedding_store_path, config.embedding_store_mb << 20, identity.digest()
             )
         auth = (
             LabelStudioAuth(config.label_studio_url, config.label_studio_api_key, config.fetch_timeout)

@@ -178,11 +178,12 @@ class Pipeline:
         return local, info, field
 
     def encoded_windows(self, digest: str, size: tuple[int, int], fill: tuple[int, int, int]) -> list[Window]:
-        """The windows of this image's frame of this size whose embedding the segmenter holds and that
-        show the same pixels with this padding fill (a window inside the frame shows no fill)."""
+        """The windows of this image's frame of this size whose embedding the segmenter holds (in
+        memory or in the embedding store) and that show the same pixels with this padding fill (a
+        window inside the frame shows no fill)."""
         return [
             Window(*window)
-            for key_digest, key_size, window, key_fill in self.segmenter.cached_keys()
+            for key_digest, key_size, window, key_fill in self.segmenter.cached_keys(digest)
             if key_digest == digest and key_size == size and key_fill in (None, fill)
         ]
 

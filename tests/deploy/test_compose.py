@@ -418,17 +418,19 @@ def test_replicas_compose_runs_three_backends_one_gpu_each_behind_haproxy_with_p
     assert published(front) == [(env["HOST_ADDRESS"], env["HOST_PORT"], 8080)]
     assert front["command"][-1] == "/etc/sam2plus-front/replicas.cfg"
     assert front["environment"] == {f"REPLICA{n}_ADDR": f"replica{n}:9090" for n in (1, 2, 3)}
-    gpus, caches = [], []
+    gpus, caches, stores = [], [], []
     for name, service in replicas.items():
         assert published(service) == [] and service["container_name"] == f"{env['CONTAINER_NAME']}-{name}"
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
         gpus.append(device["device_ids"])
         caches.append(mount(service, "/cache")["source"])
+        stores.append(mount(service, "/cache/embeddings")["source"])
         settings = ServerConfig.from_env({**service["environment"], "BASIC_AUTH_PASS": "a password"})
         assert settings.settings_url == "postgresql://sam2plus:db-secret@settings-db:5432/sam2plus"
         assert service["depends_on"]["settings-db"]["condition"] == "service_healthy"
         assert ServingConfig.from_env(service["environment"]).workers == 1, "one worker per GPU"
     assert gpus == [["0"], ["1"], ["3"]] and len(set(caches)) == 3
+    assert stores == [host_path(env["CACHE_DIR"]) + "/embeddings"] * 3, "one embedding store for all replicas"
     assert db["image"] == "postgres:15" and db["environment"]["POSTGRES_PASSWORD"] == "db-secret"
     assert mount(db, "/var/lib/postgresql/data")["type"] == "volume" and "settings-db" in project["volumes"]
     assert published(db) == [], "PostgreSQL is reached by the replicas only"
