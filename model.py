@@ -17,6 +17,7 @@ from sam2plus.labelconfig import find_output_control
 from sam2plus.logtext import logtext
 from sam2plus.params import ExtraParams, parse_extra_params
 from sam2plus.pipeline import Pipeline
+from sam2plus.projects import LabelStudioProjects
 from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
 from sam2plus.settings import open_settings
 from sam2plus.warmup import Warmup
@@ -65,7 +66,7 @@ class SAM2Plus:
             segmenter, fetcher, frames, config.max_image_pixels, config.cache_dir, config.max_prompt_points
         )
         self.settings = open_settings(config.settings_url, config.model_dir)
-        self.warmup = Warmup(self.pipeline)
+        self.warmup = Warmup(self.pipeline, projects=LabelStudioProjects(auth) if auth else None)
         self.model_version = f"SAM2Plus-{sam2plus.__version__}:{segmenter.name}"
 
     def set_extra_params(self, project: str, extra_params, schema: str | None = None) -> ExtraParams:

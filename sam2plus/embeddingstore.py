@@ -35,6 +35,7 @@ import torch
 from . import metrics
 from .boundedfolder import BoundedFolder, touch
 from .files import part_file
+from .logtext import logtext
 
 __all__ = ["MAGIC", "SUFFIX", "EmbeddingStore", "file_key", "stored_key"]
 
@@ -207,7 +208,7 @@ class EmbeddingStore:
     def _warn(self, kind: str, message: str) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
-            log.warning("%s", message)
+            log.warning("%s", logtext(message, 600))
 
 
 class _Refused(ValueError):

@@ -174,6 +174,10 @@ class EmbeddingCache:
         with self._lock:
             return list(self._items)
 
+    def __contains__(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._items
+
     def put(self, key: tuple, features: dict) -> None:
         size = sum(t.numel() * t.element_size() for t in _tensors(features))
         if size > self.max_bytes:
@@ -270,6 +274,10 @@ class Segmenter:
             held = set(keys)
             keys += [key for key in self.store.keys(digest) if key not in held]
         return keys
+
+    def holds(self, key: tuple) -> bool:
+        """Whether the embedding of `key` is held, in memory or in the store (nothing is read)."""
+        return key in self.cache or (self.store is not None and self.store.contains(key))
 
     def embed(self, patch: np.ndarray, key: tuple) -> bool:
         """Make sure the embedding of `patch` is cached under `key`; True when this call encoded it."""

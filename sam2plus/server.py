@@ -258,6 +258,7 @@ def _worker_counts(model) -> dict:
         "embedding_store": {"hits": store.hits, "misses": store.misses, "stored": store.stored} if store else None,
         "frame_cache": {"hits": frames.hits, "misses": frames.misses},
         "warmups": {"queued": warmup.queued, "dropped": warmup.dropped, "done": warmup.done, "failed": warmup.failed},
+        "prefetches": dict(warmup.prefetches),
     }
 
 

@@ -30,6 +30,9 @@ class ColorRegionSegmenter:
         """The keys "encoded" so far (the double forgets nothing)."""
         return list(self._encoded)
 
+    def holds(self, key: tuple) -> bool:
+        return key in self._encoded
+
     def embed(self, patch: np.ndarray, key: tuple) -> bool:
         return self._encode(key)
 
