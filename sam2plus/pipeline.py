@@ -163,9 +163,8 @@ class Pipeline:
         that no cache holds yet; an image whose windows are all held is not decoded at all."""
         fill = padding_fill(params)
         windows = warm_windows(info.size, params)
-        keys = [embedding_key(local.digest, frame_map, fill) for frame_map in windows]
+        todo = self.windows_to_encode(local.digest, info.size, params)
         frame_w, frame_h = frame_size(info.size, params)
-        todo = [(fm, key) for fm, key in zip(windows, keys, strict=True) if not self.segmenter.holds(key)]
         if windows and not todo:
             return f"frame {frame_w}x{frame_h}: {len(windows)} embeddings were held"
         pause()
@@ -176,6 +175,12 @@ class Pipeline:
             encoded += self.segmenter.embed(extract_patch(frame, frame_map, fill), key)
         what = f"frame {frame_w}x{frame_h} stored"
         return what + (f", {encoded} of {len(windows)} embeddings encoded" if windows else "")
+
+    def windows_to_encode(self, digest: str, image_size: tuple[int, int], params: ExtraParams) -> list:
+        """(frame map, key) of each window a warm-up encodes (`warm_windows`) that no cache holds."""
+        fill = padding_fill(params)
+        keys = ((fm, embedding_key(digest, fm, fill)) for fm in warm_windows(image_size, params))
+        return [(fm, key) for fm, key in keys if not self.segmenter.holds(key)]
 
     def image(
         self, task: dict, control: OutputControl, should_stop: Callable[[], bool] | None = None
