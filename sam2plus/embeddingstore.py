@@ -78,7 +78,7 @@ class EmbeddingStore:
         self.folder = BoundedFolder(self.directory, max_bytes, kind="embeddings")
         self.hits = self.misses = self.stored = 0
         self._warned: set[str] = set()
-        self._headers: dict[str, tuple | None] = {}
+        self._headers: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
     def path(self, key: tuple) -> Path:
@@ -164,11 +164,13 @@ class EmbeddingStore:
         for name in names:
             if not name.endswith(SUFFIX):
                 continue
-            if name not in self._headers:
-                if len(self._headers) > _HEADERS_KEPT:
-                    self._headers.clear()
-                self._headers[name] = self._key_of(self.directory / name)
-            key = self._headers[name]
+            key = self._headers.get(name)
+            if key is None:
+                key = self._key_of(self.directory / name)
+                if key is not None:  # a refused file is read again: it may be replaced by a good one
+                    if len(self._headers) > _HEADERS_KEPT:
+                        self._headers.clear()
+                    self._headers[name] = key
             if key is not None and key[0] == digest:
                 found.append(key)
         return found
@@ -192,9 +194,11 @@ class EmbeddingStore:
                 raise _Refused("another model's features")
             if header.get("key") != file_key(key):
                 raise _Refused("another window's features")
-            payload = bytearray(header["bytes"])
-            if file.tell() + len(payload) != size or file.readinto(payload) != len(payload):
+            if file.tell() + header["bytes"] != size:  # checked before anything of that size is allocated
                 raise _Refused(f"truncated or overlong: {size} bytes")
+            payload = bytearray(header["bytes"])
+            if file.readinto(payload) != len(payload):
+                raise _Refused(f"truncated while read: {size} bytes")
         if zlib.crc32(payload) != header.get("crc32"):
             raise _Refused("checksum mismatch")
         return _unflatten(_arrays(payload, header["arrays"]))

@@ -73,6 +73,7 @@ class LabelStudioProjects:
             "ordering": ["tasks:id"],
         }
         params = {"project": int(project), "page": 1, "page_size": int(size), "query": json.dumps(query)}
+        params["resolve_uri"] = "false"  # the data as stored, as the backend resolves it (s3://..., /data/upload/...)
         answer = self._get("/api/tasks/", params)
         tasks = answer.get("tasks") if isinstance(answer, dict) else answer
         if not isinstance(tasks, list):

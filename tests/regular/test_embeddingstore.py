@@ -8,6 +8,7 @@ encoder run, bit for bit.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import multiprocessing
 import os
@@ -149,6 +150,20 @@ def test_a_header_naming_arrays_outside_the_file_is_refused(tmp_path):
     assert store.get(KEY) is None
 
 
+def test_a_header_claiming_a_huge_payload_allocates_nothing(tmp_path):
+    """A file of a few KB whose header says 1 TB: refused on its size, before any allocation."""
+    store = EmbeddingStore(tmp_path, 1 << 30, MODEL)
+    store.put(KEY, features(1))
+    path = store.path(KEY)
+    data = path.read_bytes()
+    length = int.from_bytes(data[8:12], "little")
+    header = json.loads(data[12 : 12 + length])
+    header["bytes"] = 1 << 40
+    text = json.dumps(header).encode()
+    path.write_bytes(data[:8] + len(text).to_bytes(4, "little") + text + data[12 + length :][:4096])
+    assert store.get(KEY) is None and not path.exists()
+
+
 def test_an_unreadable_file_is_a_miss(tmp_path, caplog):
     """A folder where the file should be: open() fails (root reads any file, so no chmod here)."""
     store = EmbeddingStore(tmp_path, 1 << 30, MODEL)
@@ -156,7 +171,7 @@ def test_an_unreadable_file_is_a_miss(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, "sam2plus.embeddingstore"):
         assert store.get(KEY) is None and store.get(KEY) is None
         assert not store.put(KEY, features(1))  # the name is taken: nothing to write
-    messages = [r.getMessage().split(" (")[0] for r in caplog.records]
+    messages = [r.getMessage().strip('"').split(" (")[0] for r in caplog.records]  # logtext quotes it
     assert messages == [f"embedding store: cannot read {store.path(KEY)}"]
 
 
