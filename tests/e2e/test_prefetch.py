@@ -89,3 +89,41 @@ def test_tasks_two_and_three_are_prefetched_and_their_first_clicks_run_no_encode
     after = metrics(url)
     assert after["prefetches"]["failed"] == before["prefetches"]["failed"]
     assert after["encoder_runs"] == before["encoder_runs"] + 3, "each image encoded once, before its task opened"
+
+
+def test_the_encode_command_fills_the_store_with_a_projects_images_and_resumes(api, label_studio, tmp_path):
+    """`python -m sam2plus.encode --project N` reads the project's tasks from Label Studio's API and
+    fetches their images with the API key, as the backend does; a second run encodes nothing."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.servers import REPO, TEST_MODEL
+
+    project = api.create_project(label_config("RectangleLabels", "BrushLabels"))
+    for path in images(tmp_path, 2):
+        with open(path, "rb") as file:
+            api.ok("POST", f"/api/projects/{project}/import", files={"file": (path.name, file, "image/jpeg")})
+    env = {
+        "PATH": "/usr/bin:/bin",
+        **TEST_MODEL,
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_DIR": str(tmp_path / "models"),
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.token,
+    }
+    reports = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "sam2plus.encode", "--project", str(project)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        reports.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert reports[0]["images"] == 2 and reports[0]["encoded_windows"] == 2 and "2/2" in done.stderr
+    assert reports[1]["images"] == 2 and reports[1]["encoded_windows"] == 0, "resumed: all held"
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*.emb"))) == 2
