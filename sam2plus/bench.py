@@ -676,6 +676,7 @@ def store_ratios(figures: dict) -> dict:
 
 
 def print_store_table(figures: dict) -> None:
+    """The store scenarios' figures as a table on stdout, then their ratios."""
     rows = [
         ("bare decoder (held features)", "store_decoder_ms"),
         ("the same click held in memory", "store_repeat_ms"),

@@ -87,6 +87,7 @@ class EmbeddingStore:
         return self.directory / f"{_name_digest(key[0])}-{hashlib.sha256(text.encode()).hexdigest()[:32]}{SUFFIX}"
 
     def contains(self, key: tuple) -> bool:
+        """Whether a file of this key's features is there (it is not read)."""
         return self.path(key).exists()
 
     def get(self, key: tuple) -> dict | None:

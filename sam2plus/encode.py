@@ -137,6 +137,7 @@ def _run(model, jobs: Iterator, total: int, progress) -> EncodeReport:
 
 
 def main(argv=None) -> int:
+    """The command line (module docstring); prints the report as one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m sam2plus.encode", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", help="image files, folders, or @file listing paths")
     parser.add_argument("--project", type=int, help="a Label Studio project's numeric id (LABEL_STUDIO_URL)")

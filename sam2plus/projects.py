@@ -40,6 +40,7 @@ class LabelStudioProjects:
         self._origin = parse_origin(auth.url)
 
     def label_config(self, project: int) -> str:
+        """The project's label config (XML)."""
         answer = self._get(f"/api/projects/{int(project)}/", {})
         config = answer.get("label_config") if isinstance(answer, dict) else None
         if not isinstance(config, str):
