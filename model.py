@@ -8,6 +8,7 @@ from pathlib import Path
 import sam2plus
 from sam2plus import artifacts as review
 from sam2plus.config import ServerConfig
+from sam2plus.embeddingstore import EmbeddingStore
 from sam2plus.errors import RequestError, describe
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
 from sam2plus.framestore import FrameStore
@@ -16,6 +17,7 @@ from sam2plus.labelconfig import find_output_control
 from sam2plus.logtext import logtext
 from sam2plus.params import ExtraParams, parse_extra_params
 from sam2plus.pipeline import Pipeline
+from sam2plus.projects import LabelStudioProjects
 from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
 from sam2plus.settings import open_settings
 from sam2plus.warmup import Warmup
@@ -36,6 +38,11 @@ class SAM2Plus:
             checkpoint = resolve_checkpoint(config.model_checkpoint, config.checkpoint_dir)
             segmenter = Segmenter(
                 config.model_config, checkpoint, resolve_device(config.device), config.embedding_cache_mb << 20
+            )
+        identity = getattr(segmenter, "identity", None)
+        if identity is not None and config.embedding_store_mb > 0:
+            segmenter.store = EmbeddingStore(
+                config.embedding_store_path, config.embedding_store_mb << 20, identity.digest()
             )
         auth = (
             LabelStudioAuth(config.label_studio_url, config.label_studio_api_key, config.fetch_timeout)
@@ -60,7 +67,7 @@ class SAM2Plus:
         )
         self.pipeline.decode_timeout = config.decode_timeout
         self.settings = open_settings(config.settings_url, config.model_dir, config.settings_timeout)
-        self.warmup = Warmup(self.pipeline)
+        self.warmup = Warmup(self.pipeline, projects=LabelStudioProjects(auth) if auth else None)
         self.model_version = f"SAM2Plus-{sam2plus.__version__}:{segmenter.name}"
 
     def set_extra_params(self, project: str, extra_params, schema: str | None = None) -> ExtraParams:

@@ -1,7 +1,7 @@
 """Benchmark: SAM2Plus against the stock SAM2 backend's pipeline, in one process, real SAM2.
 
     python -m sam2plus.bench [--config CONFIG] [--checkpoint untrained|PATH] [--device cpu|cuda|auto]
-                             [--size 10240x9800] [--repeats N] [--json PATH]
+                             [--size 10240x9800] [--repeats N] [--json PATH] [--store-only | --no-store]
 
 A synthetic JPEG (10240x9800 by default) is written to a temporary CACHE_DIR. SAM2Plus runs
 its real request path (`SAM2Plus.setup` + `SAM2Plus.predict`, subpatching 1024) on a 320 px
@@ -85,6 +85,9 @@ __all__ = [
     "stock_figures",
     "ratios",
     "print_table",
+    "store_figures",
+    "store_ratios",
+    "print_store_table",
     "main",
 ]
 
@@ -524,6 +527,181 @@ def stock_figures(model, image_path: Path, scene: Scene, repeats: int) -> dict:
     return figures
 
 
+STORE_SIZE, GRID_SIZE = (3000, 2000), (2048, 2048)  # the store scenarios' images
+STORE_PROJECT = "BrushLabels"  # subpatching 1024 (load_model), as the single clicks
+GRID_PARAMS = {"subpatching": {"patch_size": 1024, "warm_grid": True}}
+
+
+def _regions(answer: dict) -> list:
+    """An answer's regions without their ids (new in every answer)."""
+    return [{k: v for k, v in r.items() if k != "id"} for r in answer["results"][0]["result"]]
+
+
+def _click_parts(model, task: list, ctx: dict, project: str):
+    """The patch, embedding key and patch prompt of a click, as the request path makes them."""
+    from .pipeline import embedding_key
+
+    pipeline, params = model.pipeline, model.settings.load(project)
+    local, info, field = pipeline.image(task[0], find_output_control(LABEL_CONFIG, params.return_format.type))
+    with local:
+        prompt = parse_prompt(ctx)
+        frame_map = plan_frame(info.size, prompt, params, pipeline.encoded_windows(local.digest, info.size, (0, 0, 0)))
+        frame = pipeline.frame(local, info, frame_map.frame_size, field)
+        patch = np.ascontiguousarray(extract_patch(frame, frame_map, padding_fill(params)))
+        return patch, embedding_key(local.digest, frame_map, padding_fill(params)), frame_map.prompt_to_patch(prompt)
+
+
+def _bare_decoder_ms(model, task: list, ctx: dict, project: str, runs: int) -> float:
+    """SAM2's prompt encoder and mask decoder alone on the click's held features (`Segmenter.predict`
+    on an embedding in memory): the floor of any click on an encoded window."""
+    segmenter = model.pipeline.segmenter
+    patch, key, prompt = _click_parts(model, task, ctx, project)
+    segmenter.embed(patch, key)  # held (read from the store when it is there)
+    return median_ms(synchronized(lambda: segmenter.predict(patch, key, prompt), segmenter.device), runs)[0]
+
+
+def _forget_image(model, key: tuple) -> None:
+    """Nothing of this embedding kept: not in memory, not in the store (the next click encodes)."""
+    model.pipeline.segmenter.cache.clear()
+    model.pipeline.segmenter.store.path(key).unlink(missing_ok=True)
+
+
+def other_process_figures(config_name: str, checkpoint: str, device: str, workdir: str, repeats: int) -> dict:
+    """In a process of its own (spawned) on the same CACHE_DIR and store: its bare decoder on another
+    image first (which also takes torch's first-call costs off the clock), then its first click on
+    the encoded image (a restarted worker's), then the same click with its memory emptied before
+    each (another worker's or replica's)."""
+    model = load_model(config_name, checkpoint, device, Path(workdir))
+    ctx = _store_context()
+    segmenter = model.pipeline.segmenter
+    other = [{"id": 9, "data": {"image": "store-c.jpg"}}]
+    figures = {"other_process_decoder_ms": _bare_decoder_ms(model, other, ctx, STORE_PROJECT, repeats * 3)}
+    task = [{"id": 1, "data": {"image": "store-a.jpg"}}]
+    runs = segmenter.encoder_runs
+    started = time.perf_counter()
+    answer = model.predict(task, ctx, STORE_PROJECT, LABEL_CONFIG)
+    figures |= {"restart_first_ms": (time.perf_counter() - started) * 1000, "restart_regions": _regions(answer)}
+    figures["other_process_click_ms"], answer = median_ms(
+        lambda: model.predict(task, ctx, STORE_PROJECT, LABEL_CONFIG), repeats * 3, before=segmenter.cache.clear
+    )
+    figures["other_process_regions"] = _regions(answer)
+    figures["other_process_encoder_runs"] = segmenter.encoder_runs - runs
+    return figures
+
+
+def _store_context() -> dict:
+    width, height = STORE_SIZE
+    return context(rectangle_region((1200, 700, 1520, 1020), width, height, labels=["object"]))
+
+
+def store_figures(config_name: str, checkpoint: str, device: str, workdir: Path, repeats: int) -> dict:
+    """The embedding store's scenarios, each against the bare decoder measured in the same process:
+    a click served from the store (memory emptied first), a restarted process's first click and
+    another process's click (`other_process_figures`), the first click on the next task after
+    its prefetch, a subpatching click on a grid-encoded image; the store's read time and bytes per
+    embedding; and whether each answer's regions are those of a fresh encoder run."""
+    import multiprocessing
+
+    width, height = STORE_SIZE
+    names = ("store-a.jpg", "store-b.jpg", "store-c.jpg")
+    write_images(
+        [(workdir / name, width, height, 7 + i) for i, name in enumerate(names)]
+        + [(workdir / "grid.jpg", *GRID_SIZE, 9)]
+    )
+    model = load_model(config_name, checkpoint, device, workdir)
+    model.setup("grid", LABEL_CONFIG, GRID_PARAMS)
+    segmenter, store = model.pipeline.segmenter, model.pipeline.segmenter.store
+    task_a, task_b = [{"id": 1, "data": {"image": "store-a.jpg"}}], [{"id": 2, "data": {"image": "store-b.jpg"}}]
+    ctx = _store_context()
+
+    def click(task, project=STORE_PROJECT, c=ctx):
+        return model.predict(task, c, project, LABEL_CONFIG)
+
+    fresh = _regions(click(task_a))  # an encoder run, stored
+    figures = {"store_decoder_ms": _bare_decoder_ms(model, task_a, ctx, STORE_PROJECT, repeats * 3)}
+    figures["store_repeat_ms"], _ = median_ms(lambda: click(task_a), repeats * 3)  # held in memory
+    figures["store_click_ms"], answer = median_ms(lambda: click(task_a), repeats * 3, before=segmenter.cache.clear)
+    same = {"store_click": _regions(answer) == fresh}
+    _, key, _ = _click_parts(model, task_a, ctx, STORE_PROJECT)
+    figures["store_read_ms"], _ = median_ms(lambda: store.get(key), repeats * 3)
+    figures["store_bytes_per_embedding"] = store.path(key).stat().st_size
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        other = pool.apply(other_process_figures, (config_name, checkpoint, device, str(workdir), repeats))
+    same["restart_first"] = other.pop("restart_regions") == fresh
+    same["other_process_click"] = other.pop("other_process_regions") == fresh
+    figures.update(other)
+
+    model.warmup.submit(task_b, LABEL_CONFIG, model.settings.load("stock"), "stock", kind="prefetch")
+    model.warmup.wait(600)  # the whole frame encoded (no subpatching: what a prefetch encodes)
+    figures["prefetched_first_ms"] = _timed(lambda: figures.update(prefetched=_regions(click(task_b, "stock"))))
+    figures["prefetched_repeat_ms"], _ = median_ms(lambda: click(task_b, "stock"), repeats * 3)
+    figures["prefetched_decoder_ms"] = _bare_decoder_ms(model, task_b, ctx, "stock", repeats * 3)
+    _, key_b, _ = _click_parts(model, task_b, ctx, "stock")
+    _forget_image(model, key_b)
+    same["prefetched_first"] = figures.pop("prefetched") == _regions(click(task_b, "stock"))
+
+    grid_task = [{"id": 3, "data": {"image": "grid.jpg"}}]
+    model.predict(grid_task, None, "grid", LABEL_CONFIG)  # the task opens: the grid is encoded
+    model.warmup.wait(3600)
+    runs = segmenter.encoder_runs
+    grid_ctx = context(keypoint_region(700, 1250, *GRID_SIZE, from_name="point", labels=["object"]))
+    figures["grid_click_ms"], answer = median_ms(lambda: click(grid_task, "grid", grid_ctx), repeats * 3)
+    figures["grid_click_encoder_runs"] = segmenter.encoder_runs - runs
+    figures["grid_windows"] = len(store.keys(_click_parts(model, grid_task, grid_ctx, "grid")[1][0]))
+    figures["grid_decoder_ms"] = _bare_decoder_ms(model, grid_task, grid_ctx, "grid", repeats * 3)
+    _, grid_key, _ = _click_parts(model, grid_task, grid_ctx, "grid")
+    grid_regions = _regions(answer)
+    _forget_image(model, grid_key)
+    model.pipeline.warm(grid_task[0], LABEL_CONFIG, model.settings.load("grid"))  # the window encoded afresh
+    same["grid_click"] = _regions(click(grid_task, "grid", grid_ctx)) == grid_regions
+    figures["store_regions_identical"] = same
+    figures["store_ratios"] = store_ratios(figures)
+    return figures
+
+
+def store_ratios(figures: dict) -> dict:
+    """Each store scenario over the bare decoder of its process (the issue's bound: 1.5), and the
+    store's and the prefetch's clicks over the same click held in memory."""
+    return {
+        "store_click_over_decoder": figures["store_click_ms"] / figures["store_decoder_ms"],
+        "other_process_click_over_decoder": figures["other_process_click_ms"] / figures["other_process_decoder_ms"],
+        "restart_first_over_decoder": figures["restart_first_ms"] / figures["other_process_decoder_ms"],
+        "prefetched_first_over_decoder": figures["prefetched_first_ms"] / figures["prefetched_decoder_ms"],
+        "grid_click_over_decoder": figures["grid_click_ms"] / figures["grid_decoder_ms"],
+        # what the store or the prefetch leaves of a click's cost beyond the same click held in memory
+        "store_click_over_repeat": figures["store_click_ms"] / figures["store_repeat_ms"],
+        "prefetched_first_over_repeat": figures["prefetched_first_ms"] / figures["prefetched_repeat_ms"],
+    }
+
+
+def print_store_table(figures: dict) -> None:
+    """The store scenarios' figures as a table on stdout, then their ratios."""
+    rows = [
+        ("bare decoder (held features)", "store_decoder_ms"),
+        ("the same click held in memory", "store_repeat_ms"),
+        ("click served from the store", "store_click_ms"),
+        ("another process: bare decoder", "other_process_decoder_ms"),
+        ("another process: click from the store", "other_process_click_ms"),
+        ("restarted process: first click", "restart_first_ms"),
+        ("next task (whole frame): bare decoder", "prefetched_decoder_ms"),
+        ("next task's first click, prefetched", "prefetched_first_ms"),
+        ("next task: the same click again", "prefetched_repeat_ms"),
+        ("grid image: bare decoder", "grid_decoder_ms"),
+        ("grid image: subpatching click", "grid_click_ms"),
+        ("store read of one embedding", "store_read_ms"),
+    ]
+    print("embedding store scenarios (3000x2000 JPEGs, subpatching 1024; the prefetched task without; grid 2048x2048)")
+    for label, key in rows:
+        print(f"  {label:38s} {figures[key]:10.1f} ms")
+    print(f"  {'bytes per embedding':38s} {figures['store_bytes_per_embedding']:10d}")
+    print(f"  {'grid windows':38s} {figures['grid_windows']:10d}")
+    print(f"  {'encoder runs of the grid clicks':38s} {figures['grid_click_encoder_runs']:10d}")
+    print(f"  regions identical to a fresh encoder run: {figures['store_regions_identical']}")
+    for name, value in figures["store_ratios"].items():
+        print(f"  {name:38s} {value:10.2f}")
+
+
 def ratios(figures: dict) -> dict:
     """The ratios docs/performance.md discusses, from the figures of every scenario."""
     return {
@@ -602,15 +780,25 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="10240x9800", help="WIDTHxHEIGHT of the synthetic JPEG")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--store-only", action="store_true", help="only the embedding store's scenarios")
+    parser.add_argument("--no-store", action="store_true", help="without the embedding store's scenarios")
     parser.add_argument(
         "--annotators", type=int, default=ANNOTATORS, help="annotators at once in the multi-annotator scenario"
     )
     args = parser.parse_args(argv)
     width, _, height = args.size.partition("x")
     scene = Scene(int(width), int(height))
-    with tempfile.TemporaryDirectory(prefix="sam2plus-bench-") as workdir:
-        figures = run(args.config, args.checkpoint, args.device, args.repeats, scene, Path(workdir), args.annotators)
-    print_table(figures)
+    figures = {}
+    if not args.store_only:
+        with tempfile.TemporaryDirectory(prefix="sam2plus-bench-") as workdir:
+            figures = run(
+                args.config, args.checkpoint, args.device, args.repeats, scene, Path(workdir), args.annotators
+            )
+        print_table(figures)
+    if not args.no_store:
+        with tempfile.TemporaryDirectory(prefix="sam2plus-bench-store-") as workdir:
+            figures.update(store_figures(args.config, args.checkpoint, args.device, Path(workdir), args.repeats))
+        print_store_table(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

@@ -135,6 +135,9 @@ class ServerConfig:
     decode_timeout: float = 60.0  # a decode, waiting for another large one included; then a 422
     settings_timeout: float = 3.0  # a PostgreSQL settings read or write; then the last read settings or a 503
     embedding_cache_mb: int = 1024
+    # The embedding store on disk (sam2plus/embeddingstore.py): blank is CACHE_DIR/embeddings; 0 MB turns it off
+    embedding_store_dir: str | None = None
+    embedding_store_mb: int = 10240
     frame_cache_mb: int = 4096
     artifacts: str = "off"  # "off", "on" (every request) or "request" (when /predict asks with "artifacts": true)
     artifacts_mb: int = 1024  # review artifacts kept in CACHE_DIR/artifacts, oldest folders removed first
@@ -145,6 +148,11 @@ class ServerConfig:
     max_json_items: int = 1_000_000
     max_tasks: int = 1000  # tasks in one /predict body (Label Studio's batch predictions send many)
     max_prompt_points: int = MAX_PROMPT_POINTS  # keypoints in one click's context
+
+    @property
+    def embedding_store_path(self) -> Path:
+        """The embedding store's folder: EMBEDDING_STORE_DIR, or CACHE_DIR/embeddings."""
+        return Path(self.embedding_store_dir or Path(self.cache_dir) / "embeddings")
 
     def __post_init__(self):
         problems = []
@@ -217,6 +225,8 @@ class ServerConfig:
             decode_timeout=env.number("DECODE_TIMEOUT", d.decode_timeout, float),
             settings_timeout=env.number("SETTINGS_TIMEOUT", d.settings_timeout, float),
             embedding_cache_mb=env.number("EMBEDDING_CACHE_MB", d.embedding_cache_mb),
+            embedding_store_dir=env.text("EMBEDDING_STORE_DIR", d.embedding_store_dir),
+            embedding_store_mb=env.number("EMBEDDING_STORE_MB", d.embedding_store_mb, minimum=0),
             frame_cache_mb=env.number("FRAME_CACHE_MB", d.frame_cache_mb),
             artifacts=artifacts,
             artifacts_mb=env.number("ARTIFACTS_MB", d.artifacts_mb),

@@ -32,7 +32,16 @@ from .errors import RequestError
 from .params import ROOT, ExtraParams
 from .prompts import PatchPrompt, Prompt
 
-__all__ = ["REUSE_INSET", "Window", "FrameMap", "frame_size", "full_frame", "plan_frame", "extract_patch"]
+__all__ = [
+    "REUSE_INSET",
+    "Window",
+    "FrameMap",
+    "frame_size",
+    "full_frame",
+    "grid_windows",
+    "plan_frame",
+    "extract_patch",
+]
 
 REUSE_INSET = 1 / 8  # of the window's width and height: the least margin between a prompt and a reused window's edge
 
@@ -162,6 +171,30 @@ def plan_frame(
         patch_h,
     )
     return FrameMap(image_size, full.frame_size, window, "patch")
+
+
+def grid_windows(image_size: tuple[int, int], params: ExtraParams) -> list[FrameMap]:
+    """The windows of the patch size that a subpatching project's frame is encoded as at warm-up
+    (`subpatching.warm_grid`): every point of the frame lies at least REUSE_INSET inside one of
+    them (or inside one that reaches the frame's edge there), so any single click is served by the
+    window-reuse rule without an encoder run. Neighbours overlap by twice the inset: n windows
+    per side where n = 1 + ceil((frame - patch) / (patch - 2 x ceil(patch x REUSE_INSET)))."""
+    full = full_frame(image_size, params)
+    patch_w, patch_h = params.subpatching.patch_size
+    padding = params.subpatching.mode == "padding"
+    xs = _grid_starts(full.frame_size[0], patch_w, padding)
+    ys = _grid_starts(full.frame_size[1], patch_h, padding)
+    return [FrameMap(image_size, full.frame_size, Window(x, y, patch_w, patch_h), "patch") for y in ys for x in xs]
+
+
+def _grid_starts(frame: int, size: int, padding: bool) -> list[int]:
+    """Window starts along one side: the first at the frame's start, the last at its end, the
+    interior edges (an inset in) of neighbours meeting."""
+    if size >= frame:
+        return [_place(frame / 2, size, frame, padding)]
+    stride = size - 2 * math.ceil(size * REUSE_INSET)
+    count = 1 + math.ceil((frame - size) / stride)
+    return [min(k * stride, frame - size) for k in range(count)]
 
 
 def _reusable(

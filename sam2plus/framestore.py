@@ -4,13 +4,14 @@ A frame is decoded once, straight into a file-backed memory map (libjpeg-turbo w
 and every later request maps that file read-only. A request touches only the pages of its patch,
 so a 100-megapixel frame costs a worker a few MB of its own memory instead of 300 MB, the
 kernel's page cache keeps what is hot (and may drop it under pressure), and all gunicorn
-workers on one CACHE_DIR share each decoded frame. The least recently used files are deleted
-past `max_bytes`.
+workers on one CACHE_DIR share each decoded frame. The folder is a `BoundedFolder`
+(sam2plus/boundedfolder.py, as the download cache and the embedding store): files published
+atomically, the least recently used deleted past `max_bytes` of disk blocks (or its file bound).
+A mapped frame needs no lease: a deleted file stays readable through its mapping.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import mmap
 import os
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .files import PART_PREFIX, part_file, remove_stale_parts
+from .boundedfolder import BoundedFolder, touch
+from .files import part_file, remove_stale_parts
 
 __all__ = ["Decoder", "FrameStore"]
 
@@ -40,6 +42,7 @@ class FrameStore:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
+        self.folder = BoundedFolder(self.directory, max_bytes, kind="frames")
         self.hits = self.misses = 0
         self._lock = threading.Lock()
         self._loading: dict[Path, threading.Lock] = {}
@@ -71,8 +74,7 @@ class FrameStore:
                     self._count(hit=False)
                     return frame
         self._count(hit=True)
-        with contextlib.suppress(OSError):
-            os.utime(path)  # marks it recently used for eviction
+        touch(path)  # marks it recently used for eviction
         return frame
 
     def clear(self) -> None:
@@ -93,26 +95,12 @@ class FrameStore:
                 )
                 return decode(None)
             decode(np.frombuffer(mmap.mmap(part.fd, nbytes), np.uint8).reshape(height, width, 3))
-            os.replace(part.path, path)
-        self._evict(keep=path)
+            try:
+                self.folder.publish(part, path)[0].release()
+            except OSError as exc:
+                log.warning("cannot store a %dx%d frame in %s (%s)", width, height, self.directory, exc)
         frame = _map(path, size)
         return frame if frame is not None else decode(None)  # another worker deleted it meanwhile
-
-    def _evict(self, keep: Path) -> None:
-        """Delete the least recently used frames (of every worker) until they fit in max_bytes."""
-        files = []
-        for entry in os.scandir(self.directory):
-            if entry.name.endswith(SUFFIX) and not entry.name.startswith(PART_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    stat = entry.stat()
-                    files.append((stat.st_mtime_ns, stat.st_size, Path(entry.path)))
-        total = sum(size for _, size, _ in files)
-        for _, size, path in sorted(files):
-            if total <= self.max_bytes:
-                break
-            if path != keep:
-                path.unlink(missing_ok=True)
-                total -= size
 
     def _count(self, hit: bool) -> None:
         with self._lock:

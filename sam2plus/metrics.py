@@ -41,6 +41,8 @@ __all__ = [
     "WARMUP_EVENTS",
     "count_cache",
     "count_encoder_run",
+    "count_evictions",
+    "count_prefetch",
     "count_warmup",
     "exposition",
     "mark_process_dead",
@@ -48,10 +50,12 @@ __all__ = [
     "multiprocess_dir",
     "observe_request",
     "observe_stage",
+    "observe_store_read",
     "prepare_multiprocess_dir",
     "request_finished",
     "request_started",
     "set_model_info",
+    "set_store_bytes",
     "status_label",
     "update_memory",
 ]
@@ -60,8 +64,10 @@ log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STAGES = ("fetch", "decode", "encoder", "decoder", "regions", "artifacts")
-CACHES = ("embedding", "frame")
+CACHES = ("embedding", "embedding_store", "frame")
+FOLDERS = ("downloads", "frames", "embeddings")  # the bounded folders under CACHE_DIR (sam2plus/boundedfolder.py)
 WARMUP_EVENTS = ("queued", "dropped", "done", "failed")
+PREFETCH_EVENTS = ("queued", "dropped", "done", "failed")
 # Every label a request decides is taken from a closed set, so that no client can add series
 # (each one lives in every worker's file until the master restarts).
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")  # RFC 9110 and 5789
@@ -101,7 +107,8 @@ STAGE_SECONDS = Histogram(
 )
 CACHE_LOOKUPS = Counter(
     "sam2plus_cache_lookups",
-    "Lookups in the embedding cache (per worker, in memory) and the frame store (on disk, shared), by result",
+    "Lookups in the embedding cache (per worker, in memory), the embedding store and the frame store "
+    "(on disk, shared), by result",
     ["cache", "result"],
     registry=REGISTRY,
 )
@@ -112,6 +119,30 @@ WARMUPS = Counter(
     "sam2plus_warmups",
     "Warm-ups of a task's image when Label Studio opens it, by event "
     "(queued, dropped because the queue was full, done, failed)",
+    ["event"],
+    registry=REGISTRY,
+)
+EVICTIONS = Counter(
+    "sam2plus_evictions",
+    "Files evicted from the bounded folders under CACHE_DIR (downloads, frames, embeddings), least recently used first",
+    ["folder"],
+    registry=REGISTRY,
+)
+STORE_BYTES = Gauge(
+    "sam2plus_embedding_store_bytes",
+    "Disk space the embedding store takes (its shared running total, as last seen by any worker)",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+STORE_READ_SECONDS = Histogram(
+    "sam2plus_embedding_store_read_seconds",
+    "Time to read and check one embedding from the store (a hit)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, float("inf")),
+    registry=REGISTRY,
+)
+PREFETCHES = Counter(
+    "sam2plus_prefetches",
+    "Next tasks' images prepared ahead of their opening, by event (queued, dropped, done, failed)",
     ["event"],
     registry=REGISTRY,
 )
@@ -148,6 +179,10 @@ for _cache in CACHES:
         CACHE_LOOKUPS.labels(_cache, _result)
 for _event in WARMUP_EVENTS:
     WARMUPS.labels(_event)
+for _event in PREFETCH_EVENTS:
+    PREFETCHES.labels(_event)
+for _folder in FOLDERS:
+    EVICTIONS.labels(_folder)
 
 _failed: set[str] = set()
 
@@ -225,6 +260,30 @@ def count_encoder_run(seconds: float) -> None:
 def count_warmup(event: str) -> None:
     """A warm-up queued, dropped, done or failed."""
     WARMUPS.labels(event).inc()
+
+
+@_never_raises
+def count_prefetch(event: str) -> None:
+    """A next task's prefetch queued, dropped, done or failed."""
+    PREFETCHES.labels(event).inc()
+
+
+@_never_raises
+def count_evictions(folder: str, files: int) -> None:
+    """`files` evicted from a bounded folder (one of FOLDERS)."""
+    EVICTIONS.labels(folder).inc(files)
+
+
+@_never_raises
+def observe_store_read(seconds: float) -> None:
+    """One embedding read from the store."""
+    STORE_READ_SECONDS.observe(seconds)
+
+
+@_never_raises
+def set_store_bytes(used: int) -> None:
+    """The embedding store's disk space, from its running total."""
+    STORE_BYTES.set(used)
 
 
 @_never_raises

@@ -48,15 +48,16 @@ MAX_DILATE_PX = 256  # also caps a float dilate once its fraction is applied (po
 MAX_DILATE_FRACTION = 2.0
 MAX_EPSILON = 1024.0  # polygon tolerance in patch pixels
 MAX_POINTS = 10_000
+MAX_PREFETCH = 8  # next tasks prepared when a task opens
 MAX_PARAMS_TEXT = 65536  # characters of extra_params given as a JSON string (a full one is ~500)
 
 RETURN_TYPES = ("BrushLabels", "Brush", "PolygonLabels", "Polygon", "RectangleLabels", "Rectangle")
 SECTION_KEYS = {
-    "subpatching": ("patch_size", "mode", "padding_fill", "allow_oversize", "oversize_padding"),
+    "subpatching": ("patch_size", "mode", "padding_fill", "allow_oversize", "oversize_padding", "warm_grid"),
     "postprocess": ("mask_size_threshold", "fill_holes", "dilate"),
     "return_format": ("type", "epsilon", "max_points"),
 }
-TOP_KEYS = ("fullframe_resize", *SECTION_KEYS)
+TOP_KEYS = ("fullframe_resize", *SECTION_KEYS, "prefetch")
 POLYGON_ONLY_KEYS = ("epsilon", "max_points")
 
 
@@ -89,6 +90,7 @@ class Subpatching:
     padding_fill: tuple[int, int, int] = (0, 0, 0)
     allow_oversize: bool = True
     oversize_padding: float = 0.05
+    warm_grid: bool = False  # encode the frame at warm-up as a grid of windows (frames.grid_windows)
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class ExtraParams:
     subpatching: Subpatching | None = None
     postprocess: Postprocess = field(default_factory=Postprocess)
     return_format: ReturnFormat = field(default_factory=ReturnFormat)
+    prefetch: int = 2  # the next tasks (sequential order) prepared when a task opens; 0: none
     source: dict = field(default_factory=dict, compare=False)  # the normalised JSON, for storage
 
     @property
@@ -169,6 +172,7 @@ def parse_extra_params(raw: Any) -> ExtraParams:
         subpatching=section("subpatching", _subpatching),
         postprocess=problems.take(_postprocess, obj.get("postprocess"), problems, return_format) or Postprocess(),
         return_format=return_format,
+        prefetch=problems.take(_prefetch, obj["prefetch"], f"{ROOT}.prefetch", default=2) if "prefetch" in obj else 2,
         source=obj,
     )
     problems.raise_any(order=list(obj))
@@ -240,7 +244,14 @@ def _subpatching(value: Any, problems: _Problems) -> Subpatching:
             10.0,
             default=d.oversize_padding,
         ),
+        warm_grid=problems.take(_bool, obj.get("warm_grid", d.warm_grid), f"{path}.warm_grid", default=d.warm_grid),
     )
+
+
+def _prefetch(value: Any, path: str) -> int:
+    if not _is_int(value) or not 0 <= value <= MAX_PREFETCH:
+        raise RequestError(path, f"must be an int from 0 to {MAX_PREFETCH}, got {describe(value)}")
+    return value
 
 
 def _patch_size(size: Any, path: str) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from . import metrics
 from .artifacts import new_request_dir, write_artifacts
 from .errors import RequestError, Stopped, describe
 from .fetch import ImageFetcher, LocalImage
-from .frames import FrameMap, Window, extract_patch, frame_size, full_frame, plan_frame
+from .frames import FrameMap, Window, extract_patch, frame_size, full_frame, grid_windows, plan_frame
 from .framestore import FrameStore
 from .images import ImageInfo, decode_frame, read_info
 from .labelconfig import OutputControl, find_output_control
@@ -29,7 +29,7 @@ from .postprocess import postprocess
 from .prompts import MAX_PROMPT_POINTS, parse_prompt
 from .results import polygons, regions
 
-__all__ = ["Prediction", "embedding_key", "padding_fill", "Pipeline"]
+__all__ = ["Prediction", "embedding_key", "padding_fill", "warm_windows", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,14 @@ def embedding_key(digest: str, frame_map: FrameMap, fill: tuple[int, int, int]) 
     window reaching past the frame, the padding colour."""
     padded = frame_map.valid_box() != (0, 0, *frame_map.patch_size)
     return digest, frame_map.frame_size, astuple(frame_map.window), fill if padded else None
+
+
+def warm_windows(image_size: tuple[int, int], params: ExtraParams) -> list[FrameMap]:
+    """What a warm-up encodes: the whole frame without subpatching, the grid of windows with
+    `subpatching.warm_grid` (`grid_windows`), nothing otherwise (the window depends on the click)."""
+    if params.subpatching is None:
+        return [full_frame(image_size, params)]
+    return grid_windows(image_size, params) if params.subpatching.warm_grid else []
 
 
 def padding_fill(params: ExtraParams) -> tuple[int, int, int]:
@@ -143,25 +151,37 @@ class Pipeline:
 
     def warm(self, task: dict, label_config: str, params: ExtraParams, pause=lambda: None) -> str:
         """Prepare the task's image for its first click: fetch it, decode its frame into the frame
-        store and, without subpatching, encode the whole frame. `pause()` runs before each stage
-        (the warm-up waits there for clicks in flight). Returns what was done, for the log."""
+        store and encode it (`prepare`). `pause()` runs before each stage (the warm-up waits there
+        for clicks in flight). Returns what was done, for the log."""
         control = find_output_control(label_config, params.return_format.type)
         pause()
         local, info, field = self.image(task, control)
         with local:
-            frame_map = full_frame(info.size, params)
+            return self.prepare(local, info, field, params, pause)
+
+    def prepare(self, local: LocalImage, info: ImageInfo, field: str, params: ExtraParams, pause=lambda: None) -> str:
+        """Decode the image's frame into the frame store and encode its windows (`warm_windows`)
+        that no cache holds yet; an image whose windows are all held is not decoded at all."""
+        fill = padding_fill(params)
+        windows = warm_windows(info.size, params)
+        todo = self.windows_to_encode(local.digest, info.size, params)
+        frame_w, frame_h = frame_size(info.size, params)
+        if windows and not todo:
+            return f"frame {frame_w}x{frame_h}: {len(windows)} embeddings were held"
+        pause()
+        frame = self.frame(local, info, (frame_w, frame_h), field)
+        encoded = 0
+        for frame_map, key in todo:
             pause()
-            frame = self.frame(local, info, frame_map.frame_size, field)
-            if params.subpatching is not None:
-                return f"frame {frame_map.frame_size[0]}x{frame_map.frame_size[1]} stored"
-            pause()
-            fill = padding_fill(params)
-            encoded = self.segmenter.embed(
-                extract_patch(frame, frame_map, fill), embedding_key(local.digest, frame_map, fill)
-            )
-            return f"frame {frame_map.frame_size[0]}x{frame_map.frame_size[1]} stored, " + (
-                "embedding encoded" if encoded else "embedding was cached"
-            )
+            encoded += self.segmenter.embed(extract_patch(frame, frame_map, fill), key)
+        what = f"frame {frame_w}x{frame_h} stored"
+        return what + (f", {encoded} of {len(windows)} embeddings encoded" if windows else "")
+
+    def windows_to_encode(self, digest: str, image_size: tuple[int, int], params: ExtraParams) -> list:
+        """(frame map, key) of each window a warm-up encodes (`warm_windows`) that no cache holds."""
+        fill = padding_fill(params)
+        keys = ((fm, embedding_key(digest, fm, fill)) for fm in warm_windows(image_size, params))
+        return [(fm, key) for fm, key in keys if not self.segmenter.holds(key)]
 
     def image(
         self, task: dict, control: OutputControl, should_stop: Callable[[], bool] | None = None
@@ -179,11 +199,12 @@ class Pipeline:
         return local, info, field
 
     def encoded_windows(self, digest: str, size: tuple[int, int], fill: tuple[int, int, int]) -> list[Window]:
-        """The windows of this image's frame of this size whose embedding the segmenter holds and that
-        show the same pixels with this padding fill (a window inside the frame shows no fill)."""
+        """The windows of this image's frame of this size whose embedding the segmenter holds (in
+        memory or in the embedding store) and that show the same pixels with this padding fill (a
+        window inside the frame shows no fill)."""
         return [
             Window(*window)
-            for key_digest, key_size, window, key_fill in self.segmenter.cached_keys()
+            for key_digest, key_size, window, key_fill in self.segmenter.cached_keys(digest)
             if key_digest == digest and key_size == size and key_fill in (None, fill)
         ]
 

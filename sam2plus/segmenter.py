@@ -1,7 +1,10 @@
 """SAM2 behind a tiny surface: build once, `predict(patch, key, prompt)` -> low-res logits.
 
 The image encoder's output is kept per patch key in a memory-bounded LRU, so a repeated
-click on the same patch runs only the prompt encoder and the mask decoder.
+click on the same patch runs only the prompt encoder and the mask decoder. Behind it, when
+`Segmenter.store` is set, the embedding store on disk (sam2plus/embeddingstore.py) keeps every
+encoded window for the other workers, restarted processes and replicas sharing its folder: a
+miss in memory reads the store before it runs the encoder, and every encoder run is stored.
 
 Threads: the model is one and read-only; the image state lives in a predictor of each call
 (`SAM2ImagePredictor` keeps the current image's features on the instance, so one shared
@@ -171,6 +174,10 @@ class EmbeddingCache:
         with self._lock:
             return list(self._items)
 
+    def __contains__(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._items
+
     def put(self, key: tuple, features: dict) -> None:
         size = sum(t.numel() * t.element_size() for t in _tensors(features))
         if size > self.max_bytes:
@@ -234,6 +241,7 @@ class Segmenter:
         )
         self.input_size = int(model.image_size)
         self.cache = EmbeddingCache(cache_bytes)
+        self.store = None  # an EmbeddingStore keyed on `identity` (model.py sets it), or None
         self.encoder_runs = 0
         self._encoder = threading.Lock()
         if device.startswith("cuda") and torch.cuda.get_device_properties(0).major >= 8:
@@ -258,9 +266,18 @@ class Segmenter:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def cached_keys(self) -> list[tuple]:
-        """The patch keys whose embedding is held now."""
-        return self.cache.keys()
+    def cached_keys(self, digest: str | None = None) -> list[tuple]:
+        """The patch keys whose embedding is held now: in memory and, for the image with this
+        content `digest`, in the embedding store."""
+        keys = self.cache.keys()
+        if digest is not None and self.store is not None:
+            held = set(keys)
+            keys += [key for key in self.store.keys(digest) if key not in held]
+        return keys
+
+    def holds(self, key: tuple) -> bool:
+        """Whether the embedding of `key` is held, in memory or in the store (nothing is read)."""
+        return key in self.cache or (self.store is not None and self.store.contains(key))
 
     def embed(self, patch: np.ndarray, key: tuple) -> bool:
         """Make sure the embedding of `patch` is cached under `key`; True when this call encoded it."""
@@ -305,6 +322,8 @@ class Segmenter:
         """The patch's image features from the cache, or from an encoder run under the encoder lock
         (a request that waited there for another's run of the same key takes its result)."""
         features = self.cache.get(key)
+        if features is None:
+            features = self._stored(key)
         if features is not None:
             return features, False
         with self._encoder:
@@ -320,4 +339,25 @@ class Segmenter:
             metrics.count_encoder_run(time.perf_counter() - started)
             self.cache.put(key, predictor._features)
             release_free_memory()
-            return predictor._features, True
+        self._keep(key, predictor._features)
+        return predictor._features, True
+
+    def _stored(self, key: tuple) -> dict | None:
+        """The features of `key` from the embedding store, moved to the model's device and cached
+        in memory; None without a store or on a miss."""
+        if self.store is None:
+            return None
+        stored = self.store.get(key)
+        if stored is None:
+            return None
+        features = {
+            name: value.to(self.device) if isinstance(value, torch.Tensor) else [t.to(self.device) for t in value]
+            for name, value in stored.items()
+        }
+        self.cache.put(key, features)
+        return features
+
+    def _keep(self, key: tuple, features: dict) -> None:
+        """Store what the encoder made for the other processes (failures are the store's to log)."""
+        if self.store is not None:
+            self.store.put(key, features)

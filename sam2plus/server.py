@@ -260,13 +260,16 @@ def _worker_counts(model) -> dict:
     """This worker's encoder runs, cache and warm-up counters (the JSON view of /metrics)."""
     segmenter = model.pipeline.segmenter
     cache = getattr(segmenter, "cache", None)
+    store = getattr(segmenter, "store", None)
     frames = model.pipeline.frames
     warmup = model.warmup
     return {
         "encoder_runs": getattr(segmenter, "encoder_runs", None),
         "embedding_cache": {"hits": cache.hits, "misses": cache.misses, "bytes": cache.bytes} if cache else None,
+        "embedding_store": {"hits": store.hits, "misses": store.misses, "stored": store.stored} if store else None,
         "frame_cache": {"hits": frames.hits, "misses": frames.misses},
         "warmups": {"queued": warmup.queued, "dropped": warmup.dropped, "done": warmup.done, "failed": warmup.failed},
+        "prefetches": dict(warmup.prefetches),
     }
 
 

@@ -134,13 +134,15 @@ def _settings_problem(url: str | None) -> str | None:
 
 def workers_warning(workers: int, device: str) -> str | None:
     """A warning for WORKERS > 1 on a CUDA device: each worker holds its own SAM2 and embedding
-    cache, and a task's clicks spread over the workers each run the encoder again."""
+    cache in GPU memory (a task's clicks spread over the workers read the embedding store, or run
+    the encoder again where it is off)."""
     if workers <= 1 or device == "cpu":
         return None
     if device == "auto" and _cuda_devices() == 0:
         return None
     return (
         f"WORKERS={workers} on a CUDA device: each worker loads its own SAM2 on the GPU and keeps its own "
-        "embedding cache, so a task's clicks that land on another worker run the encoder again; "
-        "prefer WORKERS=1 with THREADS for concurrency, one replica per GPU (docs/scaling-out.md)"
+        "embedding cache there, and a task's clicks that land on another worker read the embedding store "
+        "(or, with EMBEDDING_STORE_MB=0, run the encoder again); prefer WORKERS=1 with THREADS for "
+        "concurrency, one replica per GPU, unless the GPU has memory to spare (docs/scaling-out.md)"
     )

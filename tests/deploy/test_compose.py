@@ -418,7 +418,7 @@ def test_replicas_compose_runs_three_backends_one_gpu_each_behind_haproxy_with_p
     assert published(front) == [(env["HOST_ADDRESS"], env["HOST_PORT"], 8080)]
     assert front["command"][-1] == "/etc/sam2plus-front/replicas.cfg"
     assert front["environment"] == {f"REPLICA{n}_ADDR": f"replica{n}:9090" for n in (1, 2, 3)}
-    gpus, caches = [], []
+    gpus, caches, stores = [], [], []
     for name, service in replicas.items():
         assert published(service) == [] and service["container_name"] == f"{env['CONTAINER_NAME']}-{name}"
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
@@ -429,7 +429,9 @@ def test_replicas_compose_runs_three_backends_one_gpu_each_behind_haproxy_with_p
         assert set(service["networks"]) == {"replicas", "settings"}
         assert service["depends_on"]["settings-db"]["condition"] == "service_healthy"
         assert ServingConfig.from_env(service["environment"]).workers == 1, "one worker per GPU"
+        stores.append(mount(service, "/cache/embeddings")["source"])
     assert gpus == [["0"], ["1"], ["3"]] and len(set(caches)) == 3
+    assert stores == [host_path(env["CACHE_DIR"]) + "/embeddings"] * 3, "one embedding store for all replicas"
     assert db["image"] == "postgres:15" and "POSTGRES_PASSWORD" not in db["environment"]
     # Its passwords are Compose secrets the replicas never see; the role script runs when the database is made.
     assert db["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/settings_db_admin_password"

@@ -55,7 +55,7 @@ def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "-m", "sam2plus.bench", "--size", "2400x1800", "--repeats", "1", "--annotators", "2"]
-        + ["--json", str(out)],
+        + ["--json", str(out), "--no-store"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -77,3 +77,50 @@ def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
     assert "multi_p95_over_alone" in run.stdout and "session: encoder runs" in run.stdout
     # GPU memory is a CUDA figure: present and None on CPU (tests/gpu measures it on CUDA).
     assert {figures[key] for key in GPU_KEYS} == {None} and "peak GPU memory" not in run.stdout
+
+
+STORE_KEYS = {
+    "store_decoder_ms",
+    "store_click_ms",
+    "store_repeat_ms",
+    "store_read_ms",
+    "other_process_decoder_ms",
+    "other_process_click_ms",
+    "restart_first_ms",
+    "prefetched_decoder_ms",
+    "prefetched_first_ms",
+    "prefetched_repeat_ms",
+    "grid_decoder_ms",
+    "grid_click_ms",
+}
+
+
+@pytest.mark.slow
+def test_the_store_scenarios_report_their_figures_and_identical_regions(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "sam2plus.bench", "--store-only", "--repeats", "1", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert STORE_KEYS <= figures.keys() and all(figures[key] > 0 for key in STORE_KEYS)
+    # Facts, not timings: every answer is a fresh encoder run's; no click of another process, of the
+    # prefetched task or of the grid ran the encoder; an embedding is 16 MiB and a small header.
+    assert set(figures["store_regions_identical"].values()) == {True}, figures["store_regions_identical"]
+    assert figures["other_process_encoder_runs"] == 0 and figures["grid_click_encoder_runs"] == 0
+    assert figures["grid_windows"] == 9
+    assert 16 << 20 < figures["store_bytes_per_embedding"] < (16 << 20) + 4096
+    assert set(figures["store_ratios"]) == {
+        "store_click_over_decoder",
+        "other_process_click_over_decoder",
+        "restart_first_over_decoder",
+        "prefetched_first_over_decoder",
+        "grid_click_over_decoder",
+        "store_click_over_repeat",
+        "prefetched_first_over_repeat",
+    }
+    assert "click served from the store" in run.stdout and "SAM2Plus repeated click" not in run.stdout

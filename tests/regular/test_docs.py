@@ -67,3 +67,33 @@ def test_the_readmes_settings_are_rows_of_the_configuration_table():
 
     short = variables(section("## Settings people change most").text)
     assert len(short) >= 8 and short <= variables(section("## Configuration").text)
+
+
+def _module_map() -> str:
+    """The module map: the first code block of docs/how-it-works.md."""
+    text = (REPO / "docs" / "how-it-works.md").read_text()
+    return text.split("```\n", 2)[1]
+
+
+def _mapped_modules(block: str) -> set[str]:
+    return set(re.findall(r"\b([a-z_]+)\.py\b", block))
+
+
+def test_the_module_map_names_every_module_of_sam2plus():
+    """docs/how-it-works.md's map is kept true: a module added to sam2plus/ without a line there fails."""
+    modules = {path.stem for path in (REPO / "sam2plus").glob("*.py")} - {"__init__"}
+    mapped = _mapped_modules(_module_map())
+    assert len(modules) > 30 and modules - mapped == set(), "add these to docs/how-it-works.md's module map"
+    outside = {"model", "_wsgi", "conf"}  # model.py, _wsgi.py, gunicorn.conf.py
+    assert mapped - modules <= outside, "the map names modules that are gone"
+
+
+def test_the_module_map_check_reads_every_name_of_a_line():
+    block = "sam2plus/server.py  routes\n  results.py, rle.py  regions\n"
+    assert _mapped_modules(block) == {"server", "results", "rle"}
+
+
+def test_the_click_diagram_is_a_mermaid_block_the_site_renders():
+    text = (REPO / "docs" / "how-it-works.md").read_text()
+    assert "```mermaid\nflowchart" in text
+    assert "name: mermaid" in (REPO / "mkdocs.yml").read_text(), "superfences' custom fence"

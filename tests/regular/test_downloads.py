@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from sam2plus import boundedfolder
 from sam2plus import downloads as downloads_module
 from sam2plus.downloads import EVICTION_LOCK, USAGE, DownloadCache, default_max_files
 
@@ -92,7 +93,7 @@ def test_stores_do_not_rescan_the_folder(tmp_path, monkeypatch):
     assert cache.usage()[:2] == (cache.size(), 100)
     store_all(cache, 60, tag="more")  # past 150 files: each store past the bound scans and evicts
     assert len(files_in(cache.directory)) == 150 and 1 < cache.scans <= 11
-    monkeypatch.setattr(downloads_module, "RESCAN_SECONDS", 0.0)  # the total is old: it is recounted
+    monkeypatch.setattr(boundedfolder, "RESCAN_SECONDS", 0.0)  # the total is old: it is recounted
     before = cache.scans
     store_all(cache, 3, tag="late")
     assert cache.scans == before + 3

@@ -40,6 +40,8 @@ INTERNAL = {
     ("sam2plus/warmup.py", "job.name"): "warmup._name: built with logtext",
     ("sam2plus/warmup.py", "what"): "Pipeline.warm's summary (sizes and stage names)",
     ("sam2plus/warmup.py", "(time.perf_counter() - started) * 1000"): "a duration",
+    ("sam2plus/warmup.py", "kind"): "a literal of the backend's: warm-up or prefetch",
+    ("sam2plus/warmup.py", "job.kind"): "a literal of the backend's: warm-up, prefetch or look-up",
     ("sam2plus/metrics.py", "record.__name__"): "a function's name",
     ("sam2plus/metrics.py", "type(exc).__name__"): "a class name",
     ("sam2plus/metrics.py", "exc"): "prometheus-client's or the disk's error under PROMETHEUS_MULTIPROC_DIR",

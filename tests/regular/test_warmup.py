@@ -246,3 +246,61 @@ def test_a_warm_up_behind_a_click_on_a_dripping_host_waits_no_longer_than_the_de
     assert time.monotonic() - started < FETCH_TIMEOUT + 3
     click.join(WAIT)
     assert answers[0].status_code == 422 and "timed out" in answers[0].get_json()["error"]
+
+
+# ---------------------------------------------------------------- a grid of windows at warm-up
+
+
+@pytest.mark.parametrize(
+    ("frame", "patch", "mode"),
+    [((1600, 1200), 512, "default"), ((3000, 700), 1024, "default"), ((1000, 2500), 768, "padding")],
+)
+def test_every_click_falls_inside_a_grid_window_by_the_reuse_rule(frame, patch, mode):
+    """Points all over the frame (its corners and edges too) are each served by a grid window."""
+    from sam2plus.frames import grid_windows, plan_frame
+    from sam2plus.params import parse_extra_params
+    from sam2plus.prompts import parse_prompt
+
+    params = parse_extra_params({"subpatching": {"patch_size": patch, "mode": mode, "warm_grid": True}})
+    windows = [fm.window for fm in grid_windows(frame, params)]
+    stride = patch - 2 * -(-patch // 8)
+    per_side = [1 + max(0, -(-(side - patch) // stride)) for side in frame]
+    assert len(windows) == per_side[0] * per_side[1]
+    width, height = frame
+    xs = [0.5, width / 3, width / 2, width - 0.5, *range(7, width, 97)]
+    ys = [0.5, height / 3, height - 0.5, *range(5, height, 89)]
+    for x in xs:
+        for y in ys:
+            prompt = parse_prompt(point_context([(x, y)], width, height))
+            served = plan_frame(frame, prompt, params, windows)
+            assert served.reused and served.window in windows, (x, y)
+
+
+def test_a_grid_project_is_encoded_at_warm_up_and_its_clicks_run_no_encoder(backend):
+    model, client, cache = backend
+    _setup(client, {"subpatching": {"patch_size": 512, "warm_grid": True}})
+    _open(client, "scene.jpg")
+    assert model.warmup.wait(WAIT) and model.warmup.done == 1
+    runs = model.pipeline.segmenter.encoder_runs
+    assert runs == 4 * 3  # 1600x1200 in 512-px windows 384 px apart (an inset of 64 each side): 4 x 3
+    for point in [(SCENE.cx, SCENE.cy), (10, 10), (1590, 1190), (800, 20)]:
+        body = {
+            "tasks": [{"id": 1, "data": {"image": "scene.jpg"}}],
+            "project": PROJECT,
+            "label_config": label_config(),
+            "params": {"context": point_context([point], SCENE.width, SCENE.height)},
+        }
+        assert client.post("/predict", json=body).status_code == 200
+    assert model.pipeline.segmenter.encoder_runs == runs, "every click found its grid window"
+    _open(client, "scene.jpg")
+    assert model.warmup.wait(WAIT) and model.pipeline.segmenter.encoder_runs == runs, "held: nothing encoded again"
+
+
+def test_warm_grid_is_validated_like_the_rest(backend):
+    _, client, _ = backend
+    answer = client.post(
+        "/setup", json={"project": PROJECT, "extra_params": {"subpatching": {"warm_grid": "yes"}, "prefetch": 99}}
+    )
+    assert answer.status_code == 400
+    text = answer.get_json()["error"]
+    assert "extra_params.subpatching.warm_grid" in text and "extra_params.prefetch" in text

@@ -1,6 +1,6 @@
 """WORKERS > 1 on a CUDA device is logged as a warning at start (issue 19, item 2): each worker
 loads its own SAM2 and embedding cache on the GPU, and a task's clicks spread over the workers
-run the encoder again."""
+read the embedding store (or run the encoder again where it is off)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def test_more_than_one_worker_on_cuda_is_a_warning_naming_the_cost_and_the_remed
     for device in ("cuda", "cuda:1"):
         warning = workers_warning(2, device)
         assert warning.startswith("WORKERS=2 on a CUDA device")
-        assert "run the encoder again" in warning and "WORKERS=1 with THREADS" in warning
+        assert "GPU" in warning and "embedding store" in warning and "WORKERS=1 with THREADS" in warning
 
 
 def test_one_worker_or_a_cpu_gives_no_warning():

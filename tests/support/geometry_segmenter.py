@@ -26,9 +26,12 @@ class ColorRegionSegmenter:
         self.encoder_runs = 0
         self._encoded: dict = {}  # key -> None, in the order encoded
 
-    def cached_keys(self) -> list[tuple]:
+    def cached_keys(self, digest: str | None = None) -> list[tuple]:
         """The keys "encoded" so far (the double forgets nothing)."""
         return list(self._encoded)
+
+    def holds(self, key: tuple) -> bool:
+        return key in self._encoded
 
     def embed(self, patch: np.ndarray, key: tuple) -> bool:
         return self._encode(key)
