@@ -50,7 +50,16 @@ MAX_EPSILON = 1024.0  # polygon tolerance in patch pixels
 MAX_POINTS = 10_000
 MAX_PARAMS_TEXT = 65536  # characters of extra_params given as a JSON string (a full one is ~500)
 
-RETURN_TYPES = ("BrushLabels", "Brush", "PolygonLabels", "Polygon", "RectangleLabels", "Rectangle")
+RETURN_TYPES = (
+    "BrushLabels",
+    "Brush",
+    "PolygonLabels",
+    "Polygon",
+    "RectangleLabels",
+    "Rectangle",
+    "BitmaskLabels",  # Label Studio 1.20 and newer
+    "Bitmask",
+)
 SECTION_KEYS = {
     "subpatching": ("patch_size", "mode", "padding_fill", "allow_oversize", "oversize_padding"),
     "postprocess": ("mask_size_threshold", "fill_holes", "dilate"),
@@ -114,7 +123,7 @@ class ReturnFormat:
 
     @property
     def kind(self) -> str:
-        """'brush', 'polygon' or 'rectangle'."""
+        """'brush', 'polygon', 'rectangle' or 'bitmask'."""
         return self.type.lower().removesuffix("labels")
 
     @property

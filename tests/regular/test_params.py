@@ -280,6 +280,8 @@ def test_fullframe_resize_bad_values(value, fragments):
         ("pOlYgOn", "Polygon"),
         ("RectangleLABELS", "RectangleLabels"),
         ("rectangle", "Rectangle"),
+        ("bitmaskLABELS", "BitmaskLabels"),
+        ("BITMASK", "Bitmask"),
     ],
 )
 def test_return_format_type_is_case_insensitive(given, canonical):
@@ -301,6 +303,7 @@ def test_return_format_defaults():
         ("BrushLabel", "BrushLabels"),
         ("PolygonLabel", "PolygonLabels"),
         ("rectanglelabel", "RectangleLabels"),
+        ("BitmaskLabel", "BitmaskLabels"),
     ],
 )
 def test_singular_brushlabel_is_rejected(singular, plural):
@@ -317,12 +320,12 @@ def test_unknown_return_type_is_rejected(value):
     _assert_error(
         {"return_format": {"type": value}},
         "extra_params.return_format.type",
-        "must be one of BrushLabels, Brush, PolygonLabels, Polygon, RectangleLabels, Rectangle",
+        "must be one of BrushLabels, Brush, PolygonLabels, Polygon, RectangleLabels, Rectangle, BitmaskLabels, Bitmask",
         json.dumps(value),
     )
 
 
-@pytest.mark.parametrize("type_", ["BrushLabels", "Brush", "RectangleLabels", "Rectangle"])
+@pytest.mark.parametrize("type_", ["BrushLabels", "Brush", "RectangleLabels", "Rectangle", "BitmaskLabels", "Bitmask"])
 @pytest.mark.parametrize("key, value", [("epsilon", 0.01), ("max-points", 50)])
 def test_epsilon_on_brush_format_is_misplaced(type_, key, value):
     norm = key.replace("-", "_")
