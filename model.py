@@ -9,6 +9,7 @@ import sam2plus
 from sam2plus import artifacts as review
 from sam2plus.config import ServerConfig
 from sam2plus.errors import RequestError, describe
+from sam2plus.events import ack_region, capabilities_region, parse_event
 from sam2plus.fetch import ImageFetcher, LabelStudioAuth
 from sam2plus.framestore import FrameStore
 from sam2plus.images import read_info
@@ -87,11 +88,17 @@ class SAM2Plus:
         answer is no results, at once, and each task's image is warmed up in the background.
         `artifacts`: the client asks for review artifacts (allowed only with ARTIFACTS=request);
         `should_stop`: called between stages, True stops the click (its client went away).
+        A context with `event` follows the interactive event protocol (`sam2plus.events`).
         """
+        event = parse_event(context)
+        if event == "capabilities":  # task-agnostic
+            return self._answer([capabilities_region(self.model_version)])
         if not isinstance(tasks, list) or not tasks:
             raise RequestError("tasks", f"must be a non-empty list of tasks, got {describe(tasks)}")
         if context is not None and not isinstance(context, dict):
             raise RequestError("context", f"must be a JSON object with a 'result' list, got {describe(context)}")
+        if event in ("prewarm", "release"):
+            return self._answer([self._task_event(event, tasks, project, label_config)])
         if not context or not context.get("result"):
             if context is None:
                 self._warm_up(tasks, project, label_config)
@@ -109,6 +116,32 @@ class SAM2Plus:
             # relative to CACHE_DIR: the answer never reveals the server's paths
             response["artifacts"] = prediction.artifacts.relative_to(self.config.cache_dir).as_posix()
         return response
+
+    def _answer(self, regions: list[dict]) -> dict:
+        return {
+            "results": [{"result": regions, "model_version": self.model_version}],
+            "model_version": self.model_version,
+        }
+
+    def _task_event(self, event: str, tasks: list, project, label_config) -> dict:
+        """`prewarm`: queue the tasks' warm-ups; `release`: drop the stored frames and this process's
+        embeddings of the tasks' images (those a click or warm-up of this process has seen)."""
+        params = self._params(project)
+        control = find_output_control(label_config, params.return_format.type)
+        names = (control.from_name, control.to_name)
+        if event == "prewarm":
+            queued = self.warmup.submit(tasks, label_config, params, project)
+            value = {"status": "ok", "cached": [], "pending": [0] if queued else [], "queued": queued}
+            return ack_region(event, value, *names)
+        frames = embeddings = 0
+        for task in tasks:
+            data = task.get("data") if isinstance(task, dict) else None
+            value = data.get(control.image_key) if isinstance(data, dict) else None
+            digest = self.pipeline.task_images.digest(value) if isinstance(value, str) else None
+            if digest is not None:
+                frames += self.pipeline.frames.discard(digest)
+                embeddings += self.pipeline.segmenter.forget(digest)
+        return ack_region(event, {"status": "released", "frames": frames, "embeddings": embeddings}, *names)
 
     def _artifacts_wanted(self, requested: bool) -> bool:
         """Whether this click writes review artifacts: always with ARTIFACTS=on; with

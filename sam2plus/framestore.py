@@ -80,6 +80,15 @@ class FrameStore:
         for path in self.directory.glob(f"*{SUFFIX}"):
             path.unlink(missing_ok=True)
 
+    def discard(self, digest: str) -> int:
+        """Delete the stored frames of every size of the image with this digest; returns how many."""
+        removed = 0
+        for path in self.directory.glob(f"{digest}-*{SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        return removed
+
     def _decode_into_file(self, path: Path, size: tuple[int, int], decode: Decoder) -> np.ndarray:
         width, height = size
         nbytes = width * height * 3

@@ -171,6 +171,15 @@ class EmbeddingCache:
         with self._lock:
             return list(self._items)
 
+    def discard(self, digest: str) -> int:
+        """Drop the features of every patch of the image with this content digest (a key's first
+        item); returns how many."""
+        with self._lock:
+            keys = [key for key in self._items if key and key[0] == digest]
+            for key in keys:
+                self.bytes -= self._items.pop(key)[1]
+        return len(keys)
+
     def put(self, key: tuple, features: dict) -> None:
         size = sum(t.numel() * t.element_size() for t in _tensors(features))
         if size > self.max_bytes:
@@ -261,6 +270,10 @@ class Segmenter:
     def cached_keys(self) -> list[tuple]:
         """The patch keys whose embedding is held now."""
         return self.cache.keys()
+
+    def forget(self, digest: str) -> int:
+        """Drop the cached embeddings of the image with this content digest; returns how many."""
+        return self.cache.discard(digest)
 
     def embed(self, patch: np.ndarray, key: tuple) -> bool:
         """Make sure the embedding of `patch` is cached under `key`; True when this call encoded it."""

@@ -30,6 +30,13 @@ class ColorRegionSegmenter:
         """The keys "encoded" so far (the double forgets nothing)."""
         return list(self._encoded)
 
+    def forget(self, digest: str) -> int:
+        """Forget the "embeddings" of the image with this digest, as Segmenter.forget does."""
+        keys = [key for key in self._encoded if key[0] == digest]
+        for key in keys:
+            del self._encoded[key]
+        return len(keys)
+
     def embed(self, patch: np.ndarray, key: tuple) -> bool:
         return self._encode(key)
 
