@@ -17,6 +17,7 @@ from sam2plus.labelconfig import find_output_control
 from sam2plus.logtext import logtext
 from sam2plus.params import ExtraParams, parse_extra_params
 from sam2plus.pipeline import Pipeline
+from sam2plus.preannotate import pre_annotate
 from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
 from sam2plus.settings import open_settings
 from sam2plus.warmup import Warmup
@@ -68,7 +69,14 @@ class SAM2Plus:
         invalid ones leave the stored ones untouched."""
         params = parse_extra_params(extra_params)
         if schema:
-            find_output_control(schema, params.return_format.type, "schema")
+            control = find_output_control(schema, params.return_format.type, "schema")
+            label = params.auto_annotation.label if params.auto_annotation else None
+            if label is not None and control.labels and label not in control.labels:
+                raise RequestError(
+                    "extra_params.auto_annotation.label",
+                    f"{describe(label)} is not a label of <{control.tag} name={describe(control.from_name)}> "
+                    f"(its labels: {describe(list(control.labels), 200)})",
+                )
         self.settings.save(project, params)
         return params
 
@@ -85,7 +93,8 @@ class SAM2Plus:
         """Label Studio's /predict: one interactive click -> {"results": [{"result": [...], "score": ...}]}.
 
         Without a context (Label Studio opening a task, or a batch of tasks to pre-annotate) the
-        answer is no results, at once, and each task's image is warmed up in the background.
+        answer is no results, at once, and each task's image is warmed up in the background; a
+        project with auto_annotation gets each task's automatic masks instead (`sam2plus.preannotate`).
         `artifacts`: the client asks for review artifacts (allowed only with ARTIFACTS=request);
         `should_stop`: called between stages, True stops the click (its client went away).
         A context with `event` follows the interactive event protocol (`sam2plus.events`).
@@ -101,6 +110,12 @@ class SAM2Plus:
             return self._answer([self._task_event(event, tasks, project, label_config)])
         if not context or not context.get("result"):
             if context is None:
+                params = self._auto_annotation_params(project)
+                if params is not None:
+                    answers = pre_annotate(
+                        self.pipeline, tasks, label_config, params, self.model_version, self.warmup.wait_for_clicks
+                    )
+                    return {"results": answers, "model_version": self.model_version}
                 self._warm_up(tasks, project, label_config)
             return {"results": [], "model_version": self.model_version}
         write_artifacts = self._artifacts_wanted(artifacts)
@@ -157,6 +172,15 @@ class SAM2Plus:
 
     def _params(self, project) -> ExtraParams:
         return self.settings.load(_project_id(project)) if project is not None else ExtraParams()
+
+    def _auto_annotation_params(self, project) -> ExtraParams | None:
+        """The project's params when they ask for pre-annotation (auto_annotation), else None (and
+        None when they cannot be read: the warm-up logs that)."""
+        try:
+            params = self._params(project)
+        except RequestError:
+            return None
+        return params if params.auto_annotation is not None else None
 
     def _warm_up(self, tasks: list, project, label_config) -> None:
         """Queue the tasks' warm-ups; a project whose settings cannot be read is logged and skipped."""

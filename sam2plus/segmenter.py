@@ -308,6 +308,36 @@ class Segmenter:
         best = int(np.argmax(scores))
         return SegmentOutput(np.asarray(low_res[best], dtype=np.float32), float(scores[best]), encoded)
 
+    def predict_points(self, patch: np.ndarray, key: tuple, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SAM2's three candidate masks for each single positive point (N x 2, continuous patch
+        coordinates) on `patch`, as the automatic mask generator asks, in one decoder batch:
+        low-resolution logits (N, 3, 256, 256) and predicted IoUs (N, 3). The encoder runs (or
+        the cache serves) as for a click."""
+        height, width = patch.shape[:2]
+        features, _ = self._features(patch, key)
+        predictor = self._predictor()
+        predictor._features = features
+        predictor._orig_hw = [(LOW_RES, LOW_RES)]
+        predictor._is_image_set = True
+        fractions = np.asarray(points, np.float64) / (width, height) - 0.5 / self.input_size
+        if not len(fractions):
+            return np.zeros((0, 3, LOW_RES, LOW_RES), np.float32), np.zeros((0, 3), np.float32)
+        started = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            _, iou, low_res = predictor.predict(
+                point_coords=fractions[:, None, :],
+                point_labels=np.ones((len(fractions), 1), np.int64),
+                multimask_output=True,
+                return_logits=True,
+                normalize_coords=False,
+            )
+        metrics.observe_stage("decoder", time.perf_counter() - started)
+        count = len(fractions)
+        return (
+            np.asarray(low_res, np.float32).reshape(count, 3, LOW_RES, LOW_RES),
+            np.asarray(iou, np.float32).reshape(count, 3),
+        )
+
     def _predictor(self):
         """A predictor of this call over the shared model: its own image state, the model's weights."""
         predictor = copy.copy(self.predictor)
