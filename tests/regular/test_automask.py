@@ -10,6 +10,7 @@ The scene's 30 windows take about 5 s an annotation on 2 cores: those tests are 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from sam2plus.automask import point_grid, stability_scores
 from sam2plus.frames import tile_windows
 from sam2plus.params import parse_extra_params
 from sam2plus.preannotate import PARTIAL, annotate_task, pre_annotate
+from sam2plus.warmup import Warmup
 from tests.support.inprocess import PROJECT, SCENE, make_backend, predict_body
 from tests.support.scenes import BACKGROUND, bitmask_mask, brush_mask, iou, label_config
 
@@ -191,3 +193,23 @@ def test_a_promptless_predict_of_a_project_with_auto_annotation_answers_each_tas
         },
     )
     assert refused.status_code == 400 and "extra_params.auto_annotation.label" in refused.get_json()["error"]
+
+
+def test_clicks_go_first_a_window_waits_while_a_click_is_in_flight(geometry_pipeline, tmp_path):
+    task = {"id": 1, "data": {"image": SCENE.write(tmp_path / "scene.jpg").as_posix()}}
+    params = parse_extra_params({"auto_annotation": {"points_per_side": 4}})
+    warmup = Warmup(geometry_pipeline)
+    answers = []
+
+    def annotate():
+        answers.append(pre_annotate(geometry_pipeline, [task], label_config(), params, "v1", warmup.wait_for_clicks))
+
+    with warmup.click():
+        worker = threading.Thread(target=annotate)
+        worker.start()
+        time.sleep(0.5)
+        assert worker.is_alive() and geometry_pipeline.segmenter.encoder_runs == 0, "no window while a click runs"
+    worker.join(30)
+    assert not worker.is_alive() and geometry_pipeline.segmenter.encoder_runs == 1
+    [[entry]] = answers
+    assert len(entry["result"]) == 1 and entry["model_version"] == "v1"
