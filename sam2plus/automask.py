@@ -11,11 +11,11 @@ merged from its pieces where they agree inside the overlap. Masks live in image 
 over its own bounding box (`Mask`), so a 100-megapixel image never has a full-size mask.
 
 Bounded: at most `max_regions` per image (highest scores first), none smaller than `min_area`
-image pixels, and the work stops at its deadline: windows not reached are missing from the
-answer, which says so. A mask that touches all four edges of its window is taken for the
-background and dropped: an object larger than a window both ways is found only from the windows
-that hold its outline (a hole may remain where a window saw nothing but it; give such images a
-larger patch, or none).
+image pixels, at most MAX_HELD_BYTES of masks held at once, and the work stops at its deadline:
+windows not reached are missing from the answer, which says so. A mask that touches all four
+edges of its window is taken for the background and dropped: an object larger than a window
+both ways is found only from the windows that hold its outline (a hole may remain where a window
+saw nothing but it; give such images a larger patch, or none).
 """
 
 from __future__ import annotations
@@ -31,12 +31,15 @@ from .frames import FrameMap, extract_patch, tile_windows
 from .masks import Mask, mask_from_logits, mask_in_image
 from .params import AutoAnnotation, ExtraParams
 
-__all__ = ["Proposal", "AutoMasks", "point_grid", "stability_scores", "auto_masks"]
+__all__ = ["MAX_HELD_BYTES", "Proposal", "AutoMasks", "point_grid", "stability_scores", "auto_masks"]
 
 STABILITY_OFFSET = 1.0  # logits, as SAM2's generator
 MERGE_AGREEMENT = 0.5  # of the smaller piece's pixels inside the windows' overlap, shared by both pieces
-SAME_OBJECT_IOU = 0.7
-POINTS_PER_BATCH = 64  # as SAM2's generator  # two masks of different windows overlapping this much are one object
+SAME_OBJECT_IOU = 0.7  # two masks of different windows overlapping this much are one object
+POINTS_PER_BATCH = 64  # as SAM2's generator
+# The masks of one image held at once (each over its own bounding box, in image pixels). Huge
+# masks of a huge image without subpatching (a 100-megapixel background is 100 MB) beyond it are dropped.
+MAX_HELD_BYTES = 1 << 30
 
 
 @dataclass
@@ -96,12 +99,15 @@ def auto_masks(
     windows = tile_windows(image_size, params, _overlap(params, auto))
     runs_before = getattr(segmenter, "encoder_runs", 0)
     proposals: list[Proposal] = []
-    done = 0
+    held = done = 0
     for index, frame_map in enumerate(windows):
         if time.monotonic() >= deadline:
             break
         pause()
-        proposals += window_proposals(segmenter, frame, frame_map, key(digest, frame_map), auto, index)
+        for proposal in window_proposals(segmenter, frame, frame_map, key(digest, frame_map), auto, index):
+            if held + proposal.mask.bits.nbytes <= MAX_HELD_BYTES:  # best first: the worst are dropped
+                proposals.append(proposal)
+                held += proposal.mask.bits.nbytes
         done += 1
     masks, scores = merge(proposals, windows, auto)
     return AutoMasks(masks, scores, len(windows), done, getattr(segmenter, "encoder_runs", 0) - runs_before)
@@ -133,7 +139,7 @@ def window_proposals(
     box = _image_box(frame_map)
     edges = _window_edges(frame_map)
     proposals = []
-    for i in _box_nms(logits, iou, auto.box_nms_thresh, valid):
+    for i in _box_nms(logits, iou, auto.box_nms_thresh, valid):  # best first
         mask = mask_in_image(mask_from_logits(logits[i], frame_map), frame_map)
         if mask.area < max(1, auto.min_area) or _touches(mask, box, every=True):
             continue
