@@ -104,7 +104,10 @@ def auto_masks(
         if time.monotonic() >= deadline:
             break
         pause()
-        for proposal in window_proposals(segmenter, frame, frame_map, key(digest, frame_map), auto, index):
+        found = window_proposals(segmenter, frame, frame_map, key(digest, frame_map), auto, index, deadline)
+        if found is None:  # the deadline passed inside the window: its part is not kept
+            break
+        for proposal in found:
             if held + proposal.mask.bits.nbytes <= MAX_HELD_BYTES:  # best first: the worst are dropped
                 proposals.append(proposal)
                 held += proposal.mask.bits.nbytes
@@ -114,17 +117,27 @@ def auto_masks(
 
 
 def window_proposals(
-    segmenter, frame: np.ndarray, frame_map: FrameMap, key: tuple, auto: AutoAnnotation, index: int
-) -> list[Proposal]:
-    """The objects one window shows: the grid's candidates kept by score, stability and box NMS.
-    The decoder takes POINTS_PER_BATCH points at a time and only the kept candidates' logits stay
-    (a 32 x 32 grid's 3072 candidates would be 800 MB of logits)."""
+    segmenter,
+    frame: np.ndarray,
+    frame_map: FrameMap,
+    key: tuple,
+    auto: AutoAnnotation,
+    index: int,
+    deadline: float = math.inf,
+) -> list[Proposal] | None:
+    """The objects one window shows: the grid's candidates kept by score, stability and box NMS,
+    at most `max_regions`; None when `deadline` (time.monotonic()) passed first. The decoder takes
+    POINTS_PER_BATCH points at a time and only the kept candidates' logits stay (a 32 x 32 grid's
+    3072 candidates would be 800 MB of logits)."""
     vx0, vy0, vx1, vy1 = frame_map.valid_box()
     points = point_grid(auto.points_per_side) * (vx1 - vx0, vy1 - vy0) + (vx0, vy0)
     patch = extract_patch(frame, frame_map, (0, 0, 0))
     pw, ph = frame_map.patch_size
     kept_logits, kept_iou = [], []
+    sx, sy = frame_map.scale
     for start in range(0, len(points), POINTS_PER_BATCH):
+        if time.monotonic() >= deadline:
+            return None
         logits, iou = segmenter.predict_points(patch, key, points[start : start + POINTS_PER_BATCH])
         logits = logits.reshape(-1, *logits.shape[-2:])
         iou = iou.reshape(-1)
@@ -132,6 +145,9 @@ def window_proposals(
         valid = (vx0 * lw / pw, vy0 * lh / ph, vx1 * lw / pw, vy1 * lh / ph)  # in logits
         keep = np.flatnonzero(iou >= auto.pred_iou_thresh)
         keep = keep[stability_scores(logits[keep]) >= auto.stability_score_thresh]
+        # the area in image pixels, from the logits: the small ones go before they are upsampled
+        area = np.count_nonzero(logits[keep] > 0, axis=(-2, -1)) * (pw / lw) * (ph / lh) / (sx * sy)
+        keep = keep[area >= 0.5 * auto.min_area]
         keep = keep[_box_nms(logits[keep], iou[keep], auto.box_nms_thresh, valid)]  # per batch: bounded memory
         kept_logits.append(logits[keep])
         kept_iou.append(iou[keep])
@@ -140,6 +156,10 @@ def window_proposals(
     edges = _window_edges(frame_map)
     proposals = []
     for i in _box_nms(logits, iou, auto.box_nms_thresh, valid):  # best first
+        if time.monotonic() >= deadline:
+            return None
+        if len(proposals) >= auto.max_regions:
+            break
         mask = mask_in_image(mask_from_logits(logits[i], frame_map), frame_map)
         if mask.area < max(1, auto.min_area) or _touches(mask, box, every=True):
             continue
