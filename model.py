@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import sam2plus
@@ -22,10 +23,11 @@ from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
 from sam2plus.settings import open_settings
 from sam2plus.warmup import Warmup
 
-__all__ = ["MAX_PROJECT_ID", "SAM2Plus"]
+__all__ = ["MAX_PROJECT_ID", "MAX_REQUEST_BUDGET", "SAM2Plus"]
 
 log = logging.getLogger(__name__)
 
+MAX_REQUEST_BUDGET = 3600  # seconds a client may give one pre-annotation request (time_budget)
 MAX_PROJECT_ID = 128  # characters; Label Studio's ids are "<id>.<created_at timestamp>", about 15
 
 
@@ -88,7 +90,15 @@ class SAM2Plus:
         return {"model_version": self.model_version}
 
     def predict(
-        self, tasks, context=None, project=None, label_config=None, artifacts=False, should_stop=None, **_ignored
+        self,
+        tasks,
+        context=None,
+        project=None,
+        label_config=None,
+        artifacts=False,
+        should_stop=None,
+        time_budget=None,
+        **_ignored,
     ) -> dict:
         """Label Studio's /predict: one interactive click -> {"results": [{"result": [...], "score": ...}]}.
 
@@ -97,6 +107,8 @@ class SAM2Plus:
         project with auto_annotation gets each task's automatic masks instead (`sam2plus.preannotate`).
         `artifacts`: the client asks for review artifacts (allowed only with ARTIFACTS=request);
         `should_stop`: called between stages, True stops the click (its client went away).
+        `time_budget`: seconds for a pre-annotation instead of the project's (a client that waits
+        longer than Label Studio, such as `python -m sam2plus.annotate_project`).
         A context with `event` follows the interactive event protocol (`sam2plus.events`).
         """
         event = parse_event(context)
@@ -112,6 +124,9 @@ class SAM2Plus:
             if context is None:
                 params = self._auto_annotation_params(project)
                 if params is not None:
+                    budget = _time_budget(time_budget)
+                    if budget is not None:
+                        params = replace(params, auto_annotation=replace(params.auto_annotation, time_budget=budget))
                     answers = pre_annotate(
                         self.pipeline, tasks, label_config, params, self.model_version, self.warmup.wait_for_clicks
                     )
@@ -190,6 +205,15 @@ class SAM2Plus:
             log.warning("no warm-up for project %s: %s", logtext(project), logtext(exc))
             return
         self.warmup.submit(tasks, label_config, params, project)
+
+
+def _time_budget(value) -> float | None:
+    """A request's own pre-annotation budget: None, or seconds from 1 to MAX_REQUEST_BUDGET."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_REQUEST_BUDGET:
+        raise RequestError("time_budget", f"must be seconds from 1 to {MAX_REQUEST_BUDGET}, got {describe(value)}")
+    return float(value)
 
 
 def _project_id(project) -> str:

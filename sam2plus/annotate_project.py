@@ -1,16 +1,17 @@
 """Pre-annotate a whole Label Studio project with SAM2Plus's automatic masks, task by task.
 
     python -m sam2plus.annotate_project --label-studio URL --api-key KEY --project ID --backend URL
-                                        [--limit N] [--timeout SECONDS]
+                                        [--limit N] [--time-budget SECONDS]
 
 Label Studio's own *Retrieve predictions* sends every selected task in one /predict and waits
 100 s for it, so a large project cannot depend on it. This command asks the backend for one task
 at a time (its project's auto_annotation settings, stored by Label Studio's /setup) and stores
 each answer through Label Studio's predictions endpoint (`POST /api/predictions`), with a
-progress bar on stderr. It is resumable: a task that already has a prediction of the backend's
-model version is skipped, so a run stopped (Ctrl-C, a crash, `--limit`) goes on where it was;
-a task answered partially (the time budget ran out: model version ending in ":partial") is
-done again and its partial prediction replaced.
+progress bar on stderr; `--time-budget` gives each task more time than the 90 s Label Studio's
+own requests are held to (a CPU backend needs it for large images). It is resumable: a task that
+already has a prediction of the backend's model version is skipped, so a run stopped (Ctrl-C, a
+crash, `--limit`) goes on where it was; a task answered partially (the time budget ran out:
+model version ending in ":partial") is done again and its partial prediction replaced.
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ def project_uid(project: dict) -> str:
     return f"{project['id']}.{int(created.timestamp())}"
 
 
-def annotate_project(ls: LabelStudio, backend: str, project_id: int, limit: int | None, timeout: float) -> dict:
+def annotate_project(
+    ls: LabelStudio, backend: str, project_id: int, limit: int | None, budget: float | None = None
+) -> dict:
     """Pre-annotate the project's tasks that lack a complete prediction of the backend's model version."""
     project = ls.call("GET", f"/api/projects/{project_id}")
-    health = requests.get(backend.rstrip("/") + "/health", timeout=timeout)
+    timeout = (budget or 90) + 60  # the backend answers within the budget, then the regions travel
+    health = requests.get(backend.rstrip("/") + "/health", timeout=60)
     health.raise_for_status()
     version = health.json()["model_version"]
     stored = ls.call("GET", f"/api/predictions?project={project_id}") or []
@@ -94,6 +98,8 @@ def annotate_project(ls: LabelStudio, backend: str, project_id: int, limit: int 
             "label_config": project["label_config"],
             "params": {"context": None},
         }
+        if budget is not None:
+            body["time_budget"] = budget
         answer = requests.post(backend.rstrip("/") + "/predict", json=body, timeout=timeout)
         entry = (answer.json().get("results") or [{}])[0] if answer.ok else {"error": answer.text[:200]}
         if "result" not in entry:
@@ -132,10 +138,14 @@ def main(argv=None) -> int:
     parser.add_argument("--project", type=int, required=True, help="the project's id")
     parser.add_argument("--backend", required=True, help="SAM2Plus's URL (user:password@ for basic auth)")
     parser.add_argument("--limit", type=int, help="at most this many tasks in this run")
-    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for one task's answer")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        help="seconds the backend may spend on one task (1 to 3600; default: the project's time_budget)",
+    )
     args = parser.parse_args(argv)
     counts = annotate_project(
-        LabelStudio(args.label_studio, args.api_key), args.backend, args.project, args.limit, args.timeout
+        LabelStudio(args.label_studio, args.api_key), args.backend, args.project, args.limit, args.time_budget
     )
     print(" ".join(f"{key}={value}" for key, value in counts.items()))
     return 1 if counts["failed"] else 0

@@ -213,3 +213,18 @@ def test_clicks_go_first_a_window_waits_while_a_click_is_in_flight(geometry_pipe
     assert not worker.is_alive() and geometry_pipeline.segmenter.encoder_runs == 1
     [[entry]] = answers
     assert len(entry["result"]) == 1 and entry["model_version"] == "v1"
+
+
+def test_a_request_may_bring_its_own_pre_annotation_budget_within_bounds(tmp_path):
+    client, _ = make_backend(tmp_path)
+    params = {"auto_annotation": {"points_per_side": 4, "time_budget": 1}}
+    setup = client.post("/setup", json={"project": PROJECT, "schema": label_config(), "extra_params": params})
+    assert setup.status_code == 200, setup.get_json()
+    body = predict_body()
+    body["params"]["context"] = None
+    for budget in (0, 3601, "60", True):
+        answer = client.post("/predict", json={**body, "time_budget": budget})
+        assert answer.status_code == 400 and answer.get_json()["error"].startswith("time_budget:"), answer.get_json()
+    answer = client.post("/predict", json={**body, "time_budget": 600}).get_json()
+    [entry] = answer["results"]
+    assert len(entry["result"]) == 1 and entry["model_version"] == answer["model_version"]
