@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
-from sam2plus.bitmask import decode_bitmask
 from sam2plus.frames import FrameMap, Window
 from sam2plus.labelconfig import find_output_control
 from sam2plus.masks import Mask
 from sam2plus.params import RETURN_TYPES, parse_extra_params
 from sam2plus.results import component_boxes, polygons, regions, simplify
-from tests.support.scenes import DiscScene, label_config, rect_context
+from tests.support.scenes import DiscScene, bitmask_mask, brush_mask, label_config, rect_context
 
 # Blobs (x0, y0, x1, y1) in mask pixels, listed top to bottom, with areas 600, 2400, 100 and
 # 2 x 25 (two squares touching at a corner: one 8-connected blob). Largest first is L, M, S, D:
@@ -151,14 +150,9 @@ def test_a_brush_on_a_half_size_frame_covers_each_mask_pixel_with_two_by_two_ima
 def test_a_bitmask_holds_exactly_the_pixels_of_the_brush_of_the_same_mask(frame_map):
     (brush,) = answer(blobs(), frame_map, "BrushLabels")
     (bitmask,) = answer(blobs(), frame_map, "BitmaskLabels")
-    width, height = frame_map.image_size
     assert bitmask["type"] == "bitmasklabels" and bitmask["value"]["bitmasklabels"] == ["tooth"]
     assert set(bitmask["value"]) == {"imageDataURL", "bitmasklabels"}
-    mask, size = decode_bitmask(bitmask["value"]["imageDataURL"])
-    assert size == (width, height)
-    painted = np.zeros((height, width), bool)
-    painted[mask.y : mask.y + mask.bits.shape[0], mask.x : mask.x + mask.bits.shape[1]] = mask.bits
-    assert np.array_equal(painted, decode_rle(brush["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0)
+    assert np.array_equal(bitmask_mask(bitmask), brush_mask(brush))  # both of the image's size
 
 
 def test_a_click_answers_the_same_pixels_in_brushlabels_and_bitmasklabels(geometry_pipeline, tmp_path):
@@ -169,12 +163,9 @@ def test_a_click_answers_the_same_pixels_in_brushlabels_and_bitmasklabels(geomet
     for type_ in ("BrushLabels", "BitmaskLabels"):
         params = parse_extra_params({"subpatching": {"patch_size": 512}, "return_format": {"type": type_}})
         (answers[type_],) = geometry_pipeline.run(task, context, label_config(type_), params).regions
-    brush = decode_rle(answers["BrushLabels"]["value"]["rle"]).reshape(700, 900, 4)[:, :, 3] > 0
-    mask, size = decode_bitmask(answers["BitmaskLabels"]["value"]["imageDataURL"])
-    painted = np.zeros((700, 900), bool)
-    painted[mask.y : mask.y + mask.bits.shape[0], mask.x : mask.x + mask.bits.shape[1]] = mask.bits
-    assert size == (900, 700) and brush.sum() > 0.9 * np.pi * 120**2
-    assert np.array_equal(painted, brush)
+    brush = brush_mask(answers["BrushLabels"])
+    assert brush.sum() > 0.9 * np.pi * 120**2
+    assert np.array_equal(bitmask_mask(answers["BitmaskLabels"]), brush)
     assert answers["BitmaskLabels"]["value"]["bitmasklabels"] == ["object"]
 
 
