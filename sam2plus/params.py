@@ -66,7 +66,7 @@ RETURN_TYPES = (
     "Polygon",
     "RectangleLabels",
     "Rectangle",
-    "BitmaskLabels",  # Label Studio 1.20 and newer
+    "BitmaskLabels",  # Label Studio 1.21 and newer
     "Bitmask",
 )
 SECTION_KEYS = {
