@@ -112,6 +112,7 @@ class SAM2Plus:
         A context with `event` follows the interactive event protocol (`sam2plus.events`).
         """
         event = parse_event(context)
+        budget = _time_budget(time_budget)
         if event == "capabilities":  # task-agnostic
             return self._answer([capabilities_region(self.model_version)])
         if not isinstance(tasks, list) or not tasks:
@@ -124,7 +125,6 @@ class SAM2Plus:
             if context is None:
                 params = self._auto_annotation_params(project)
                 if params is not None:
-                    budget = _time_budget(time_budget)
                     if budget is not None:
                         params = replace(params, auto_annotation=replace(params.auto_annotation, time_budget=budget))
                     answers = pre_annotate(
