@@ -6,7 +6,8 @@ picture of an image is the backend's (16-bit, alpha, EXIF and all). Full-frame p
 drawn on a downscaled frame (JPEGs are decoded straight at a reduced size); region crops come
 from the full-resolution image but cover only the region. A brush region is decoded from its
 RLE once (label-studio-sdk's decoder) and immediately cut down to the region's bounding box, so
-no other full-resolution mask is ever built.
+no other full-resolution mask is ever built; a bitmask region's PNG is read as Label Studio's
+editor reads it (`sam2plus.bitmask.decode_bitmask`: alpha > 0) and cropped the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sam2plus.bitmask import decode_bitmask
 from sam2plus.errors import RequestError
 from sam2plus.images import ImageInfo, decode_frame, read_info
 from sam2plus.pictures import draw_prompt, preview_scale, resize, save_picture, scaled_size
@@ -106,6 +108,8 @@ def region_shapes(regions: list[dict], size: tuple[int, int]) -> list[Shape]:
         label = next((v[0] for k, v in value.items() if k.endswith("labels") and isinstance(v, list) and v), None)
         if "rle" in value:
             shape = _mask_shape(value["rle"], width, height, index)
+        elif "imageDataURL" in value:
+            shape = _bitmask_shape(value["imageDataURL"], width, height, index)
         elif "points" in value:
             ring = np.asarray(value["points"], dtype=np.float64).reshape(-1, 2) / 100 * (width, height)
             shape = Shape("polygon", _bbox(ring, width, height), rings=[ring])
@@ -190,6 +194,19 @@ def _mask_shape(rle, width: int, height: int, index: int) -> Shape | None:
     cols = np.flatnonzero(band.any(axis=0))
     x0, x1, y0, y1 = int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
     return Shape("mask", (x0, y0, x1, y1), mask=band[:, x0:x1] > 0)
+
+
+def _bitmask_shape(data_url, width: int, height: int, index: int) -> Shape | None:
+    try:
+        mask, size = decode_bitmask(str(data_url), max_pixels=width * height)
+    except ValueError as exc:
+        raise ProbeError(f"result[{index}].value.imageDataURL: {exc}", FAILED) from None
+    if size != (width, height):
+        raise ProbeError(f"result[{index}].value.imageDataURL is {size[0]}x{size[1]}, not {width}x{height}", FAILED)
+    if mask.area == 0:
+        return None
+    h, w = mask.bits.shape
+    return Shape("mask", (mask.x, mask.y, mask.x + w, mask.y + h), mask=mask.bits)
 
 
 def _draw_mask(canvas: np.ndarray, shape: Shape, scale: float, origin, color) -> None:

@@ -23,6 +23,9 @@ as the editor serialises them: a refinement click resends every earlier point of
 - 4 annotators at once (threads through `SAM2Plus.predict`) on 4 images of 3000x2000 without
   subpatching, each a first click and 6 refinement clicks 0.3 s apart, starting 1 s after one
   another, against the same clicks alone, before and after (`multi_*`).
+
+The Bitmask PNG (`bitmask_*`) is timed and sized against the brush RLE of the same mask, the
+main click's and a large disc's, on the benchmark image's size (100 megapixels by default).
 """
 
 from __future__ import annotations
@@ -45,12 +48,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .bitmask import bitmask_data_url
 from .config import UNTRAINED, ServerConfig
 from .contexts import context, control, keypoint_region, label_config, rectangle_region
 from .frames import extract_patch, plan_frame
 from .images import read_info
 from .labelconfig import find_output_control
-from .masks import mask_in_image
+from .masks import Mask, mask_in_image
 from .pipeline import padding_fill
 from .prompts import parse_prompt
 from .rle import encode_brush_rle
@@ -295,7 +299,9 @@ def run(
     figures.update(request_path_memory(figures["device"]))  # the request path ends here
     figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
     figures.update(component_figures(model, image_path, scene, repeats, cold))
-    figures.update(rle_figures(model, task, scene, repeats))
+    local = click_mask(model, task, scene)
+    figures.update(rle_figures(local, scene, repeats))
+    figures.update(bitmask_figures(local, scene, repeats))
     figures.update(stock_figures(model, image_path, scene, repeats))
     figures["ratios"] = ratios(figures)
     return figures
@@ -479,19 +485,24 @@ def component_figures(model, image_path: Path, scene: Scene, repeats: int, cold)
     return figures
 
 
-def rle_figures(model, task: list, scene: Scene, repeats: int) -> dict:
-    """The brush RLE of the main click's own mask (a disc at the box when untrained weights found
-    nothing): SAM2Plus's encoder on the mask's bounding box against label-studio-sdk's `mask2rle`
-    on the full-resolution mask, and whether the two are identical."""
-    from label_studio_sdk.converter.brush import mask2rle
-
-    pipeline = model.pipeline
-    prediction = pipeline.run(task[0], scene.context(scene.main_box), LABEL_CONFIG, model.settings.load("BrushLabels"))
+def click_mask(model, task: list, scene: Scene) -> Mask:
+    """The main click's own mask in image pixels (a disc at the box when untrained weights found nothing)."""
+    prediction = model.pipeline.run(
+        task[0], scene.context(scene.main_box), LABEL_CONFIG, model.settings.load("BrushLabels")
+    )
     local = mask_in_image(prediction.mask, prediction.frame_map)
     if local.area == 0:
         x0, y0, _, _ = scene.main_box
         yy, xx = np.mgrid[-160:160, -160:160]
-        local = type(local)(xx**2 + yy**2 <= 150**2, x0, y0)
+        local = Mask(xx**2 + yy**2 <= 150**2, x0, y0)
+    return local
+
+
+def rle_figures(local: Mask, scene: Scene, repeats: int) -> dict:
+    """The brush RLE of the main click's mask: SAM2Plus's encoder on the mask's bounding box against
+    label-studio-sdk's `mask2rle` on the full-resolution mask, and whether the two are identical."""
+    from label_studio_sdk.converter.brush import mask2rle
+
     figures = {"rle_mask_px": local.area}
     figures["rle_ms"], ours = median_ms(
         lambda: encode_brush_rle(local.bits, local.x, local.y, scene.width, scene.height), repeats * 3
@@ -501,6 +512,28 @@ def rle_figures(model, task: list, scene: Scene, repeats: int) -> dict:
     full[local.y : local.y + h, local.x : local.x + w] = local.bits
     figures["rle_sdk_ms"], theirs = median_ms(lambda: mask2rle(full * 255), repeats)
     figures["rle_identical"] = list(theirs) == list(ours)
+    return figures
+
+
+def bitmask_figures(local: Mask, scene: Scene, repeats: int) -> dict:
+    """The Bitmask PNG data URL against the brush RLE (as the JSON Label Studio stores), time and size:
+    for the main click's mask (`bitmask_*`) and for a large object, a disc of a quarter of the
+    image's height in radius (`bitmask_large_*`)."""
+    radius = scene.height // 4
+    yy, xx = np.ogrid[-radius:radius, -radius:radius]
+    large = Mask(xx**2 + yy**2 < radius**2, scene.width // 2 - radius, scene.height // 2 - radius)
+    figures = {}
+    for name, mask in (("bitmask", local), ("bitmask_large", large)):
+        placed = (mask.bits, mask.x, mask.y, scene.width, scene.height)
+        png_ms, url = median_ms(lambda placed=placed: bitmask_data_url(*placed), repeats * 3)
+        rle_ms, rle = median_ms(lambda placed=placed: encode_brush_rle(*placed), repeats * 3)
+        figures |= {
+            f"{name}_mask_px": mask.area,
+            f"{name}_png_ms": png_ms,
+            f"{name}_rle_ms": rle_ms,
+            f"{name}_url_bytes": len(url),
+            f"{name}_rle_json_bytes": len(json.dumps(rle, separators=(",", ":"))),
+        }
     return figures
 
 
@@ -714,6 +747,11 @@ def ratios(figures: dict) -> dict:
         "warm_first_over_encoder": figures["warm_first_ms"] / figures["session_encoder_ms"],
         "warm_first_over_cold_first": figures["warm_first_ms"] / figures["cold_first_ms"],
         "multi_p95_over_alone": figures["multi_refine_p95_ms"] / figures["multi_alone_refine_p95_ms"],
+        "bitmask_png_over_rle_ms": figures["bitmask_png_ms"] / figures["bitmask_rle_ms"],
+        "bitmask_url_over_rle_json_bytes": figures["bitmask_url_bytes"] / figures["bitmask_rle_json_bytes"],
+        "bitmask_large_png_over_rle_ms": figures["bitmask_large_png_ms"] / figures["bitmask_large_rle_ms"],
+        "bitmask_large_url_over_rle_json_bytes": figures["bitmask_large_url_bytes"]
+        / figures["bitmask_large_rle_json_bytes"],
     }
 
 
@@ -767,6 +805,12 @@ def print_table(figures: dict) -> None:
         print(f"  {'peak GPU memory, SAM2Plus request path':38s} {figures['peak_gpu_mb']:10.0f} MB")
         print(f"  {'peak GPU memory, stock pipeline':38s} {figures['stock_peak_gpu_mb']:10.0f} MB")
     print(f"  RLE identical to label-studio-sdk: {figures['rle_identical']} ({figures['rle_mask_px']} mask px)")
+    for name, what in (("bitmask", "click's mask"), ("bitmask_large", "large disc")):
+        print(
+            f"  Bitmask PNG, {what} ({figures[f'{name}_mask_px']} px): {figures[f'{name}_png_ms']:.1f} ms, "
+            f"{figures[f'{name}_url_bytes']} B data URL; brush RLE {figures[f'{name}_rle_ms']:.1f} ms, "
+            f"{figures[f'{name}_rle_json_bytes']} B JSON"
+        )
     for name, value in figures["ratios"].items():
         print(f"  {name:38s} {value:10.2f}")
 

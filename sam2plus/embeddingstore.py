@@ -176,6 +176,13 @@ class EmbeddingStore:
                 found.append(key)
         return found
 
+    def discard(self, digest: str) -> int:
+        """Delete this model's stored windows of the image with this content digest; returns how many."""
+        keys = self.keys(digest)
+        for key in keys:
+            self._remove(self.path(key))
+        return len(keys)
+
     def _key_of(self, path: Path) -> tuple | None:
         try:
             with open(path, "rb") as file:

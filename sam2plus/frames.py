@@ -41,6 +41,7 @@ __all__ = [
     "grid_windows",
     "plan_frame",
     "extract_patch",
+    "tile_windows",
 ]
 
 REUSE_INSET = 1 / 8  # of the window's width and height: the least margin between a prompt and a reused window's edge
@@ -236,6 +237,29 @@ def _place(centre: float, size: int, frame: int, padding: bool) -> int:
     if size >= frame:  # a frame smaller than the patch sits in the patch's middle
         return -((size - frame) // 2)
     return min(max(start, 0), frame - size)
+
+
+def tile_windows(image_size: tuple[int, int], params: ExtraParams, overlap: int) -> list[FrameMap]:
+    """Windows of the patch size covering the whole frame, row by row, neighbours sharing at least
+    `overlap` frame pixels (spread evenly, the last one at the frame's edge); one window of the whole
+    frame without subpatching. A frame narrower than a patch gets windows as wide as the frame."""
+    full = full_frame(image_size, params)
+    if params.subpatching is None:
+        return [full]
+    frame_w, frame_h = full.frame_size
+    patch_w, patch_h = (min(p, f) for p, f in zip(params.subpatching.patch_size, full.frame_size, strict=True))
+    xs = _starts(frame_w, patch_w, overlap)
+    ys = _starts(frame_h, patch_h, overlap)
+    return [FrameMap(image_size, full.frame_size, Window(x, y, patch_w, patch_h), "patch") for y in ys for x in xs]
+
+
+def _starts(length: int, size: int, overlap: int) -> list[int]:
+    """Evenly spread starts of windows of `size` over `length`, neighbours sharing at least `overlap`."""
+    if size >= length:
+        return [0]
+    stride = max(1, size - min(overlap, size - 1))
+    count = math.ceil((length - size) / stride) + 1
+    return [round(i * (length - size) / (count - 1)) for i in range(count)]
 
 
 def extract_patch(frame: np.ndarray, frame_map: FrameMap, fill: tuple[int, int, int]) -> np.ndarray:

@@ -82,6 +82,13 @@ class FrameStore:
         for path in self.directory.glob(f"*{SUFFIX}"):
             path.unlink(missing_ok=True)
 
+    def discard(self, digest: str) -> int:
+        """Delete the stored frames of every size of the image with this digest; returns how many."""
+        paths = list(self.directory.glob(f"{digest}-*{SUFFIX}"))
+        for path in paths:
+            self.folder.remove(path)  # taken out of the folder's running total too
+        return len(paths)
+
     def _decode_into_file(self, path: Path, size: tuple[int, int], decode: Decoder) -> np.ndarray:
         width, height = size
         nbytes = width * height * 3

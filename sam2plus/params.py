@@ -28,6 +28,10 @@ __all__ = [
     "MAX_EPSILON",
     "MAX_POINTS",
     "MAX_PARAMS_TEXT",
+    "MAX_POINTS_PER_SIDE",
+    "MAX_REGIONS",
+    "MAX_TIME_BUDGET",
+    "AutoAnnotation",
     "RETURN_TYPES",
     "SECTION_KEYS",
     "TOP_KEYS",
@@ -49,13 +53,38 @@ MAX_DILATE_FRACTION = 2.0
 MAX_EPSILON = 1024.0  # polygon tolerance in patch pixels
 MAX_POINTS = 10_000
 MAX_PREFETCH = 8  # next tasks prepared when a task opens
+MAX_POINTS_PER_SIDE = 64  # auto_annotation: a 64 x 64 grid is 4096 prompts per window
+MAX_REGIONS = 2000  # auto_annotation: regions of one image
+# Label Studio 1.23.2 waits ML_TIMEOUT_PREDICT = 100 s for a /predict (ml/api_connector.py); an
+# auto-annotation answers within its time budget, at most this, so that the answer arrives.
+MAX_TIME_BUDGET = 90.0
 MAX_PARAMS_TEXT = 65536  # characters of extra_params given as a JSON string (a full one is ~500)
 
-RETURN_TYPES = ("BrushLabels", "Brush", "PolygonLabels", "Polygon", "RectangleLabels", "Rectangle")
+RETURN_TYPES = (
+    "BrushLabels",
+    "Brush",
+    "PolygonLabels",
+    "Polygon",
+    "RectangleLabels",
+    "Rectangle",
+    "BitmaskLabels",  # Label Studio 1.21 and newer
+    "Bitmask",
+)
 SECTION_KEYS = {
     "subpatching": ("patch_size", "mode", "padding_fill", "allow_oversize", "oversize_padding", "warm_grid"),
     "postprocess": ("mask_size_threshold", "fill_holes", "dilate"),
     "return_format": ("type", "epsilon", "max_points"),
+    "auto_annotation": (
+        "label",
+        "points_per_side",
+        "pred_iou_thresh",
+        "stability_score_thresh",
+        "box_nms_thresh",
+        "min_area",
+        "max_regions",
+        "overlap",
+        "time_budget",
+    ),
 }
 TOP_KEYS = ("fullframe_resize", *SECTION_KEYS, "prefetch")
 POLYGON_ONLY_KEYS = ("epsilon", "max_points")
@@ -116,12 +145,29 @@ class ReturnFormat:
 
     @property
     def kind(self) -> str:
-        """'brush', 'polygon' or 'rectangle'."""
+        """'brush', 'polygon', 'rectangle' or 'bitmask'."""
         return self.type.lower().removesuffix("labels")
 
     @property
     def labelled(self) -> bool:
         return self.type.endswith("Labels")
+
+
+@dataclass(frozen=True)
+class AutoAnnotation:
+    """Automatic masks for a prompt-less /predict (pre-annotation): SAM2's point grid per window,
+    scored and de-duplicated, objects cut by a window's edge merged; bounded in regions, area
+    and time. Opt-in: the section's presence turns it on."""
+
+    label: str | None = None  # None: the output tag's first label
+    points_per_side: int = 32  # a grid of this many x this many point prompts per window
+    pred_iou_thresh: float = 0.8  # SAM2's predicted IoU of a mask, at least
+    stability_score_thresh: float = 0.95  # IoU of the mask thresholded at -1 and +1 logits, at least
+    box_nms_thresh: float = 0.7  # masks of one window whose boxes overlap more are one object
+    min_area: int = 100  # image pixels; smaller regions are dropped
+    max_regions: int = 200  # per image, highest scores first
+    overlap: int | None = None  # frame pixels neighbouring windows share; None: a quarter of the patch
+    time_budget: float = 60.0  # seconds for one /predict, all its tasks together
 
 
 @dataclass(frozen=True)
@@ -131,6 +177,7 @@ class ExtraParams:
     postprocess: Postprocess = field(default_factory=Postprocess)
     return_format: ReturnFormat = field(default_factory=ReturnFormat)
     prefetch: int = 2  # the next tasks (sequential order) prepared when a task opens; 0: none
+    auto_annotation: AutoAnnotation | None = None
     source: dict = field(default_factory=dict, compare=False)  # the normalised JSON, for storage
 
     @property
@@ -173,6 +220,7 @@ def parse_extra_params(raw: Any) -> ExtraParams:
         postprocess=problems.take(_postprocess, obj.get("postprocess"), problems, return_format) or Postprocess(),
         return_format=return_format,
         prefetch=problems.take(_prefetch, obj["prefetch"], f"{ROOT}.prefetch", default=2) if "prefetch" in obj else 2,
+        auto_annotation=section("auto_annotation", _auto_annotation),
         source=obj,
     )
     problems.raise_any(order=list(obj))
@@ -318,6 +366,42 @@ def _return_format(value: Any, problems: _Problems) -> ReturnFormat:
             _max_points, obj.get("max_points", d.max_points), f"{path}.max_points", default=d.max_points
         ),
     )
+
+
+def _auto_annotation(value: Any, problems: _Problems) -> AutoAnnotation:
+    path = f"{ROOT}.auto_annotation"
+    obj = _normalised_object(value, path, problems)
+    _reject_unknown(obj, SECTION_KEYS["auto_annotation"], path, problems)
+    d = AutoAnnotation()
+
+    def take(key: str, check, *args):
+        if key not in obj or (key in ("label", "overlap") and obj[key] is None):
+            return getattr(d, key)
+        return problems.take(check, obj[key], f"{path}.{key}", *args, default=getattr(d, key))
+
+    return AutoAnnotation(
+        label=take("label", _label),
+        points_per_side=take("points_per_side", _int_in, 1, MAX_POINTS_PER_SIDE),
+        pred_iou_thresh=take("pred_iou_thresh", _number_in, 0.0, 1.0),
+        stability_score_thresh=take("stability_score_thresh", _number_in, 0.0, 1.0),
+        box_nms_thresh=take("box_nms_thresh", _number_in, 0.0, 1.0),
+        min_area=take("min_area", _int_in, 0, 1 << 40),
+        max_regions=take("max_regions", _int_in, 1, MAX_REGIONS),
+        overlap=take("overlap", _int_in, 0, MAX_PATCH_SIZE // 2),
+        time_budget=float(take("time_budget", _number_in, 1.0, MAX_TIME_BUDGET)),
+    )
+
+
+def _label(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise RequestError(path, f"must be a label of the output tag (1 to 200 characters), got {describe(value)}")
+    return value
+
+
+def _int_in(value: Any, path: str, low: int, high: int) -> int:
+    if not _is_int(value) or not low <= value <= high:
+        raise RequestError(path, f"must be an int from {low} to {high}, got {describe(value)}")
+    return int(value)
 
 
 def _max_points(value: Any, path: str) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 from . import metrics
 from .artifacts import new_request_dir, write_artifacts
 from .errors import RequestError, Stopped, describe
+from .events import TaskImages
 from .fetch import ImageFetcher, LocalImage
 from .frames import FrameMap, Window, extract_patch, frame_size, full_frame, grid_windows, plan_frame
 from .framestore import FrameStore
@@ -79,6 +80,7 @@ class Pipeline:
         self.cache_dir = Path(cache_dir)
         self.max_prompt_points = max_prompt_points
         self.decode_timeout: float | None = None  # DECODE_TIMEOUT (images.DECODE_TIMEOUT when None)
+        self.task_images = TaskImages()  # image value -> content digest, for the `release` event
 
     def run(
         self,
@@ -193,6 +195,7 @@ class Pipeline:
         if not isinstance(data, dict) or control.image_key not in data:
             raise RequestError(field, f"missing: the task has no image under {describe(control.image_key)}")
         local = self.fetcher.fetch(data[control.image_key], field, task.get("id"), should_stop)
+        self.task_images.note(data[control.image_key], local.digest)
         info = local.checked  # a new download's header, read once by the download cache's check
         if not isinstance(info, ImageInfo):
             info = read_info(local.path, self.max_pixels, field)

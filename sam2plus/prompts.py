@@ -103,7 +103,9 @@ def parse_prompt(context: Any, max_points: int = MAX_PROMPT_POINTS) -> Prompt:
         value = region["value"]
         if kind in POINT_TYPES:
             points.append((_fraction(value, "x", path), _fraction(value, "y", path)))
-            labels.append(0 if region.get("is_positive", True) in (False, 0, "false") else 1)
+            # the classic editor sends a top-level is_positive; the event protocol value.positive
+            positive = region.get("is_positive", value.get("positive", True))
+            labels.append(0 if positive in (False, 0, "false") else 1)
         elif kind in BOX_TYPES:
             x0, y0 = _fraction(value, "x", path), _fraction(value, "y", path)
             x1 = min(1.0, x0 + _extent(value, "width", path))

@@ -1,4 +1,4 @@
-"""A patch-pixel mask -> Label Studio regions (brush RLE, polygons, rectangles) in image percent."""
+"""A patch-pixel mask -> Label Studio regions (brush RLE, bitmask PNG, polygons, rectangles) in image percent."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import uuid
 import cv2
 import numpy as np
 
+from .bitmask import bitmask_data_url
 from .frames import FrameMap
 from .labelconfig import OutputControl
 from .masks import Mask, mask_in_image
@@ -22,13 +23,15 @@ def regions(
     """The Label Studio `result` list for this mask; empty when the mask is empty."""
     if mask.area == 0:
         return []
-    if fmt.kind == "brush":
+    if fmt.kind in ("brush", "bitmask"):  # the same pixels of the image, in two encodings
         image_mask = mask_in_image(mask, frame_map)
         if image_mask.area == 0:
             return []
-        width, height = frame_map.image_size
-        rle = encode_brush_rle(image_mask.bits, image_mask.x, image_mask.y, width, height)
-        values = [{"format": "rle", "rle": rle}]
+        placed = (image_mask.bits, image_mask.x, image_mask.y, *frame_map.image_size)
+        if fmt.kind == "brush":
+            values = [{"format": "rle", "rle": encode_brush_rle(*placed)}]
+        else:
+            values = [{"imageDataURL": bitmask_data_url(*placed)}]
     elif fmt.kind == "polygon":
         values = [{"points": frame_map.patch_to_percent(ring).tolist(), "closed": True} for ring in polygons(mask, fmt)]
     else:

@@ -178,6 +178,15 @@ class EmbeddingCache:
         with self._lock:
             return key in self._items
 
+    def discard(self, digest: str) -> int:
+        """Drop the features of every patch of the image with this content digest (a key's first
+        item); returns how many."""
+        with self._lock:
+            keys = [key for key in self._items if key and key[0] == digest]
+            for key in keys:
+                self.bytes -= self._items.pop(key)[1]
+        return len(keys)
+
     def put(self, key: tuple, features: dict) -> None:
         size = sum(t.numel() * t.element_size() for t in _tensors(features))
         if size > self.max_bytes:
@@ -279,6 +288,12 @@ class Segmenter:
         """Whether the embedding of `key` is held, in memory or in the store (nothing is read)."""
         return key in self.cache or (self.store is not None and self.store.contains(key))
 
+    def forget(self, digest: str) -> int:
+        """Drop the embeddings of the image with this content digest, in memory and in the store;
+        returns how many."""
+        stored = self.store.discard(digest) if self.store is not None else 0
+        return self.cache.discard(digest) + stored
+
     def embed(self, patch: np.ndarray, key: tuple) -> bool:
         """Make sure the embedding of `patch` is cached under `key`; True when this call encoded it."""
         return self._features(patch, key)[1]
@@ -311,6 +326,36 @@ class Segmenter:
         metrics.observe_stage("decoder", time.perf_counter() - started)
         best = int(np.argmax(scores))
         return SegmentOutput(np.asarray(low_res[best], dtype=np.float32), float(scores[best]), encoded)
+
+    def predict_points(self, patch: np.ndarray, key: tuple, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SAM2's three candidate masks for each single positive point (N x 2, continuous patch
+        coordinates) on `patch`, as the automatic mask generator asks, in one decoder batch:
+        low-resolution logits (N, 3, 256, 256) and predicted IoUs (N, 3). The encoder runs (or
+        the cache serves) as for a click."""
+        height, width = patch.shape[:2]
+        features, _ = self._features(patch, key)
+        predictor = self._predictor()
+        predictor._features = features
+        predictor._orig_hw = [(LOW_RES, LOW_RES)]
+        predictor._is_image_set = True
+        fractions = np.asarray(points, np.float64) / (width, height) - 0.5 / self.input_size
+        if not len(fractions):
+            return np.zeros((0, 3, LOW_RES, LOW_RES), np.float32), np.zeros((0, 3), np.float32)
+        started = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            _, iou, low_res = predictor.predict(
+                point_coords=fractions[:, None, :],
+                point_labels=np.ones((len(fractions), 1), np.int64),
+                multimask_output=True,
+                return_logits=True,
+                normalize_coords=False,
+            )
+        metrics.observe_stage("decoder", time.perf_counter() - started)
+        count = len(fractions)
+        return (
+            np.asarray(low_res, np.float32).reshape(count, 3, LOW_RES, LOW_RES),
+            np.asarray(iou, np.float32).reshape(count, 3),
+        )
 
     def _predictor(self):
         """A predictor of this call over the shared model: its own image state, the model's weights."""

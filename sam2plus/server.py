@@ -144,6 +144,7 @@ def _add_protocol_routes(app: Flask, model, counts: _WorkerCounts) -> None:
             label_config=body.get("label_config"),
             artifacts=body.get("artifacts") is True,
             should_stop=client_gone,
+            time_budget=body.get("time_budget"),
         )
         counts.predicted(time.perf_counter() - started)
         return jsonify(answer)

@@ -138,6 +138,10 @@ class Warmup:
         with self._state:
             self._state.wait_for(lambda: self._clicks == 0)
 
+    def wait_for_clicks(self) -> None:
+        """Return once no click is in flight: background work (pre-annotation too) lets clicks go first."""
+        self._pause()
+
     def _work(self) -> None:
         while True:
             with self._state:

@@ -47,6 +47,9 @@ FEATURES = {
     # /tasks/<id>/resolve/) streams the object. Before, Label Studio makes a data: URL of it and
     # its presign answers 500 (Django refuses to redirect to a data: URL).
     "storage-proxy": "1.18.0",
+    # The <Bitmask> and <BitmaskLabels> tags (a PNG data URL per region): the editor of the
+    # 1.21.0 wheel has them, 1.20.0's has none.
+    "bitmask": "1.21.0",
 }
 
 

@@ -37,6 +37,13 @@ KEYS = {
     "multi_alone_refine_p50_ms",
     "multi_alone_refine_p95_ms",
     "multi_first_max_ms",
+    # the Bitmask PNG against the brush RLE
+    "bitmask_png_ms",
+    "bitmask_rle_ms",
+    "bitmask_url_bytes",
+    "bitmask_rle_json_bytes",
+    "bitmask_large_png_ms",
+    "bitmask_large_url_bytes",
 }
 GPU_KEYS = {"model_gpu_mb", "peak_gpu_mb", "stock_peak_gpu_mb"}
 RATIOS = {
@@ -47,6 +54,9 @@ RATIOS = {
     "warm_first_over_encoder",
     "warm_first_over_cold_first",
     "multi_p95_over_alone",
+    "bitmask_png_over_rle_ms",
+    "bitmask_url_over_rle_json_bytes",
+    "bitmask_large_url_over_rle_json_bytes",
 }
 
 
@@ -75,6 +85,7 @@ def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
     assert "SAM2Plus repeated click" in run.stdout and "stock_repeat_over_repeat" in run.stdout
     assert figures["multi_annotators"] == 2 and "2 annotators: refinement p95" in run.stdout
     assert "multi_p95_over_alone" in run.stdout and "session: encoder runs" in run.stdout
+    assert "Bitmask PNG, large disc" in run.stdout and figures["bitmask_large_mask_px"] > 0
     # GPU memory is a CUDA figure: present and None on CPU (tests/gpu measures it on CUDA).
     assert {figures[key] for key in GPU_KEYS} == {None} and "peak GPU memory" not in run.stdout
 

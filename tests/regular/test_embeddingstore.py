@@ -81,6 +81,18 @@ def test_a_key_is_stored_once_and_found_by_its_image(tmp_path):
     assert store.keys("ffff") == []
 
 
+def test_an_images_windows_are_discarded_and_taken_out_of_the_total(tmp_path):
+    """The `release` event drops a task's embeddings from the store too (model.py)."""
+    store = EmbeddingStore(tmp_path, 1 << 30, MODEL)
+    store.put(KEY, features(1))
+    store.put(OTHER_KEY, features(2))
+    other_image = ("ffff", *KEY[1:])
+    store.put(other_image, features(3))
+    assert store.discard(KEY[0]) == 2
+    assert store.keys(KEY[0]) == [] and store.get(KEY) is None and store.get(other_image) is not None
+    assert store.folder.usage()[1] == 1, "the running total counts the one file left"
+
+
 def test_another_models_features_are_never_served(tmp_path):
     EmbeddingStore(tmp_path, 1 << 30, OTHER_MODEL).put(KEY, features(1))
     mine = EmbeddingStore(tmp_path, 1 << 30, MODEL)

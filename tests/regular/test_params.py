@@ -280,6 +280,8 @@ def test_fullframe_resize_bad_values(value, fragments):
         ("pOlYgOn", "Polygon"),
         ("RectangleLABELS", "RectangleLabels"),
         ("rectangle", "Rectangle"),
+        ("bitmaskLABELS", "BitmaskLabels"),
+        ("BITMASK", "Bitmask"),
     ],
 )
 def test_return_format_type_is_case_insensitive(given, canonical):
@@ -301,6 +303,7 @@ def test_return_format_defaults():
         ("BrushLabel", "BrushLabels"),
         ("PolygonLabel", "PolygonLabels"),
         ("rectanglelabel", "RectangleLabels"),
+        ("BitmaskLabel", "BitmaskLabels"),
     ],
 )
 def test_singular_brushlabel_is_rejected(singular, plural):
@@ -317,12 +320,12 @@ def test_unknown_return_type_is_rejected(value):
     _assert_error(
         {"return_format": {"type": value}},
         "extra_params.return_format.type",
-        "must be one of BrushLabels, Brush, PolygonLabels, Polygon, RectangleLabels, Rectangle",
+        "must be one of BrushLabels, Brush, PolygonLabels, Polygon, RectangleLabels, Rectangle, BitmaskLabels, Bitmask",
         json.dumps(value),
     )
 
 
-@pytest.mark.parametrize("type_", ["BrushLabels", "Brush", "RectangleLabels", "Rectangle"])
+@pytest.mark.parametrize("type_", ["BrushLabels", "Brush", "RectangleLabels", "Rectangle", "BitmaskLabels", "Bitmask"])
 @pytest.mark.parametrize("key, value", [("epsilon", 0.01), ("max-points", 50)])
 def test_epsilon_on_brush_format_is_misplaced(type_, key, value):
     norm = key.replace("-", "_")
@@ -663,3 +666,25 @@ def test_a_section_that_is_not_an_object_is_one_error_beside_the_others():
         "extra_params.subpatching",
         "extra_params.postprocess.dilate",
     ]
+
+
+def test_auto_annotation_is_opt_in_and_takes_its_defaults():
+    assert parse_extra_params({}).auto_annotation is None
+    auto = parse_extra_params({"auto-annotation": {"label": "cell", "points-per-side": 16}}).auto_annotation
+    assert auto.label == "cell" and auto.points_per_side == 16 and auto.time_budget == 60.0 and auto.max_regions == 200
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("time_budget", 100, "must be a number from 1 to 90"),
+        ("points_per_side", 0, "must be an int from 1 to 64"),
+        ("max_regions", 5000, "must be an int from 1 to 2000"),
+        ("pred_iou_thresh", 1.5, "must be a number from 0 to 1"),
+        ("label", "", "must be a label of the output tag"),
+        ("min_area", -1, "must be an int from 0"),
+        ("windows", 3, "unknown key"),
+    ],
+)
+def test_auto_annotation_values_are_bounded(key, value, message):
+    _assert_error({"auto_annotation": {key: value}}, f"extra_params.auto_annotation.{key}", message)

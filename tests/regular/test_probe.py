@@ -49,7 +49,7 @@ from sam2plus.server import create_app
 from tests.support.capture import capture_backend
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 from tests.support.regions import require_some
-from tests.support.scenes import DiscScene, box_iou, brush_mask, iou, polygon_mask, rectangle_box
+from tests.support.scenes import DiscScene, bitmask_mask, box_iou, brush_mask, iou, polygon_mask, rectangle_box
 from tests.support.servers import REPO, gunicorn_backend, wsgi_server
 
 PROBE = str(Path(sys.executable).with_name("sam2plus-probe"))
@@ -686,6 +686,8 @@ FORMATS = {
     "Polygon": None,
     "RectangleLabels": "disc",
     "Rectangle": None,
+    "BitmaskLabels": "disc",
+    "Bitmask": None,
 }
 
 
@@ -695,6 +697,9 @@ def _scored(region: dict, kind: str) -> float:
     if kind == "brush":
         x0, y0, x1, y1 = window
         return iou(brush_mask(region)[y0:y1, x0:x1], SCENE.truth(window))
+    if kind == "bitmask":
+        x0, y0, x1, y1 = window
+        return iou(bitmask_mask(region)[y0:y1, x0:x1], SCENE.truth(window))
     if kind == "polygon":
         return iou(polygon_mask(region, window), SCENE.truth(window))
     r = SCENE.radius

@@ -17,9 +17,9 @@ from label_studio_sdk.converter.brush import decode_rle
 from sam2plus.frames import FrameMap, Window
 from sam2plus.labelconfig import find_output_control
 from sam2plus.masks import Mask
-from sam2plus.params import parse_extra_params
+from sam2plus.params import RETURN_TYPES, parse_extra_params
 from sam2plus.results import component_boxes, polygons, regions, simplify
-from tests.support.scenes import DiscScene, label_config, rect_context
+from tests.support.scenes import DiscScene, bitmask_mask, brush_mask, label_config, rect_context
 
 # Blobs (x0, y0, x1, y1) in mask pixels, listed top to bottom, with areas 600, 2400, 100 and
 # 2 x 25 (two squares touching at a corner: one 8-connected blob). Largest first is L, M, S, D:
@@ -143,16 +143,42 @@ def test_a_brush_on_a_half_size_frame_covers_each_mask_pixel_with_two_by_two_ima
     assert np.array_equal(decoded, expected)
 
 
+# ----------------------------------------------------------------------------- bitmask
+
+
+@pytest.mark.parametrize("frame_map", [IDENTITY, SCALED], ids=["identity", "scaled"])
+def test_a_bitmask_holds_exactly_the_pixels_of_the_brush_of_the_same_mask(frame_map):
+    (brush,) = answer(blobs(), frame_map, "BrushLabels")
+    (bitmask,) = answer(blobs(), frame_map, "BitmaskLabels")
+    assert bitmask["type"] == "bitmasklabels" and bitmask["value"]["bitmasklabels"] == ["tooth"]
+    assert set(bitmask["value"]) == {"imageDataURL", "bitmasklabels"}
+    assert np.array_equal(bitmask_mask(bitmask), brush_mask(brush))  # both of the image's size
+
+
+def test_a_click_answers_the_same_pixels_in_brushlabels_and_bitmasklabels(geometry_pipeline, tmp_path):
+    scene = DiscScene(900, 700, 400, 300, 120)
+    task = {"data": {"image": str(scene.write(tmp_path / "disc.jpg"))}}
+    context = rect_context(scene.box(), scene.width, scene.height, label="object")
+    answers = {}
+    for type_ in ("BrushLabels", "BitmaskLabels"):
+        params = parse_extra_params({"subpatching": {"patch_size": 512}, "return_format": {"type": type_}})
+        (answers[type_],) = geometry_pipeline.run(task, context, label_config(type_), params).regions
+    brush = brush_mask(answers["BrushLabels"])
+    assert brush.sum() > 0.9 * np.pi * 120**2
+    assert np.array_equal(bitmask_mask(answers["BitmaskLabels"]), brush)
+    assert answers["BitmaskLabels"]["value"]["bitmasklabels"] == ["object"]
+
+
 # ----------------------------------------------------------------------------- every format
 
 
-@pytest.mark.parametrize("type_", ["BrushLabels", "Brush", "PolygonLabels", "Polygon", "RectangleLabels", "Rectangle"])
+@pytest.mark.parametrize("type_", RETURN_TYPES)
 def test_an_empty_mask_gives_no_region(type_):
     assert answer(Mask.empty(), IDENTITY, type_) == []
     assert answer(Mask(np.zeros((5, 5), bool), 3, 3), IDENTITY, type_) == []
 
 
-@pytest.mark.parametrize("type_", ["BrushLabels", "Brush", "PolygonLabels", "Polygon", "RectangleLabels", "Rectangle"])
+@pytest.mark.parametrize("type_", RETURN_TYPES)
 def test_labels_and_the_region_frame(type_):
     labelled, unlabelled = answer(blobs(), SCALED, type_), answer(blobs(), SCALED, type_, label=None)
     assert labelled and len(labelled) == len(unlabelled)

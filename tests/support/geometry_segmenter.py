@@ -25,6 +25,7 @@ class ColorRegionSegmenter:
         self.tolerance = tolerance
         self.encoder_runs = 0
         self._encoded: dict = {}  # key -> None, in the order encoded
+        self._window: tuple = (None, None, {}, {})  # predict_points' last window
 
     def cached_keys(self, digest: str | None = None) -> list[tuple]:
         """The keys "encoded" so far (the double forgets nothing)."""
@@ -32,6 +33,13 @@ class ColorRegionSegmenter:
 
     def holds(self, key: tuple) -> bool:
         return key in self._encoded
+
+    def forget(self, digest: str) -> int:
+        """Forget the "embeddings" of the image with this digest, as Segmenter.forget does."""
+        keys = [key for key in self._encoded if key[0] == digest]
+        for key in keys:
+            del self._encoded[key]
+        return len(keys)
 
     def embed(self, patch: np.ndarray, key: tuple) -> bool:
         return self._encode(key)
@@ -42,6 +50,32 @@ class ColorRegionSegmenter:
             self._encoded[key] = None
             self.encoder_runs += 1
         return encoded
+
+    def predict_points(self, patch: np.ndarray, key: tuple, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The uniformly coloured region under each point, as `Segmenter.predict_points` shapes its
+        answer: three identical candidates per point, each scored 1. Points whose colours agree
+        within 8 levels share the components of the first one's colour (for speed)."""
+        self._encode(key)
+        height, width = patch.shape[:2]
+        if self._window[0] != key:  # the last window's input and regions serve its next batches
+            self._window = (key, to_model_input(patch, INPUT_SIZE).astype(np.int16), {}, {})
+        _, image, components_of, logits_of = self._window  # (colour, component) -> its logits
+        scale = np.array([INPUT_SIZE / width, INPUT_SIZE / height])
+        logits = np.empty((len(points), 3, LOW_RES, LOW_RES), np.float32)
+        for index, point in enumerate(np.asarray(points, np.float64)):
+            sx, sy = np.clip((point * scale).astype(int), 0, INPUT_SIZE - 1)
+            colour = tuple(image[sy, sx] // 8)
+            if colour not in components_of or components_of[colour][sy, sx] == 0:
+                near = np.all(np.abs(image - image[sy, sx]) <= self.tolerance, axis=2).astype(np.uint8)
+                components_of[colour] = cv2.connectedComponents(near, connectivity=4)[1]
+                for stale in [k for k in logits_of if k[0] == colour]:
+                    del logits_of[stale]
+            label = (colour, int(components_of[colour][sy, sx]))
+            if label not in logits_of:
+                region = (components_of[colour] == label[1]).astype(np.float32)
+                logits_of[label] = (cv2.resize(region, (LOW_RES, LOW_RES), interpolation=cv2.INTER_AREA) - 0.5) * 20
+            logits[index] = logits_of[label]
+        return logits, np.ones((len(points), 3), np.float32)
 
     def predict(self, patch: np.ndarray, key: tuple, prompt: PatchPrompt) -> SegmentOutput:
         height, width = patch.shape[:2]

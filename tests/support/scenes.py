@@ -11,6 +11,7 @@ import numpy as np
 from label_studio_sdk.converter.brush import decode_rle
 
 from sam2plus import contexts
+from sam2plus.bitmask import decode_bitmask
 from sam2plus.contexts import context, control, keypoint_region, rectangle_region
 
 BACKGROUND = (70, 70, 70)
@@ -72,6 +73,17 @@ def brush_mask(region: dict) -> np.ndarray:
     """The full-size mask a BrushLabels region decodes to with label-studio-sdk."""
     width, height = region["original_width"], region["original_height"]
     return decode_rle(region["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0
+
+
+def bitmask_mask(region: dict) -> np.ndarray:
+    """The full-size mask a Bitmask(Labels) region's PNG holds, read as Label Studio's editor reads it
+    (alpha > 0); the PNG must have the region's image size."""
+    width, height = region["original_width"], region["original_height"]
+    mask, size = decode_bitmask(region["value"]["imageDataURL"])
+    assert size == (width, height), f"the PNG is {size}, the image {width}x{height}"
+    full = np.zeros((height, width), bool)
+    full[mask.y : mask.y + mask.bits.shape[0], mask.x : mask.x + mask.bits.shape[1]] = mask.bits
+    return full
 
 
 def polygon_mask(region: dict, window) -> np.ndarray:
