@@ -56,7 +56,7 @@ def pre_annotate(
         try:
             result, found = annotate_task(pipeline, task, label_config, params, deadline, pause)
         except RequestError as exc:
-            log.warning("pre-annotation of tasks[%d] failed: %s", index, logtext(exc))
+            log.warning("pre-annotation of tasks[%s] failed: %s", logtext(index), logtext(exc))
             answers.append({"model_version": model_version, "error": str(exc)})
             continue
         scores = [region["score"] for region in result]
@@ -68,12 +68,8 @@ def pre_annotate(
             }
         )
         log.info(
-            "pre-annotation of tasks[%d]: %d regions, %d of %d windows, %d encoder runs",
-            index,
-            len(result),
-            found.windows_done,
-            found.windows,
-            found.encoder_runs,
+            "pre-annotation of tasks[%s]: %s regions, %s of %s windows, %s encoder runs",
+            *map(logtext, (index, len(result), found.windows_done, found.windows, found.encoder_runs)),
         )
     return answers
 

@@ -28,6 +28,18 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("label_studio", versions, indirect=True, scope="session", ids=[f"ls{v}" for v in versions])
 
 
+def pytest_collection_modifyitems(items):
+    """Oldest Label Studio first: the end-to-end tests in their places, ordered by version (stably,
+    so each version's tests keep pytest's order). pytest would start with the version of the first
+    file it collected, which a test generated for newer versions only would make the newest."""
+    places = [
+        i for i, item in enumerate(items) if "label_studio" in getattr(getattr(item, "callspec", None), "params", {})
+    ]
+    ordered = sorted((items[i] for i in places), key=lambda item: VERSIONS.index(item.callspec.params["label_studio"]))
+    for place, item in zip(places, ordered, strict=True):
+        items[place] = item
+
+
 @pytest.fixture(scope="session")
 def label_studio(request, tmp_path_factory):
     """Label Studio `request.param` on loopback, for every end-to-end test of that version."""

@@ -134,7 +134,10 @@ def test_limit_settings_are_read():
 
 # --- extra_params: every error at once ---------------------------------------------------------
 
-THREE_MISTAKES = {"subpatching": {"patch_size": 16, "mode": "tiled"}, "return_format": {"type": "Polygons"}}
+THREE_MISTAKES = {
+    "subpatching": {"patch_size": 16, "mode": "tiled"},
+    "return_format": {"type": "PolygonLabels", "max_points": 2},
+}
 
 
 def test_setup_reports_every_extra_params_error_in_one_line(tmp_path):
@@ -148,7 +151,7 @@ def test_setup_reports_every_extra_params_error_in_one_line(tmp_path):
     assert fields == [
         "extra_params.subpatching.patch_size",
         "extra_params.subpatching.mode",
-        "extra_params.return_format.type",
+        "extra_params.return_format.max_points",
     ], error
     assert "\n" not in error and answer.status == f"400 {error}", "it fits in Label Studio's reason phrase"
 
