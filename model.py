@@ -16,7 +16,7 @@ from sam2plus.labelconfig import find_output_control
 from sam2plus.logtext import logtext
 from sam2plus.params import ExtraParams, parse_extra_params
 from sam2plus.pipeline import Pipeline
-from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
+from sam2plus.segmenter import Segmenter
 from sam2plus.settings import open_settings
 from sam2plus.warmup import Warmup
 
@@ -33,10 +33,7 @@ class SAM2Plus:
     def __init__(self, config: ServerConfig | None = None, segmenter=None):
         self.config = config = config or ServerConfig.from_env()
         if segmenter is None:
-            checkpoint = resolve_checkpoint(config.model_checkpoint, config.checkpoint_dir)
-            segmenter = Segmenter(
-                config.model_config, checkpoint, resolve_device(config.device), config.embedding_cache_mb << 20
-            )
+            segmenter = Segmenter.from_config(config)
         auth = (
             LabelStudioAuth(config.label_studio_url, config.label_studio_api_key, config.fetch_timeout)
             if config.label_studio_url

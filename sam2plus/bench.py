@@ -47,6 +47,7 @@ from PIL import Image
 
 from .config import UNTRAINED, ServerConfig
 from .contexts import context, control, keypoint_region, label_config, rectangle_region
+from .encoders import fresh_predictor, probe_image
 from .frames import extract_patch, plan_frame
 from .images import read_info
 from .labelconfig import find_output_control
@@ -233,20 +234,37 @@ def write_images(images: list[tuple[Path, int, int, int]]) -> None:
     subprocess.run([sys.executable, "-c", f"from sam2plus.bench import make_image; {calls}"], check=True)
 
 
-def load_model(config_name: str, checkpoint: str, device: str, workdir: Path):
-    """SAM2Plus on `workdir` as CACHE_DIR, with the projects the scenarios click in: BrushLabels and
-    PolygonLabels subpatching 1024, and "stock" with the default settings."""
-    from model import SAM2Plus
+@dataclass(frozen=True)
+class Encoder:
+    """The encoder settings of a run (ENCODER_RUNTIME, ENCODER_PRECISION) and which scenarios it
+    runs: "all", or "encoder" (start-up, encoder and first click against torch eager only)."""
 
-    config = ServerConfig(
+    runtime: str = "auto"
+    precision: str = "auto"
+    scenarios: str = "all"
+
+
+def bench_config(config_name: str, checkpoint: str, device: str, workdir: Path, encoder: Encoder) -> ServerConfig:
+    """The settings of the benchmark's models: `workdir` as CACHE_DIR (converted encoders in
+    `workdir`/encoders), the encoder's settings as given."""
+    return ServerConfig(
         device=device,
         model_config=config_name,
         model_checkpoint=checkpoint,
         checkpoint_dir="/",
         cache_dir=str(workdir),
         model_dir=str(workdir / "models"),
+        encoder_runtime=encoder.runtime,
+        encoder_precision=encoder.precision,
     )
-    model = SAM2Plus(config)
+
+
+def load_model(config_name: str, checkpoint: str, device: str, workdir: Path, encoder: Encoder = Encoder()):
+    """SAM2Plus on `workdir` as CACHE_DIR, with the projects the scenarios click in: BrushLabels and
+    PolygonLabels subpatching 1024, and "stock" with the default settings."""
+    from model import SAM2Plus
+
+    model = SAM2Plus(bench_config(config_name, checkpoint, device, workdir, encoder))
     for fmt in ("BrushLabels", "PolygonLabels"):
         model.setup(fmt, LABEL_CONFIG, {"subpatching": {"patch_size": 1024}, "return_format": {"type": fmt}})
     model.setup("stock", LABEL_CONFIG, None)
@@ -268,34 +286,50 @@ def run(
     scene: Scene,
     workdir: Path,
     annotators: int = ANNOTATORS,
+    encoder: Encoder = Encoder(),
 ) -> dict:
-    """Every scenario on one model, in this order: SAM2Plus's request path first (single clicks, the
-    session, the annotators), so that its peak memory is read before anything else allocates, then
-    the bare components, the RLE and the stock pipeline; the ratios last."""
+    """Every scenario on one model, in this order: the workers' start-up (child processes; the cold
+    one converts the encoder into `workdir`), SAM2Plus's request path (single clicks, the session,
+    the annotators), so that its peak memory is read before anything else allocates in this
+    process, then the bare components, the encoder against torch eager, the RLE and the stock
+    pipeline; the ratios last."""
     image_path = workdir / "bench.jpg"
     write_images([(image_path, scene.width, scene.height, 0)])
-    model = load_model(config_name, checkpoint, device, workdir)
+    figures = startup_figures(config_name, checkpoint, device, workdir, encoder)
+    model = load_model(config_name, checkpoint, device, workdir, encoder)
     task = [{"id": 1, "data": {"image": image_path.name}}]
     cold = partial(forget, model)
-    figures = {
-        "config": config_name,
-        "checkpoint": checkpoint,
-        "device": model.pipeline.segmenter.device,
-        "image_px": scene.width * scene.height,
-        "image_size": [scene.width, scene.height],
-        "image_bytes": image_path.stat().st_size,
-    }
-    clicks, answer = click_figures(model, task, scene, repeats, cold)
-    figures.update(clicks)
-    figures.update(session_figures(model, task, scene, repeats, cold))
-    figures.update(multi_figures(model, workdir, cold, annotators))
-    figures.update(request_path_memory(figures["device"]))  # the request path ends here
-    figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
-    figures.update(component_figures(model, image_path, scene, repeats, cold))
-    figures.update(rle_figures(model, task, scene, repeats))
-    figures.update(stock_figures(model, image_path, scene, repeats))
+    figures.update(
+        {
+            "config": config_name,
+            "checkpoint": checkpoint,
+            "device": model.pipeline.segmenter.device,
+            "encoder": model.pipeline.segmenter.identity.label(),
+            "image_px": scene.width * scene.height,
+            "image_size": [scene.width, scene.height],
+            "image_bytes": image_path.stat().st_size,
+        }
+    )
+    if encoder.scenarios == "all":
+        clicks, answer = click_figures(model, task, scene, repeats, cold)
+        figures.update(clicks)
+        figures.update(session_figures(model, task, scene, repeats, cold))
+        figures.update(multi_figures(model, workdir, cold, annotators))
+        figures.update(request_path_memory(figures["device"]))  # the request path ends here
+        figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
+        figures.update(component_figures(model, image_path, scene, repeats, cold))
+    eager = model if _is_eager(model) else load_model(config_name, checkpoint, device, workdir, Encoder("torch"))
+    figures.update(eager_figures(model, eager, task, scene, repeats))
+    if encoder.scenarios == "all":
+        figures.update(rle_figures(model, task, scene, repeats))
+        figures.update(stock_figures(eager, image_path, scene, repeats))
     figures["ratios"] = ratios(figures)
     return figures
+
+
+def _is_eager(model) -> bool:
+    """Whether SAM2's own torch encoder serves `model`."""
+    return model.pipeline.segmenter.identity.runtime.startswith("torch")
 
 
 def click_figures(model, task: list, scene: Scene, repeats: int, cold) -> tuple[dict, dict]:
@@ -380,17 +414,14 @@ def first_patch(model, task: list, ctx: dict, project: str) -> np.ndarray:
 
 
 def encoder_run(segmenter, patch: np.ndarray):
-    """A bare run of SAM2's image encoder on `patch` as the segmenter runs it, to call (and time)
-    inside `segmenter._autocast()`; on CUDA it returns once the GPU has finished."""
-    return synchronized(
-        lambda: segmenter.predictor.set_image(to_model_input(patch, segmenter.input_size)), segmenter.device
-    )
+    """A bare run of the segmenter's image encoder (torch or converted) on `patch`, returning its
+    features; on CUDA it returns once the GPU has finished."""
+    return synchronized(lambda: segmenter.encoder(to_model_input(patch, segmenter.input_size)), segmenter.device)
 
 
 def encode_ms(segmenter, patch: np.ndarray) -> float:
-    """One bare run of SAM2's image encoder on `patch`, as the segmenter runs it."""
-    with segmenter._autocast():
-        return _timed(encoder_run(segmenter, patch))
+    """One bare run of the segmenter's image encoder on `patch`."""
+    return _timed(encoder_run(segmenter, patch))
 
 
 def multi_figures(model, workdir: Path, cold, annotators: int = ANNOTATORS) -> dict:
@@ -443,6 +474,80 @@ def multi_figures(model, workdir: Path, cold, annotators: int = ANNOTATORS) -> d
     }
 
 
+def worker_start(config_name: str, checkpoint: str, device: str, workdir: str, runtime: str, precision: str) -> None:
+    """What a worker's start costs (run in a child process by `startup_figures`): its segmenter
+    built as a worker builds it, one encoder run on the probe picture, then the embedding
+    dropped; prints one JSON line: times in ms, RSS in MiB after the start, idle after the run,
+    and the peak."""
+    from .segmenter import Segmenter, release_free_memory
+
+    config = bench_config(config_name, checkpoint, device, Path(workdir), Encoder(runtime, precision))
+    started = time.perf_counter()
+    segmenter = Segmenter.from_config(config)
+    figures = {"start_ms": (time.perf_counter() - started) * 1000, "rss_mb": _status_mb("VmRSS")}
+    patch = probe_image(segmenter.input_size, seed=1)
+    figures["encode_ms"] = _timed(lambda: segmenter.embed(patch, ("probe",)))
+    segmenter.cache.clear()
+    release_free_memory()
+    figures.update(idle_rss_mb=_status_mb("VmRSS"), peak_rss_mb=_status_mb("VmHWM"))
+    figures["encoder"] = segmenter.identity.label()
+    print(json.dumps(figures))
+
+
+def _worker(config_name: str, checkpoint: str, device: str, workdir: Path, encoder: Encoder) -> dict:
+    """`worker_start` in a fresh process: its figures."""
+    arguments = ", ".join(repr(str(a)) for a in (config_name, checkpoint, device, workdir))
+    arguments += f", {encoder.runtime!r}, {encoder.precision!r}"
+    call = f"from sam2plus.bench import worker_start; worker_start({arguments})"
+    done = subprocess.run([sys.executable, "-c", call], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def startup_figures(config_name: str, checkpoint: str, device: str, workdir: Path, encoder: Encoder) -> dict:
+    """A worker's start-up and memory with each encoder, in child processes: the converted encoder
+    with a cold cache (it converts into `workdir`/encoders), then warm (it loads what the first
+    built), then torch eager; each runs the encoder once. None where torch serves anyway (CUDA)."""
+    from .encoders import choose_encoder
+    from .segmenter import resolve_device
+
+    keys = ["startup_cold_ms", "startup_cold_peak_rss_mb", "startup_warm_ms", "startup_eager_ms"]
+    keys += [f"worker{kind}_{figure}" for kind in ("", "_eager") for figure in ("rss_mb", "idle_rss_mb", "peak_rss_mb")]
+    if choose_encoder(encoder.runtime, encoder.precision, resolve_device(device)).runtime == "torch":
+        return dict.fromkeys(keys)
+    cold = _worker(config_name, checkpoint, device, workdir, encoder)
+    warm = _worker(config_name, checkpoint, device, workdir, encoder)
+    eager = _worker(config_name, checkpoint, device, workdir, Encoder("torch"))
+    figures = {"startup_cold_ms": cold["start_ms"], "startup_cold_peak_rss_mb": cold["peak_rss_mb"]}
+    figures.update(startup_warm_ms=warm["start_ms"], startup_eager_ms=eager["start_ms"])
+    for kind, worker in (("", warm), ("_eager", eager)):
+        for figure in ("rss_mb", "idle_rss_mb", "peak_rss_mb"):
+            figures[f"worker{kind}_{figure}"] = worker[figure]
+    return figures
+
+
+def eager_figures(model, eager, task: list, scene: Scene, repeats: int) -> dict:
+    """The model's encoder and first click against torch eager's (`eager`, SAM2's own encoder) in
+    turns, so that a drifting shared CPU weighs on both alike: the bare encoder on the main box's
+    window, then the main box's click from cold caches (JPEG decode, encoder, decoder). None when
+    torch eager serves the model itself."""
+    keys = ("converted_encoder_ms", "eager_encoder_ms", "converted_first_ms", "eager_first_ms")
+    if eager is model:
+        return dict.fromkeys(keys)
+    patch = first_patch(model, task, scene.context(scene.main_box), "BrushLabels")
+    times: dict[str, list[float]] = {key: [] for key in keys}
+    for _ in range(repeats):
+        for name, which in (("converted", model), ("eager", eager)):
+            times[f"{name}_encoder_ms"].append(encode_ms(which.pipeline.segmenter, patch))
+    context = scene.context(scene.main_box)
+    for _ in range(repeats):
+        for name, which in (("converted", model), ("eager", eager)):
+            forget(which)
+            times[f"{name}_first_ms"].append(
+                _timed(lambda w=which: w.predict(task, context, "BrushLabels", LABEL_CONFIG))
+            )
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 def request_path_memory(device: str) -> dict:
     """The peaks of the request path's scenarios (RSS and GPU) and the RSS the process holds now."""
     return {
@@ -466,10 +571,11 @@ def component_figures(model, image_path: Path, scene: Scene, repeats: int, cold)
     top, left = max(0, y0 - 352), max(0, x0 - 352)
     patch = np.ascontiguousarray(frame[top : top + 1024, left : left + 1024])
     del frame
-    predictor = segmenter.predictor
     box_in_patch = np.array([x0 - left, y0 - top, x1 - left, y1 - top], dtype=np.float32)
+    figures["encoder_ms"], features = median_ms(encoder_run(segmenter, patch), repeats)
+    predictor = fresh_predictor(segmenter.predictor)
+    predictor._features, predictor._orig_hw, predictor._is_image_set = features, [patch.shape[:2]], True
     with segmenter._autocast():
-        figures["encoder_ms"], _ = median_ms(encoder_run(segmenter, patch), repeats)
         figures["decoder_ms"], _ = median_ms(
             lambda: predictor.predict(box=box_in_patch, multimask_output=True, return_logits=True), repeats * 3
         )
@@ -503,7 +609,8 @@ def rle_figures(model, task: list, scene: Scene, repeats: int) -> dict:
 
 def stock_figures(model, image_path: Path, scene: Scene, repeats: int) -> dict:
     """HumanSignal's example pipeline on every click: Pillow decode of the whole image, `set_image` on
-    it, `predict` on the main box, `mask2rle` of the full-resolution mask; its peaks after."""
+    it (SAM2's own torch encoder: `model` runs torch eager), `predict` on the main box, `mask2rle`
+    of the full-resolution mask; its peaks after."""
     from label_studio_sdk.converter.brush import mask2rle
 
     segmenter = model.pipeline.segmenter
@@ -524,25 +631,37 @@ def stock_figures(model, image_path: Path, scene: Scene, repeats: int) -> dict:
     return figures
 
 
+RATIOS = {
+    "stock_repeat_over_repeat": ("stock_repeat_ms", "repeat_ms"),
+    "repeat_over_decoder": ("repeat_ms", "decoder_ms"),
+    "rle_sdk_over_rle": ("rle_sdk_ms", "rle_ms"),
+    "stock_first_over_first": ("stock_first_ms", "first_ms"),
+    "refine_over_decoder": ("refine_ms", "decoder_ms"),
+    "warm_first_over_encoder": ("warm_first_ms", "session_encoder_ms"),
+    "warm_first_over_cold_first": ("warm_first_ms", "cold_first_ms"),
+    "multi_p95_over_alone": ("multi_refine_p95_ms", "multi_alone_refine_p95_ms"),
+    # the encoder runtime against torch eager (same run, in turns)
+    "eager_encoder_over_encoder": ("eager_encoder_ms", "converted_encoder_ms"),
+    "eager_first_over_first": ("eager_first_ms", "converted_first_ms"),
+    "startup_cold_over_warm": ("startup_cold_ms", "startup_warm_ms"),
+    "worker_eager_rss_over_rss": ("worker_eager_idle_rss_mb", "worker_idle_rss_mb"),
+}
+
+
 def ratios(figures: dict) -> dict:
-    """The ratios docs/performance.md discusses, from the figures of every scenario."""
-    return {
-        "stock_repeat_over_repeat": figures["stock_repeat_ms"] / figures["repeat_ms"],
-        "repeat_over_decoder": figures["repeat_ms"] / figures["decoder_ms"],
-        "rle_sdk_over_rle": figures["rle_sdk_ms"] / figures["rle_ms"],
-        "first_over_decode_plus_encoder": figures["first_ms"] / (figures["decode_ms"] + figures["encoder_ms"]),
-        "stock_first_over_first": figures["stock_first_ms"] / figures["first_ms"],
-        "refine_over_decoder": figures["refine_ms"] / figures["decoder_ms"],
-        "warm_first_over_encoder": figures["warm_first_ms"] / figures["session_encoder_ms"],
-        "warm_first_over_cold_first": figures["warm_first_ms"] / figures["cold_first_ms"],
-        "multi_p95_over_alone": figures["multi_refine_p95_ms"] / figures["multi_alone_refine_p95_ms"],
-    }
+    """The ratios docs/performance.md discusses, of the scenarios that ran (None for the others)."""
+    found = {}
+    for name, (over, under) in RATIOS.items():
+        found[name] = figures[over] / figures[under] if figures.get(over) and figures.get(under) else None
+    if figures.get("first_ms"):
+        found["first_over_decode_plus_encoder"] = figures["first_ms"] / (figures["decode_ms"] + figures["encoder_ms"])
+    return found
 
 
-def print_table(figures: dict) -> None:
-    """The figures as a table on stdout, then the ratios."""
-    annotators = figures["multi_annotators"]
-    rows = [
+def _rows(figures: dict) -> list[tuple[str, str]]:
+    """(label, key) of the timings print_table shows, in its order."""
+    annotators = figures.get("multi_annotators")
+    return [
         ("stock first click", "stock_first_ms"),
         ("stock repeated click", "stock_repeat_ms"),
         ("SAM2Plus first click", "first_ms"),
@@ -554,13 +673,6 @@ def print_table(figures: dict) -> None:
         ("mask decoder (bare predict)", "decoder_ms"),
         ("label-studio-sdk mask2rle", "rle_sdk_ms"),
         ("SAM2Plus brush RLE", "rle_ms"),
-    ]
-    width, height = figures["image_size"]
-    print(
-        f"SAM2Plus benchmark: {figures['config']} ({figures['checkpoint']}) on {figures['device']}, "
-        f"{width}x{height} JPEG ({figures['image_bytes'] / 1e6:.1f} MB)"
-    )
-    rows += [
         ("session: task open answered", "session_open_ms"),
         ("session: open until warmed up", "session_warm_up_ms"),
         ("session: first click after warm-up", "warm_first_ms"),
@@ -573,24 +685,57 @@ def print_table(figures: dict) -> None:
         ("same clicks alone: p95", "multi_alone_refine_p95_ms"),
         (f"{annotators} annotators: slowest first click", "multi_first_max_ms"),
         ("alone: slowest first click", "multi_alone_first_max_ms"),
+        (f"encoder, {figures['encoder']}", "converted_encoder_ms"),
+        ("encoder, torch eager", "eager_encoder_ms"),
+        (f"first click, {figures['encoder']}", "converted_first_ms"),
+        ("first click, torch eager", "eager_first_ms"),
+        ("worker start, converts (cold cache)", "startup_cold_ms"),
+        ("worker start, converted (warm cache)", "startup_warm_ms"),
+        ("worker start, torch eager", "startup_eager_ms"),
     ]
-    for label, key in rows:
-        print(f"  {label:38s} {figures[key]:10.1f} ms")
-    print(f"  {'session: encoder runs':38s} {figures['session_encoder_runs']:10d}")
+
+
+MEMORY_ROWS = [
+    ("peak RSS, SAM2Plus request path", "peak_rss_mb"),
+    ("peak RSS, with the stock pipeline", "stock_peak_rss_mb"),
+    ("peak GPU memory, loading the model", "model_gpu_mb"),
+    ("peak GPU memory, SAM2Plus request path", "peak_gpu_mb"),
+    ("peak GPU memory, stock pipeline", "stock_peak_gpu_mb"),
+    ("worker RSS after start, converted", "worker_rss_mb"),
+    ("worker RSS after start, torch eager", "worker_eager_rss_mb"),
+    ("worker RSS idle after a run, converted", "worker_idle_rss_mb"),
+    ("worker RSS idle after a run, eager", "worker_eager_idle_rss_mb"),
+    ("worker peak RSS, converted", "worker_peak_rss_mb"),
+    ("worker peak RSS, torch eager", "worker_eager_peak_rss_mb"),
+    ("peak RSS of the converting start", "startup_cold_peak_rss_mb"),
+]
+
+
+def print_table(figures: dict) -> None:
+    """The figures of the scenarios that ran as a table on stdout, then the ratios."""
+    width, height = figures["image_size"]
     print(
-        "  session clicks (object 1 x4, object 2, object 3): "
-        + ", ".join(f"{ms:.0f}" for ms in figures["session_clicks_ms"])
-        + " ms"
+        f"SAM2Plus benchmark: {figures['config']} ({figures['checkpoint']}) on {figures['device']}, "
+        f"encoder {figures['encoder']}, {width}x{height} JPEG ({figures['image_bytes'] / 1e6:.1f} MB)"
     )
-    print(f"  {'peak RSS, SAM2Plus request path':38s} {figures['peak_rss_mb']:10.0f} MB")
-    print(f"  {'peak RSS, with the stock pipeline':38s} {figures['stock_peak_rss_mb']:10.0f} MB")
-    if figures.get("peak_gpu_mb") is not None:
-        print(f"  {'peak GPU memory, loading the model':38s} {figures['model_gpu_mb']:10.0f} MB")
-        print(f"  {'peak GPU memory, SAM2Plus request path':38s} {figures['peak_gpu_mb']:10.0f} MB")
-        print(f"  {'peak GPU memory, stock pipeline':38s} {figures['stock_peak_gpu_mb']:10.0f} MB")
-    print(f"  RLE identical to label-studio-sdk: {figures['rle_identical']} ({figures['rle_mask_px']} mask px)")
+    for label, key in _rows(figures):
+        if figures.get(key) is not None:
+            print(f"  {label:38s} {figures[key]:10.1f} ms")
+    if "session_encoder_runs" in figures:
+        print(f"  {'session: encoder runs':38s} {figures['session_encoder_runs']:10d}")
+        print(
+            "  session clicks (object 1 x4, object 2, object 3): "
+            + ", ".join(f"{ms:.0f}" for ms in figures["session_clicks_ms"])
+            + " ms"
+        )
+    for label, key in MEMORY_ROWS:
+        if figures.get(key) is not None:
+            print(f"  {label:38s} {figures[key]:10.0f} MB")
+    if "rle_identical" in figures:
+        print(f"  RLE identical to label-studio-sdk: {figures['rle_identical']} ({figures['rle_mask_px']} mask px)")
     for name, value in figures["ratios"].items():
-        print(f"  {name:38s} {value:10.2f}")
+        if value is not None:
+            print(f"  {name:38s} {value:10.2f}")
 
 
 def main(argv=None) -> int:
@@ -605,11 +750,19 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--annotators", type=int, default=ANNOTATORS, help="annotators at once in the multi-annotator scenario"
     )
+    parser.add_argument("--encoder-runtime", default="auto", help="ENCODER_RUNTIME of the model: auto, torch, openvino")
+    parser.add_argument("--encoder-precision", default="auto", help="ENCODER_PRECISION of the model: auto, bf16, f32")
+    parser.add_argument(
+        "--scenarios", choices=("all", "encoder"), default="all", help="encoder: start-up, encoder and first click only"
+    )
     args = parser.parse_args(argv)
     width, _, height = args.size.partition("x")
     scene = Scene(int(width), int(height))
+    encoder = Encoder(args.encoder_runtime, args.encoder_precision, args.scenarios)
     with tempfile.TemporaryDirectory(prefix="sam2plus-bench-") as workdir:
-        figures = run(args.config, args.checkpoint, args.device, args.repeats, scene, Path(workdir), args.annotators)
+        figures = run(
+            args.config, args.checkpoint, args.device, args.repeats, scene, Path(workdir), args.annotators, encoder
+        )
     print_table(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

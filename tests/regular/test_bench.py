@@ -55,7 +55,7 @@ def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "-m", "sam2plus.bench", "--size", "2400x1800", "--repeats", "1", "--annotators", "2"]
-        + ["--json", str(out)],
+        + ["--encoder-runtime", "torch", "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
