@@ -23,6 +23,17 @@ as the editor serialises them: a refinement click resends every earlier point of
 - 4 annotators at once (threads through `SAM2Plus.predict`) on 4 images of 3000x2000 without
   subpatching, each a first click and 6 refinement clicks 0.3 s apart, starting 1 s after one
   another, against the same clicks alone, before and after (`multi_*`).
+
+The model runs with the encoder its settings give (`--encoder-runtime`, `--encoder-precision`:
+ENCODER_RUNTIME and ENCODER_PRECISION, `auto` by default: OpenVINO on a CPU; `encoder` names
+it). Where that is not torch eager, three more scenarios measure it against torch eager:
+- a worker's start in a child process each: converting into an empty cache (`startup_cold_ms`),
+  loading what that built (`startup_warm_ms`), torch eager (`startup_eager_ms`), with its RSS
+  after the start, idle after one encoder run and at peak (`worker_*rss_mb`);
+- the bare encoder on the main box's window and that box's first click from cold caches, the
+  model and a torch eager model in turns (`converted_*_ms`, `eager_*_ms`);
+- the stock pipeline then runs on the torch eager model, as HumanSignal's example does.
+`--scenarios encoder` runs only these (and no stock pipeline).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import resource
 import statistics
 import subprocess
@@ -73,7 +85,12 @@ __all__ = [
     "write_images",
     "load_model",
     "forget",
+    "Encoder",
+    "bench_config",
     "run",
+    "worker_start",
+    "startup_figures",
+    "eager_figures",
     "click_figures",
     "session_figures",
     "first_patch",
@@ -84,6 +101,7 @@ __all__ = [
     "component_figures",
     "rle_figures",
     "stock_figures",
+    "RATIOS",
     "ratios",
     "print_table",
     "main",
@@ -481,6 +499,7 @@ def worker_start(config_name: str, checkpoint: str, device: str, workdir: str, r
     and the peak."""
     from .segmenter import Segmenter, release_free_memory
 
+    logging.basicConfig(level=logging.INFO, format="worker_start: %(name)s: %(message)s")  # on stderr
     config = bench_config(config_name, checkpoint, device, Path(workdir), Encoder(runtime, precision))
     started = time.perf_counter()
     segmenter = Segmenter.from_config(config)
@@ -499,7 +518,7 @@ def _worker(config_name: str, checkpoint: str, device: str, workdir: Path, encod
     arguments = ", ".join(repr(str(a)) for a in (config_name, checkpoint, device, workdir))
     arguments += f", {encoder.runtime!r}, {encoder.precision!r}"
     call = f"from sam2plus.bench import worker_start; worker_start({arguments})"
-    done = subprocess.run([sys.executable, "-c", call], check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", call], check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

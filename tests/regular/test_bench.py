@@ -77,3 +77,44 @@ def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
     assert "multi_p95_over_alone" in run.stdout and "session: encoder runs" in run.stdout
     # GPU memory is a CUDA figure: present and None on CPU (tests/gpu measures it on CUDA).
     assert {figures[key] for key in GPU_KEYS} == {None} and "peak GPU memory" not in run.stdout
+
+
+ENCODER_KEYS = {
+    "startup_cold_ms",
+    "startup_warm_ms",
+    "startup_eager_ms",
+    "startup_cold_peak_rss_mb",
+    "worker_rss_mb",
+    "worker_idle_rss_mb",
+    "worker_peak_rss_mb",
+    "worker_eager_rss_mb",
+    "worker_eager_idle_rss_mb",
+    "worker_eager_peak_rss_mb",
+    "converted_encoder_ms",
+    "eager_encoder_ms",
+    "converted_first_ms",
+    "eager_first_ms",
+}
+
+
+@pytest.mark.slow
+def test_the_encoder_scenarios_measure_the_default_runtime_against_torch_eager(tmp_path):
+    """The default encoder on a CPU (OpenVINO), converted once by the first worker's start, against
+    torch eager in the same run; `--scenarios encoder` leaves the other scenarios out."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "sam2plus.bench", "--size", "2400x1800", "--repeats", "1", "--scenarios", "encoder"]
+        + ["--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["encoder"].startswith("openvino-") and figures["device"] == "cpu"
+    assert all(figures[key] > 0 for key in ENCODER_KEYS), {key: figures[key] for key in ENCODER_KEYS}
+    assert "first_ms" not in figures and "stock_first_ms" not in figures, "--scenarios encoder runs these only"
+    # Facts, not timings: the cold start converted and the warm one loaded what it built.
+    assert "converting the image encoder" in run.stderr and "converted image encoder found" in run.stderr
+    assert figures["ratios"]["eager_first_over_first"] > 0 and "first click, torch eager" in run.stdout

@@ -39,8 +39,8 @@ from tests.support.scenes import DiscScene, brush_mask, iou, label_config, point
 TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 IDENTITY = ModelIdentity(TINY, "untrained-seed0", "openvino-test", "bf16")
 # The regions of one click from the converted bf16 encoder and from torch: their masks' IoU at
-# least this (measured on the scenes below: docs/performance.md, The image encoder on a CPU).
-PARITY_IOU = 0.95
+# least this (measured on the scenes below: 0.9994 to 0.9998; docs/performance.md, The image encoder on a CPU).
+PARITY_IOU = 0.99
 
 
 # ---------------------------------------------------------------- settings
