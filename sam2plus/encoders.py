@@ -314,9 +314,13 @@ class EncoderStore:
 
     def build(self, identity: ModelIdentity, predictor) -> Manifest:
         """Convert the predictor's encoder, check parity, and put the entry in place whole: written in
-        a partial folder, manifest last, then renamed over whatever (damaged) entry was there."""
+        a partial folder, manifest last, then renamed over whatever (damaged) entry was there. Call
+        it under `locked(identity)`: it removes the partial folders of this identity's dead builds."""
         self.root.mkdir(parents=True, exist_ok=True)
-        part = Path(tempfile.mkdtemp(dir=self.root, prefix=".part-"))
+        prefix = f".part-{identity.digest()}-"
+        for stale in self.root.glob(f"{prefix}*"):  # a builder that died (the lock is ours now)
+            shutil.rmtree(stale, ignore_errors=True)
+        part = Path(tempfile.mkdtemp(dir=self.root, prefix=prefix))
         try:
             seconds, parity = _convert(predictor, identity, part)
             files = {

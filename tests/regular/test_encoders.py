@@ -157,6 +157,17 @@ def test_a_failed_build_leaves_no_entry_and_no_partial_folder(store, monkeypatch
     assert store.load(IDENTITY) is None and not [p for p in store.root.iterdir() if p.is_dir()]
 
 
+def test_a_dead_builders_partial_folder_is_removed_by_the_next_build(store):
+    dead = store.root / f".part-{IDENTITY.digest()}-killed"
+    dead.mkdir(parents=True)
+    (dead / "encoder.bin").write_bytes(b"half of a killed conversion")
+    other = ModelIdentity(TINY, "untrained-seed0", "openvino-test", "f32")
+    building = store.root / f".part-{other.digest()}-running"  # another identity's build, under its own lock
+    building.mkdir()
+    store.build(IDENTITY, predictor=None)
+    assert not dead.exists() and building.exists() and store.load(IDENTITY) is not None
+
+
 def test_parity_is_the_largest_difference_over_the_outputs_size():
     reference = {"image_embed": torch.full((1, 2), 4.0), "high_res_feats": [torch.ones(1, 2), torch.ones(1, 2)]}
     close = {"image_embed": torch.full((1, 2), 4.04), "high_res_feats": [torch.ones(1, 2), torch.ones(1, 2) * 1.02]}
