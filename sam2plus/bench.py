@@ -496,21 +496,27 @@ def worker_start(config_name: str, checkpoint: str, device: str, workdir: str, r
     """What a worker's start costs (run in a child process by `startup_figures`): its segmenter
     built as a worker builds it, one encoder run on the probe picture, then the embedding
     dropped; prints one JSON line: times in ms, RSS in MiB after the start, idle after the run,
-    and the peak."""
+    and the peak. RSS counts the mapped files too (libraries, the converted encoder's weights
+    file), which the page cache shares between workers; `anon` is the worker's own memory."""
     from .segmenter import Segmenter, release_free_memory
 
     logging.basicConfig(level=logging.INFO, format="worker_start: %(name)s: %(message)s")  # on stderr
     config = bench_config(config_name, checkpoint, device, Path(workdir), Encoder(runtime, precision))
     started = time.perf_counter()
     segmenter = Segmenter.from_config(config)
-    figures = {"start_ms": (time.perf_counter() - started) * 1000, "rss_mb": _status_mb("VmRSS")}
+    figures = {"start_ms": (time.perf_counter() - started) * 1000}
+    figures.update(rss_mb=_status_mb("VmRSS"), anon_mb=_status_mb("RssAnon"))
     patch = probe_image(segmenter.input_size, seed=1)
     figures["encode_ms"] = _timed(lambda: segmenter.embed(patch, ("probe",)))
     segmenter.cache.clear()
     release_free_memory()
-    figures.update(idle_rss_mb=_status_mb("VmRSS"), peak_rss_mb=_status_mb("VmHWM"))
+    figures.update(idle_rss_mb=_status_mb("VmRSS"), idle_anon_mb=_status_mb("RssAnon"))
+    figures["peak_rss_mb"] = _status_mb("VmHWM")
     figures["encoder"] = segmenter.identity.label()
     print(json.dumps(figures))
+
+
+WORKER_FIGURES = ("encode_ms", "rss_mb", "anon_mb", "idle_rss_mb", "idle_anon_mb", "peak_rss_mb")
 
 
 def _worker(config_name: str, checkpoint: str, device: str, workdir: Path, encoder: Encoder) -> dict:
@@ -530,7 +536,7 @@ def startup_figures(config_name: str, checkpoint: str, device: str, workdir: Pat
     from .segmenter import resolve_device
 
     keys = ["startup_cold_ms", "startup_cold_peak_rss_mb", "startup_warm_ms", "startup_eager_ms"]
-    keys += [f"worker{kind}_{figure}" for kind in ("", "_eager") for figure in ("rss_mb", "idle_rss_mb", "peak_rss_mb")]
+    keys += [f"worker{kind}_{figure}" for kind in ("", "_eager") for figure in WORKER_FIGURES]
     if choose_encoder(encoder.runtime, encoder.precision, resolve_device(device)).runtime == "torch":
         return dict.fromkeys(keys)
     cold = _worker(config_name, checkpoint, device, workdir, encoder)
@@ -539,7 +545,7 @@ def startup_figures(config_name: str, checkpoint: str, device: str, workdir: Pat
     figures = {"startup_cold_ms": cold["start_ms"], "startup_cold_peak_rss_mb": cold["peak_rss_mb"]}
     figures.update(startup_warm_ms=warm["start_ms"], startup_eager_ms=eager["start_ms"])
     for kind, worker in (("", warm), ("_eager", eager)):
-        for figure in ("rss_mb", "idle_rss_mb", "peak_rss_mb"):
+        for figure in WORKER_FIGURES:
             figures[f"worker{kind}_{figure}"] = worker[figure]
     return figures
 
@@ -664,6 +670,7 @@ RATIOS = {
     "eager_first_over_first": ("eager_first_ms", "converted_first_ms"),
     "startup_cold_over_warm": ("startup_cold_ms", "startup_warm_ms"),
     "worker_eager_rss_over_rss": ("worker_eager_idle_rss_mb", "worker_idle_rss_mb"),
+    "worker_eager_anon_over_anon": ("worker_eager_idle_anon_mb", "worker_idle_anon_mb"),
 }
 
 
@@ -711,6 +718,8 @@ def _rows(figures: dict) -> list[tuple[str, str]]:
         ("worker start, converts (cold cache)", "startup_cold_ms"),
         ("worker start, converted (warm cache)", "startup_warm_ms"),
         ("worker start, torch eager", "startup_eager_ms"),
+        ("worker's first encoder run, converted", "worker_encode_ms"),
+        ("worker's first encoder run, torch eager", "worker_eager_encode_ms"),
     ]
 
 
@@ -724,6 +733,10 @@ MEMORY_ROWS = [
     ("worker RSS after start, torch eager", "worker_eager_rss_mb"),
     ("worker RSS idle after a run, converted", "worker_idle_rss_mb"),
     ("worker RSS idle after a run, eager", "worker_eager_idle_rss_mb"),
+    ("worker own memory (anon) after start, converted", "worker_anon_mb"),
+    ("worker own memory (anon) after start, eager", "worker_eager_anon_mb"),
+    ("worker own memory idle after a run, converted", "worker_idle_anon_mb"),
+    ("worker own memory idle after a run, eager", "worker_eager_idle_anon_mb"),
     ("worker peak RSS, converted", "worker_peak_rss_mb"),
     ("worker peak RSS, torch eager", "worker_eager_peak_rss_mb"),
     ("peak RSS of the converting start", "startup_cold_peak_rss_mb"),
@@ -749,7 +762,7 @@ def print_table(figures: dict) -> None:
         )
     for label, key in MEMORY_ROWS:
         if figures.get(key) is not None:
-            print(f"  {label:38s} {figures[key]:10.0f} MB")
+            print(f"  {label:48s} {figures[key]:10.0f} MB")
     if "rle_identical" in figures:
         print(f"  RLE identical to label-studio-sdk: {figures['rle_identical']} ({figures['rle_mask_px']} mask px)")
     for name, value in figures["ratios"].items():

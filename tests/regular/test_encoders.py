@@ -15,6 +15,7 @@ import logging
 
 import numpy as np
 import pytest
+import requests
 import torch
 
 from sam2plus import encoders
@@ -34,7 +35,9 @@ from sam2plus.identity import ModelIdentity
 from sam2plus.params import parse_extra_params
 from sam2plus.segmenter import Segmenter, to_model_input
 from tests.conftest import make_pipeline
+from tests.support.inprocess import SCENE, predict_body
 from tests.support.scenes import DiscScene, brush_mask, iou, label_config, point_context, rect_context
+from tests.support.servers import gunicorn_server
 
 TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 IDENTITY = ModelIdentity(TINY, "untrained-seed0", "openvino-test", "bf16")
@@ -181,8 +184,9 @@ def test_parity_is_the_largest_difference_over_the_outputs_size():
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """hiera-t converted once for the module (OpenVINO, the CPU's precision), and its store."""
-    folder = tmp_path_factory.mktemp("encoders")
+    """hiera-t converted once for the module (OpenVINO, the CPU's precision), and its store: the
+    folder a backend with CACHE_DIR=`folder.parent` uses."""
+    folder = tmp_path_factory.mktemp("cache") / "encoders"
     return Segmenter(TINY, None, "cpu", 256 << 20, "openvino", "auto", folder), folder
 
 
@@ -245,3 +249,19 @@ def test_a_second_worker_loads_the_converted_encoder_without_converting(converte
     assert second.identity == segmenter.identity and second.name.startswith("sam2.1_hiera_t@openvino-")
     image = probe_image(1024, seed=3)
     assert torch.equal(second.encoder(image)["image_embed"], segmenter.encoder(image)["image_embed"])
+
+
+@pytest.mark.slow
+def test_gunicorns_workers_serve_the_converted_encoder_by_default(converted, tmp_path):
+    """The default settings under gunicorn, 2 workers, the store warm: both load it, none converts,
+    and the model version names the runtime."""
+    _, folder = converted
+    env = {"ENCODER_RUNTIME": "", "CACHE_DIR": str(folder.parent), "MODEL_DIR": str(tmp_path / "models")}
+    with gunicorn_server(env, workers=2, log_dir=tmp_path) as server:
+        version = requests.get(f"{server.url}/health", timeout=10).json()["model_version"]
+        assert f"sam2.1_hiera_t@openvino-{openvino_version()}-" in version and version.endswith(":untrained")
+        SCENE.write(folder.parent / "scene.jpg")
+        answer = requests.post(f"{server.url}/predict", json=predict_body(), timeout=300)
+        assert answer.status_code == 200 and answer.json()["results"][0]["model_version"] == version
+    log = server.log.read_text()
+    assert log.count("converted image encoder found") == 2 and "converting" not in log
