@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,8 +27,10 @@ from sam2plus.encoders import (
     EncoderChoice,
     EncoderStore,
     Parity,
+    TorchEncoder,
     choose_encoder,
     compare_features,
+    load_encoder,
     openvino_version,
     probe_image,
 )
@@ -169,6 +172,20 @@ def test_a_dead_builders_partial_folder_is_removed_by_the_next_build(store):
     building.mkdir()
     store.build(IDENTITY, predictor=None)
     assert not dead.exists() and building.exists() and store.load(IDENTITY) is not None
+
+
+@pytest.mark.parametrize("passed, seconds", [(False, 1.0), (True, 3.0)], ids=["parity-failed", "slower"])
+def test_auto_falls_back_to_torch_when_the_converted_encoder_failed_its_checks(store, monkeypatch, passed, seconds):
+    def checked(predictor, identity, folder):
+        times, parity = _fake_convert(predictor, identity, folder)
+        return {**times, "openvino_run": seconds}, Parity((0.5,), (0.1,), 0.03, passed)
+
+    monkeypatch.setattr(encoders, "_convert", checked)
+    predictor = SimpleNamespace(device="cpu", model=SimpleNamespace(image_encoder="torch's weights"))
+    auto = EncoderChoice("openvino", "bf16", fallback=True)
+    encoder = load_encoder(predictor, ModelIdentity(TINY, "untrained-seed0"), auto, store)
+    assert isinstance(encoder, TorchEncoder) and encoder.identity.runtime.startswith("torch-")
+    assert encoder.identity.precision == "f32" and predictor.model.image_encoder == "torch's weights"
 
 
 def test_parity_is_the_largest_difference_over_the_outputs_size():
