@@ -261,9 +261,12 @@ def load_model(config_name: str, checkpoint: str, device: str, workdir: Path):
 
 
 def forget(model) -> None:
-    """Cold caches: no decoded frame and no encoded patch kept from an earlier click."""
+    """Cold caches: no decoded frame and no encoded patch kept from an earlier click, in memory or
+    in the embedding store."""
     model.pipeline.frames.clear()
     model.pipeline.segmenter.cache.clear()
+    if model.pipeline.segmenter.store is not None:
+        model.pipeline.segmenter.store.clear()
     gc.collect()
 
 

@@ -176,6 +176,11 @@ class EmbeddingStore:
                 found.append(key)
         return found
 
+    def clear(self) -> None:
+        """Delete every stored embedding of this folder (a cold start, in the benchmark)."""
+        for path in self.directory.glob(f"*{SUFFIX}"):
+            self._remove(path)
+
     def discard(self, digest: str) -> int:
         """Delete this model's stored windows of the image with this content digest; returns how many."""
         keys = self.keys(digest)

@@ -86,6 +86,7 @@ def test_simultaneous_clients_on_distinct_images_get_their_own_answers(tmp_path,
         "CACHE_DIR": str(cache),
         "MODEL_DIR": str(tmp_path / "models"),
         "EMBEDDING_CACHE_MB": "1",
+        "EMBEDDING_STORE_MB": "0",  # nothing cached on disk either (tests/regular/test_store_sharing.py has the store)
         "FRAME_CACHE_MB": str(frame_cache_mb),
     }
     with gunicorn_backend(env, workers=workers, threads=CLIENTS) as url:
