@@ -50,6 +50,12 @@ def _regions(answer) -> list:
 # --- a worker killed in the middle of a request ------------------------------------------------------
 
 
+# Threads per worker. The kernel picks the worker that accepts each click, and clicks go out until
+# both workers hold one; each stuck click holds a thread. With 4, five clicks landing on one worker
+# left the fifth queued behind the gate (2 runs in 7); with 16, all 16 on one worker: 2 ** -15.
+THREADS = 16
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_request_is_replaced_and_nothing_else_is_affected(tmp_path):
     """SIGKILL (what the OOM killer sends) to a worker whose clicks are stuck halfway through their
@@ -61,7 +67,7 @@ def test_a_worker_killed_mid_request_is_replaced_and_nothing_else_is_affected(tm
     SCENE.write(images / "scene.jpg")
     with gated_server(images) as gate:
         env = {"CACHE_DIR": str(tmp_path / "cache"), "MODEL_DIR": str(tmp_path / "models"), "IMAGE_HOSTS": gate.host}
-        with gunicorn_server(env, workers=2, threads=4, log_dir=tmp_path) as server:
+        with gunicorn_server(env, workers=2, threads=THREADS, log_dir=tmp_path) as server:
             setup = {
                 "project": PROJECT,
                 "schema": label_config("PolygonLabels"),
@@ -82,13 +88,17 @@ def test_a_worker_killed_mid_request_is_replaced_and_nothing_else_is_affected(tm
             clients = []
             deadline = time.monotonic() + 60
             held = {}
-            while (len(clients) < 2 or min(held.values(), default=0) == 0) and time.monotonic() < deadline:
+            while (len(clients) < 2 or min(held.values(), default=0) == 0) and len(clients) < THREADS:
                 clients.append(threading.Thread(target=gated_click))
                 clients[-1].start()
                 assert gate.waiting.acquire(timeout=30), "the download started"
                 held = connections_by_worker(server.workers(), port)
             assert min(held.values()) >= 1 and len(held) == 2, f"both workers hold a stuck click: {held}"
-            parts = list((tmp_path / "cache" / "downloads").glob(".part-*"))
+            # the host has sent the first halves; each worker writes its partial file a moment later
+            parts, written_by = [], time.monotonic() + 30
+            while len(parts) < len(clients) and time.monotonic() < written_by:
+                time.sleep(0.1)
+                parts = list((tmp_path / "cache" / "downloads").glob(".part-*"))
             assert len(parts) == len(clients), "each stuck download has written half a file"
 
             victim = max(held, key=held.get)
