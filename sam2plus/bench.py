@@ -634,20 +634,25 @@ def store_figures(config_name: str, checkpoint: str, device: str, workdir: Path,
     """The embedding store's scenarios, each against the bare decoder measured in the same process:
     a click served from the store (memory emptied first), a restarted process's first click and
     another process's click (`other_process_figures`), the first click on the next task after
-    its prefetch, a subpatching click on a grid-encoded image; the store's read time and bytes per
+    its prefetch (`prefetched_figures`: a grid project's, a whole-frame project's), a subpatching
+    click on a grid-encoded image; the store's read time and bytes per
     embedding; and whether each answer's regions are those of a fresh encoder run."""
     import multiprocessing
 
     width, height = STORE_SIZE
-    names = ("store-a.jpg", "store-b.jpg", "store-c.jpg")
+    names = ("store-a.jpg", "store-c.jpg")
+    next_frames = [f"next-frame-{i}.jpg" for i in range(repeats)]  # the next tasks, one first click each
+    next_grid = [f"next-grid-{i}.jpg" for i in range(repeats)]
     write_images(
         [(workdir / name, width, height, 7 + i) for i, name in enumerate(names)]
         + [(workdir / "grid.jpg", *GRID_SIZE, 9)]
+        + [(workdir / name, width, height, 20 + i) for i, name in enumerate(next_frames)]
+        + [(workdir / name, *GRID_SIZE, 40 + i) for i, name in enumerate(next_grid)]
     )
     model = load_model(config_name, checkpoint, device, workdir)
     model.setup("grid", LABEL_CONFIG, GRID_PARAMS)
     segmenter, store = model.pipeline.segmenter, model.pipeline.segmenter.store
-    task_a, task_b = [{"id": 1, "data": {"image": "store-a.jpg"}}], [{"id": 2, "data": {"image": "store-b.jpg"}}]
+    task_a = [{"id": 1, "data": {"image": "store-a.jpg"}}]
     ctx = _store_context()
 
     def click(task, project=STORE_PROJECT, c=ctx):
@@ -668,20 +673,19 @@ def store_figures(config_name: str, checkpoint: str, device: str, workdir: Path,
     same["other_process_click"] = other.pop("other_process_regions") == fresh
     figures.update(other)
 
-    model.warmup.submit(task_b, LABEL_CONFIG, model.settings.load("stock"), "stock", kind="prefetch")
-    model.warmup.wait(600)  # the whole frame encoded (no subpatching: what a prefetch encodes)
-    figures["prefetched_first_ms"] = _timed(lambda: figures.update(prefetched=_regions(click(task_b, "stock"))))
-    figures["prefetched_repeat_ms"], _ = median_ms(lambda: click(task_b, "stock"), repeats * 3)
-    figures["prefetched_decoder_ms"] = _bare_decoder_ms(model, task_b, ctx, "stock", repeats * 3)
-    _, key_b, _ = _click_parts(model, task_b, ctx, "stock")
-    _forget_image(model, key_b)
-    same["prefetched_first"] = figures.pop("prefetched") == _regions(click(task_b, "stock"))
+    grid_ctx = context(keypoint_region(700, 1250, *GRID_SIZE, from_name="point", labels=["object"]))
+    for scenario, project, names, click_ctx, first_id in (
+        ("prefetched", "grid", next_grid, grid_ctx, 10),
+        ("prefetched_frame", "stock", next_frames, ctx, 20),
+    ):
+        tasks = [[{"id": first_id + i, "data": {"image": name}}] for i, name in enumerate(names)]
+        found, same[f"{scenario}_first"] = prefetched_figures(model, project, tasks, click_ctx, repeats)
+        figures |= {f"{scenario}_{name}": value for name, value in found.items()}
 
     grid_task = [{"id": 3, "data": {"image": "grid.jpg"}}]
     model.predict(grid_task, None, "grid", LABEL_CONFIG)  # the task opens: the grid is encoded
     model.warmup.wait(3600)
     runs = segmenter.encoder_runs
-    grid_ctx = context(keypoint_region(700, 1250, *GRID_SIZE, from_name="point", labels=["object"]))
     figures["grid_click_ms"], answer = median_ms(lambda: click(grid_task, "grid", grid_ctx), repeats * 3)
     figures["grid_click_encoder_runs"] = segmenter.encoder_runs - runs
     figures["grid_windows"] = len(store.keys(_click_parts(model, grid_task, grid_ctx, "grid")[1][0]))
@@ -696,6 +700,33 @@ def store_figures(config_name: str, checkpoint: str, device: str, workdir: Path,
     return figures
 
 
+def prefetched_figures(model, project: str, tasks: list, ctx: dict, repeats: int) -> tuple[dict, bool]:
+    """The next tasks of `project`, each prefetched as a task opening before it asks, then clicked
+    once: the median of those first clicks (one sample a task) and their encoder runs, of the bare
+    decoder timed right after each, and of the same click again on the last task; and whether
+    every first click's regions equal those of the click after its window was encoded afresh."""
+    params, segmenter = model.settings.load(project), model.pipeline.segmenter
+    firsts, decoders, answers, runs = [], [], [], 0
+    for task in tasks:
+        model.warmup.submit(task, LABEL_CONFIG, params, project, kind="prefetch")
+        model.warmup.wait(3600)
+        before, started = segmenter.encoder_runs, time.perf_counter()
+        answers.append(_regions(model.predict(task, ctx, project, LABEL_CONFIG)))
+        firsts.append((time.perf_counter() - started) * 1000)
+        runs += segmenter.encoder_runs - before
+        decoders.append(_bare_decoder_ms(model, task, ctx, project, 3))  # right after: the same load
+    last = tasks[-1]
+    figures = {"first_ms": statistics.median(firsts), "first_encoder_runs": runs}
+    figures["decoder_ms"] = statistics.median(decoders)
+    figures["repeat_ms"], _ = median_ms(lambda: model.predict(last, ctx, project, LABEL_CONFIG), repeats * 3)
+    same = True
+    for task, regions in zip(tasks, answers, strict=True):
+        _forget_image(model, _click_parts(model, task, ctx, project)[1])
+        model.pipeline.warm(task[0], LABEL_CONFIG, params)  # the clicked window encoded afresh
+        same &= _regions(model.predict(task, ctx, project, LABEL_CONFIG)) == regions
+    return figures, same
+
+
 def store_ratios(figures: dict) -> dict:
     """Each store scenario over the bare decoder of its process (the issue's bound: 1.5), and the
     store's and the prefetch's clicks over the same click held in memory."""
@@ -704,10 +735,14 @@ def store_ratios(figures: dict) -> dict:
         "other_process_click_over_decoder": figures["other_process_click_ms"] / figures["other_process_decoder_ms"],
         "restart_first_over_decoder": figures["restart_first_ms"] / figures["other_process_decoder_ms"],
         "prefetched_first_over_decoder": figures["prefetched_first_ms"] / figures["prefetched_decoder_ms"],
+        "prefetched_frame_first_over_decoder": figures["prefetched_frame_first_ms"]
+        / figures["prefetched_frame_decoder_ms"],
         "grid_click_over_decoder": figures["grid_click_ms"] / figures["grid_decoder_ms"],
         # what the store or the prefetch leaves of a click's cost beyond the same click held in memory
         "store_click_over_repeat": figures["store_click_ms"] / figures["store_repeat_ms"],
         "prefetched_first_over_repeat": figures["prefetched_first_ms"] / figures["prefetched_repeat_ms"],
+        "prefetched_frame_first_over_repeat": figures["prefetched_frame_first_ms"]
+        / figures["prefetched_frame_repeat_ms"],
     }
 
 
@@ -720,14 +755,20 @@ def print_store_table(figures: dict) -> None:
         ("another process: bare decoder", "other_process_decoder_ms"),
         ("another process: click from the store", "other_process_click_ms"),
         ("restarted process: first click", "restart_first_ms"),
-        ("next task (whole frame): bare decoder", "prefetched_decoder_ms"),
-        ("next task's first click, prefetched", "prefetched_first_ms"),
-        ("next task: the same click again", "prefetched_repeat_ms"),
+        ("next task (grid): bare decoder", "prefetched_decoder_ms"),
+        ("next task (grid): first click, prefetched", "prefetched_first_ms"),
+        ("next task (grid): the same click again", "prefetched_repeat_ms"),
+        ("next task (whole frame): bare decoder", "prefetched_frame_decoder_ms"),
+        ("next task (whole frame): first click", "prefetched_frame_first_ms"),
+        ("next task (whole frame): click again", "prefetched_frame_repeat_ms"),
         ("grid image: bare decoder", "grid_decoder_ms"),
         ("grid image: subpatching click", "grid_click_ms"),
         ("store read of one embedding", "store_read_ms"),
     ]
-    print("embedding store scenarios (3000x2000 JPEGs, subpatching 1024; the prefetched task without; grid 2048x2048)")
+    print(
+        "embedding store scenarios (3000x2000 JPEGs, subpatching 1024; grid and the next tasks of a grid"
+        " project 2048x2048; the next tasks of a whole-frame project 3000x2000)"
+    )
     for label, key in rows:
         print(f"  {label:38s} {figures[key]:10.1f} ms")
     print(f"  {'bytes per embedding':38s} {figures['store_bytes_per_embedding']:10d}")

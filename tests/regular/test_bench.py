@@ -101,6 +101,9 @@ STORE_KEYS = {
     "prefetched_decoder_ms",
     "prefetched_first_ms",
     "prefetched_repeat_ms",
+    "prefetched_frame_decoder_ms",
+    "prefetched_frame_first_ms",
+    "prefetched_frame_repeat_ms",
     "grid_decoder_ms",
     "grid_click_ms",
 }
@@ -123,6 +126,7 @@ def test_the_store_scenarios_report_their_figures_and_identical_regions(tmp_path
     # prefetched task or of the grid ran the encoder; an embedding is 16 MiB and a small header.
     assert set(figures["store_regions_identical"].values()) == {True}, figures["store_regions_identical"]
     assert figures["other_process_encoder_runs"] == 0 and figures["grid_click_encoder_runs"] == 0
+    assert figures["prefetched_first_encoder_runs"] == 0 and figures["prefetched_frame_first_encoder_runs"] == 0
     assert figures["grid_windows"] == 9
     assert 16 << 20 < figures["store_bytes_per_embedding"] < (16 << 20) + 4096
     assert set(figures["store_ratios"]) == {
@@ -130,8 +134,10 @@ def test_the_store_scenarios_report_their_figures_and_identical_regions(tmp_path
         "other_process_click_over_decoder",
         "restart_first_over_decoder",
         "prefetched_first_over_decoder",
+        "prefetched_frame_first_over_decoder",
         "grid_click_over_decoder",
         "store_click_over_repeat",
         "prefetched_first_over_repeat",
+        "prefetched_frame_first_over_repeat",
     }
     assert "click served from the store" in run.stdout and "SAM2Plus repeated click" not in run.stdout
