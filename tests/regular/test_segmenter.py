@@ -386,7 +386,8 @@ def test_identity_names_config_weights_runtime_and_precision(tiny, tmp_path):
     and a changed one is another."""
     model = tiny
     assert model.identity.weights == "untrained-seed0"
-    assert (model.identity.runtime, model.identity.precision) == ("torch", "f32")
+    assert (model.identity.runtime, model.identity.precision) == (f"torch-{torch.__version__.split('+')[0]}", "f32")
+    assert model.name == f"sam2.1_hiera_t@{model.identity.label()}:untrained"
     first, second = tmp_path / "a.pt", tmp_path / "b.pt"
     first.write_bytes(b"weights")
     second.write_bytes(b"weights")
