@@ -60,19 +60,24 @@ RATIOS = {
 }
 
 
-@pytest.mark.slow
-def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
+def bench(tmp_path, *args: str, timeout: float = 1200) -> tuple[subprocess.CompletedProcess, dict]:
+    """`python -m sam2plus.bench` with `args`, which must succeed: its output and its JSON figures."""
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, "-m", "sam2plus.bench", "--size", "2400x1800", "--repeats", "1", "--annotators", "2"]
-        + ["--encoder-runtime", "torch", "--json", str(out), "--no-store"],
+        [sys.executable, "-m", "sam2plus.bench", *args, "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=timeout,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(out.read_text())
+    return run, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
+    small = ["--size", "2400x1800", "--repeats", "1", "--annotators", "2"]
+    run, figures = bench(tmp_path, *small, "--encoder-runtime", "torch", "--no-store")
     assert KEYS <= figures.keys()
     assert figures["image_px"] == 2400 * 1800 and figures["device"] == "cpu"
     assert figures["rle_identical"] is True
@@ -131,17 +136,7 @@ ENCODER_KEYS = {
 
 @pytest.mark.slow
 def test_the_store_scenarios_report_their_figures_and_identical_regions(tmp_path):
-    out = tmp_path / "bench.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "sam2plus.bench", "--store-only", "--repeats", "1", "--json", str(out)]
-        + ["--encoder-runtime", "torch"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(out.read_text())
+    run, figures = bench(tmp_path, "--store-only", "--repeats", "1", "--encoder-runtime", "torch", timeout=1800)
     assert STORE_KEYS <= figures.keys() and all(figures[key] > 0 for key in STORE_KEYS)
     # Facts, not timings: every answer is a fresh encoder run's; no click of another process, of the
     # prefetched task or of the grid ran the encoder; an embedding is 16 MiB and a small header.
@@ -165,17 +160,7 @@ def test_the_store_scenarios_report_their_figures_and_identical_regions(tmp_path
 def test_the_encoder_scenarios_measure_the_default_runtime_against_torch_eager(tmp_path):
     """The default encoder on a CPU (OpenVINO), converted once by the first worker's start, against
     torch eager in the same run; `--scenarios encoder` leaves the other scenarios out."""
-    out = tmp_path / "bench.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "sam2plus.bench", "--size", "2400x1800", "--repeats", "1", "--scenarios", "encoder"]
-        + ["--json", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(out.read_text())
+    run, figures = bench(tmp_path, "--size", "2400x1800", "--repeats", "1", "--scenarios", "encoder")
     assert figures["encoder"].startswith("openvino-") and figures["device"] == "cpu"
     assert all(figures[key] > 0 for key in ENCODER_KEYS), {key: figures[key] for key in ENCODER_KEYS}
     assert "first_ms" not in figures and "stock_first_ms" not in figures, "--scenarios encoder runs these only"
