@@ -21,7 +21,7 @@ from sam2plus.params import ExtraParams, parse_extra_params
 from sam2plus.pipeline import Pipeline
 from sam2plus.preannotate import pre_annotate
 from sam2plus.projects import LabelStudioProjects
-from sam2plus.segmenter import Segmenter, resolve_checkpoint, resolve_device
+from sam2plus.segmenter import Segmenter
 from sam2plus.settings import open_settings
 from sam2plus.warmup import Warmup
 
@@ -39,10 +39,7 @@ class SAM2Plus:
     def __init__(self, config: ServerConfig | None = None, segmenter=None):
         self.config = config = config or ServerConfig.from_env()
         if segmenter is None:
-            checkpoint = resolve_checkpoint(config.model_checkpoint, config.checkpoint_dir)
-            segmenter = Segmenter(
-                config.model_config, checkpoint, resolve_device(config.device), config.embedding_cache_mb << 20
-            )
+            segmenter = Segmenter.from_config(config)
         identity = getattr(segmenter, "identity", None)
         if identity is not None and config.embedding_store_mb > 0:
             segmenter.store = EmbeddingStore(

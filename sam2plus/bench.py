@@ -2,6 +2,8 @@
 
     python -m sam2plus.bench [--config CONFIG] [--checkpoint untrained|PATH] [--device cpu|cuda|auto]
                              [--size 10240x9800] [--repeats N] [--json PATH] [--store-only | --no-store]
+                             [--encoder-runtime auto|torch|openvino] [--encoder-precision auto|bf16|f32]
+                             [--scenarios all|encoder]
 
 A synthetic JPEG (10240x9800 by default) is written to a temporary CACHE_DIR. SAM2Plus runs
 its real request path (`SAM2Plus.setup` + `SAM2Plus.predict`, subpatching 1024) on a 320 px
@@ -26,6 +28,19 @@ as the editor serialises them: a refinement click resends every earlier point of
 
 The Bitmask PNG (`bitmask_*`) is timed and sized against the brush RLE of the same mask, the
 main click's and a large disc's, on the benchmark image's size (100 megapixels by default).
+
+The model runs with the encoder its settings give (`--encoder-runtime`, `--encoder-precision`:
+ENCODER_RUNTIME and ENCODER_PRECISION, `auto` by default: OpenVINO on a CPU; `encoder` names
+it). Where that is not torch eager, three more scenarios measure it against torch eager:
+- a worker's start in a child process each: converting into an empty cache (`startup_cold_ms`),
+  loading what that built (`startup_warm_ms`), torch eager (`startup_eager_ms`), with its RSS
+  after the start, idle after one encoder run and at peak (`worker_*rss_mb`);
+- the bare encoder on the main box's window and that box's first click from cold caches, the
+  model and a torch eager model in turns (`converted_*_ms`, `eager_*_ms`);
+- the stock pipeline then runs on the torch eager model, as HumanSignal's example does.
+`--scenarios encoder` runs only these (no stock pipeline, no store scenarios). The embedding
+store's scenarios (`store_figures`; `--store-only`, `--no-store`) run with the same encoder
+settings and load the encoder the main run converted.
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import resource
 import statistics
 import subprocess
@@ -51,6 +67,7 @@ from PIL import Image
 from .bitmask import bitmask_data_url
 from .config import UNTRAINED, ServerConfig
 from .contexts import context, control, keypoint_region, label_config, rectangle_region
+from .encoders import fresh_predictor, probe_image
 from .frames import extract_patch, plan_frame
 from .images import read_info
 from .labelconfig import find_output_control
@@ -76,7 +93,12 @@ __all__ = [
     "write_images",
     "load_model",
     "forget",
+    "Encoder",
+    "bench_config",
     "run",
+    "worker_start",
+    "startup_figures",
+    "eager_figures",
     "click_figures",
     "session_figures",
     "first_patch",
@@ -87,6 +109,7 @@ __all__ = [
     "component_figures",
     "rle_figures",
     "stock_figures",
+    "RATIOS",
     "ratios",
     "print_table",
     "store_figures",
@@ -240,20 +263,37 @@ def write_images(images: list[tuple[Path, int, int, int]]) -> None:
     subprocess.run([sys.executable, "-c", f"from sam2plus.bench import make_image; {calls}"], check=True)
 
 
-def load_model(config_name: str, checkpoint: str, device: str, workdir: Path):
-    """SAM2Plus on `workdir` as CACHE_DIR, with the projects the scenarios click in: BrushLabels and
-    PolygonLabels subpatching 1024, and "stock" with the default settings."""
-    from model import SAM2Plus
+@dataclass(frozen=True)
+class Encoder:
+    """The encoder settings of a run (ENCODER_RUNTIME, ENCODER_PRECISION) and which scenarios it
+    runs: "all", or "encoder" (start-up, encoder and first click against torch eager only)."""
 
-    config = ServerConfig(
+    runtime: str = "auto"
+    precision: str = "auto"
+    scenarios: str = "all"
+
+
+def bench_config(config_name: str, checkpoint: str, device: str, workdir: Path, encoder: Encoder) -> ServerConfig:
+    """The settings of the benchmark's models: `workdir` as CACHE_DIR (converted encoders in
+    `workdir`/encoders), the encoder's settings as given."""
+    return ServerConfig(
         device=device,
         model_config=config_name,
         model_checkpoint=checkpoint,
         checkpoint_dir="/",
         cache_dir=str(workdir),
         model_dir=str(workdir / "models"),
+        encoder_runtime=encoder.runtime,
+        encoder_precision=encoder.precision,
     )
-    model = SAM2Plus(config)
+
+
+def load_model(config_name: str, checkpoint: str, device: str, workdir: Path, encoder: Encoder = Encoder()):
+    """SAM2Plus on `workdir` as CACHE_DIR, with the projects the scenarios click in: BrushLabels and
+    PolygonLabels subpatching 1024, and "stock" with the default settings."""
+    from model import SAM2Plus
+
+    model = SAM2Plus(bench_config(config_name, checkpoint, device, workdir, encoder))
     for fmt in ("BrushLabels", "PolygonLabels"):
         model.setup(fmt, LABEL_CONFIG, {"subpatching": {"patch_size": 1024}, "return_format": {"type": fmt}})
     model.setup("stock", LABEL_CONFIG, None)
@@ -278,36 +318,52 @@ def run(
     scene: Scene,
     workdir: Path,
     annotators: int = ANNOTATORS,
+    encoder: Encoder = Encoder(),
 ) -> dict:
-    """Every scenario on one model, in this order: SAM2Plus's request path first (single clicks, the
-    session, the annotators), so that its peak memory is read before anything else allocates, then
-    the bare components, the RLE and the stock pipeline; the ratios last."""
+    """Every scenario on one model, in this order: the workers' start-up (child processes; the cold
+    one converts the encoder into `workdir`), SAM2Plus's request path (single clicks, the session,
+    the annotators), so that its peak memory is read before anything else allocates in this
+    process, then the bare components, the encoder against torch eager, the RLE and the stock
+    pipeline; the ratios last."""
     image_path = workdir / "bench.jpg"
     write_images([(image_path, scene.width, scene.height, 0)])
-    model = load_model(config_name, checkpoint, device, workdir)
+    figures = startup_figures(config_name, checkpoint, device, workdir, encoder)
+    model = load_model(config_name, checkpoint, device, workdir, encoder)
     task = [{"id": 1, "data": {"image": image_path.name}}]
     cold = partial(forget, model)
-    figures = {
-        "config": config_name,
-        "checkpoint": checkpoint,
-        "device": model.pipeline.segmenter.device,
-        "image_px": scene.width * scene.height,
-        "image_size": [scene.width, scene.height],
-        "image_bytes": image_path.stat().st_size,
-    }
-    clicks, answer = click_figures(model, task, scene, repeats, cold)
-    figures.update(clicks)
-    figures.update(session_figures(model, task, scene, repeats, cold))
-    figures.update(multi_figures(model, workdir, cold, annotators))
-    figures.update(request_path_memory(figures["device"]))  # the request path ends here
-    figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
-    figures.update(component_figures(model, image_path, scene, repeats, cold))
-    local = click_mask(model, task, scene)
-    figures.update(rle_figures(local, scene, repeats))
-    figures.update(bitmask_figures(local, scene, repeats))
-    figures.update(stock_figures(model, image_path, scene, repeats))
+    figures.update(
+        {
+            "config": config_name,
+            "checkpoint": checkpoint,
+            "device": model.pipeline.segmenter.device,
+            "encoder": model.pipeline.segmenter.identity.label(),
+            "image_px": scene.width * scene.height,
+            "image_size": [scene.width, scene.height],
+            "image_bytes": image_path.stat().st_size,
+        }
+    )
+    if encoder.scenarios == "all":
+        clicks, answer = click_figures(model, task, scene, repeats, cold)
+        figures.update(clicks)
+        figures.update(session_figures(model, task, scene, repeats, cold))
+        figures.update(multi_figures(model, workdir, cold, annotators))
+        figures.update(request_path_memory(figures["device"]))  # the request path ends here
+        figures["regions_in_last_answer"] = len(answer["results"][0]["result"])
+        figures.update(component_figures(model, image_path, scene, repeats, cold))
+    eager = model if _is_eager(model) else load_model(config_name, checkpoint, device, workdir, Encoder("torch"))
+    figures.update(eager_figures(model, eager, task, scene, repeats))
+    if encoder.scenarios == "all":
+        local = click_mask(model, task, scene)
+        figures.update(rle_figures(local, scene, repeats))
+        figures.update(bitmask_figures(local, scene, repeats))
+        figures.update(stock_figures(eager, image_path, scene, repeats))
     figures["ratios"] = ratios(figures)
     return figures
+
+
+def _is_eager(model) -> bool:
+    """Whether SAM2's own torch encoder serves `model`."""
+    return model.pipeline.segmenter.identity.runtime.startswith("torch")
 
 
 def click_figures(model, task: list, scene: Scene, repeats: int, cold) -> tuple[dict, dict]:
@@ -392,17 +448,14 @@ def first_patch(model, task: list, ctx: dict, project: str) -> np.ndarray:
 
 
 def encoder_run(segmenter, patch: np.ndarray):
-    """A bare run of SAM2's image encoder on `patch` as the segmenter runs it, to call (and time)
-    inside `segmenter._autocast()`; on CUDA it returns once the GPU has finished."""
-    return synchronized(
-        lambda: segmenter.predictor.set_image(to_model_input(patch, segmenter.input_size)), segmenter.device
-    )
+    """A bare run of the segmenter's image encoder (torch or converted) on `patch`, returning its
+    features; on CUDA it returns once the GPU has finished."""
+    return synchronized(lambda: segmenter.encoder(to_model_input(patch, segmenter.input_size)), segmenter.device)
 
 
 def encode_ms(segmenter, patch: np.ndarray) -> float:
-    """One bare run of SAM2's image encoder on `patch`, as the segmenter runs it."""
-    with segmenter._autocast():
-        return _timed(encoder_run(segmenter, patch))
+    """One bare run of the segmenter's image encoder on `patch`."""
+    return _timed(encoder_run(segmenter, patch))
 
 
 def multi_figures(model, workdir: Path, cold, annotators: int = ANNOTATORS) -> dict:
@@ -455,6 +508,87 @@ def multi_figures(model, workdir: Path, cold, annotators: int = ANNOTATORS) -> d
     }
 
 
+def worker_start(config_name: str, checkpoint: str, device: str, workdir: str, runtime: str, precision: str) -> None:
+    """What a worker's start costs (run in a child process by `startup_figures`): its segmenter
+    built as a worker builds it, one encoder run on the probe picture, then the embedding
+    dropped; prints one JSON line: times in ms, RSS in MiB after the start, idle after the run,
+    and the peak. RSS counts the mapped files too (libraries, the converted encoder's weights
+    file), which the page cache shares between workers; `anon` is the worker's own memory."""
+    from .segmenter import Segmenter, release_free_memory
+
+    logging.basicConfig(level=logging.INFO, format="worker_start: %(name)s: %(message)s")  # on stderr
+    config = bench_config(config_name, checkpoint, device, Path(workdir), Encoder(runtime, precision))
+    started = time.perf_counter()
+    segmenter = Segmenter.from_config(config)
+    figures = {"start_ms": (time.perf_counter() - started) * 1000}
+    figures.update(rss_mb=_status_mb("VmRSS"), anon_mb=_status_mb("RssAnon"))
+    patch = probe_image(segmenter.input_size, seed=1)
+    figures["encode_ms"] = _timed(lambda: segmenter.embed(patch, ("probe",)))
+    segmenter.cache.clear()
+    release_free_memory()
+    figures.update(idle_rss_mb=_status_mb("VmRSS"), idle_anon_mb=_status_mb("RssAnon"))
+    figures["peak_rss_mb"] = _status_mb("VmHWM")
+    figures["encoder"] = segmenter.identity.label()
+    print(json.dumps(figures))
+
+
+WORKER_FIGURES = ("encode_ms", "rss_mb", "anon_mb", "idle_rss_mb", "idle_anon_mb", "peak_rss_mb")
+
+
+def _worker(config_name: str, checkpoint: str, device: str, workdir: Path, encoder: Encoder) -> dict:
+    """`worker_start` in a fresh process: its figures."""
+    arguments = ", ".join(repr(str(a)) for a in (config_name, checkpoint, device, workdir))
+    arguments += f", {encoder.runtime!r}, {encoder.precision!r}"
+    call = f"from sam2plus.bench import worker_start; worker_start({arguments})"
+    done = subprocess.run([sys.executable, "-c", call], check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def startup_figures(config_name: str, checkpoint: str, device: str, workdir: Path, encoder: Encoder) -> dict:
+    """A worker's start-up and memory with each encoder, in child processes: the converted encoder
+    with a cold cache (it converts into `workdir`/encoders), then warm (it loads what the first
+    built), then torch eager; each runs the encoder once. None where torch serves anyway (CUDA)."""
+    from .encoders import choose_encoder
+    from .segmenter import resolve_device
+
+    keys = ["startup_cold_ms", "startup_cold_peak_rss_mb", "startup_warm_ms", "startup_eager_ms"]
+    keys += [f"worker{kind}_{figure}" for kind in ("", "_eager") for figure in WORKER_FIGURES]
+    if choose_encoder(encoder.runtime, encoder.precision, resolve_device(device)).runtime == "torch":
+        return dict.fromkeys(keys)
+    cold = _worker(config_name, checkpoint, device, workdir, encoder)
+    warm = _worker(config_name, checkpoint, device, workdir, encoder)
+    eager = _worker(config_name, checkpoint, device, workdir, Encoder("torch"))
+    figures = {"startup_cold_ms": cold["start_ms"], "startup_cold_peak_rss_mb": cold["peak_rss_mb"]}
+    figures.update(startup_warm_ms=warm["start_ms"], startup_eager_ms=eager["start_ms"])
+    for kind, worker in (("", warm), ("_eager", eager)):
+        for figure in WORKER_FIGURES:
+            figures[f"worker{kind}_{figure}"] = worker[figure]
+    return figures
+
+
+def eager_figures(model, eager, task: list, scene: Scene, repeats: int) -> dict:
+    """The model's encoder and first click against torch eager's (`eager`, SAM2's own encoder) in
+    turns, so that a drifting shared CPU weighs on both alike: the bare encoder on the main box's
+    window, then the main box's click from cold caches (JPEG decode, encoder, decoder). None when
+    torch eager serves the model itself."""
+    keys = ("converted_encoder_ms", "eager_encoder_ms", "converted_first_ms", "eager_first_ms")
+    if eager is model:
+        return dict.fromkeys(keys)
+    patch = first_patch(model, task, scene.context(scene.main_box), "BrushLabels")
+    times: dict[str, list[float]] = {key: [] for key in keys}
+    for _ in range(repeats):
+        for name, which in (("converted", model), ("eager", eager)):
+            times[f"{name}_encoder_ms"].append(encode_ms(which.pipeline.segmenter, patch))
+    context = scene.context(scene.main_box)
+    for _ in range(repeats):
+        for name, which in (("converted", model), ("eager", eager)):
+            forget(which)
+            times[f"{name}_first_ms"].append(
+                _timed(lambda w=which: w.predict(task, context, "BrushLabels", LABEL_CONFIG))
+            )
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 def request_path_memory(device: str) -> dict:
     """The peaks of the request path's scenarios (RSS and GPU) and the RSS the process holds now."""
     return {
@@ -478,10 +612,11 @@ def component_figures(model, image_path: Path, scene: Scene, repeats: int, cold)
     top, left = max(0, y0 - 352), max(0, x0 - 352)
     patch = np.ascontiguousarray(frame[top : top + 1024, left : left + 1024])
     del frame
-    predictor = segmenter.predictor
     box_in_patch = np.array([x0 - left, y0 - top, x1 - left, y1 - top], dtype=np.float32)
+    figures["encoder_ms"], features = median_ms(encoder_run(segmenter, patch), repeats)
+    predictor = fresh_predictor(segmenter.predictor)
+    predictor._features, predictor._orig_hw, predictor._is_image_set = features, [patch.shape[:2]], True
     with segmenter._autocast():
-        figures["encoder_ms"], _ = median_ms(encoder_run(segmenter, patch), repeats)
         figures["decoder_ms"], _ = median_ms(
             lambda: predictor.predict(box=box_in_patch, multimask_output=True, return_logits=True), repeats * 3
         )
@@ -542,7 +677,8 @@ def bitmask_figures(local: Mask, scene: Scene, repeats: int) -> dict:
 
 def stock_figures(model, image_path: Path, scene: Scene, repeats: int) -> dict:
     """HumanSignal's example pipeline on every click: Pillow decode of the whole image, `set_image` on
-    it, `predict` on the main box, `mask2rle` of the full-resolution mask; its peaks after."""
+    it (SAM2's own torch encoder: `model` runs torch eager), `predict` on the main box, `mask2rle`
+    of the full-resolution mask; its peaks after."""
     from label_studio_sdk.converter.brush import mask2rle
 
     segmenter = model.pipeline.segmenter
@@ -602,12 +738,14 @@ def _forget_image(model, key: tuple) -> None:
     model.pipeline.segmenter.store.path(key).unlink(missing_ok=True)
 
 
-def other_process_figures(config_name: str, checkpoint: str, device: str, workdir: str, repeats: int) -> dict:
+def other_process_figures(
+    config_name: str, checkpoint: str, device: str, workdir: str, repeats: int, encoder: Encoder = Encoder()
+) -> dict:
     """In a process of its own (spawned) on the same CACHE_DIR and store: its bare decoder on another
     image first (which also takes torch's first-call costs off the clock), then its first click on
     the encoded image (a restarted worker's), then the same click with its memory emptied before
     each (another worker's or replica's)."""
-    model = load_model(config_name, checkpoint, device, Path(workdir))
+    model = load_model(config_name, checkpoint, device, Path(workdir), encoder)
     ctx = _store_context()
     segmenter = model.pipeline.segmenter
     other = [{"id": 9, "data": {"image": "store-c.jpg"}}]
@@ -630,7 +768,9 @@ def _store_context() -> dict:
     return context(rectangle_region((1200, 700, 1520, 1020), width, height, labels=["object"]))
 
 
-def store_figures(config_name: str, checkpoint: str, device: str, workdir: Path, repeats: int) -> dict:
+def store_figures(
+    config_name: str, checkpoint: str, device: str, workdir: Path, repeats: int, encoder: Encoder = Encoder()
+) -> dict:
     """The embedding store's scenarios, each against the bare decoder measured in the same process:
     a click served from the store (memory emptied first), a restarted process's first click and
     another process's click (`other_process_figures`), the first click on the next task after
@@ -649,7 +789,7 @@ def store_figures(config_name: str, checkpoint: str, device: str, workdir: Path,
         + [(workdir / name, width, height, 20 + i) for i, name in enumerate(next_frames)]
         + [(workdir / name, *GRID_SIZE, 40 + i) for i, name in enumerate(next_grid)]
     )
-    model = load_model(config_name, checkpoint, device, workdir)
+    model = load_model(config_name, checkpoint, device, workdir, encoder)
     model.setup("grid", LABEL_CONFIG, GRID_PARAMS)
     segmenter, store = model.pipeline.segmenter, model.pipeline.segmenter.store
     task_a = [{"id": 1, "data": {"image": "store-a.jpg"}}]
@@ -659,7 +799,8 @@ def store_figures(config_name: str, checkpoint: str, device: str, workdir: Path,
         return model.predict(task, c, project, LABEL_CONFIG)
 
     fresh = _regions(click(task_a))  # an encoder run, stored
-    figures = {"store_decoder_ms": _bare_decoder_ms(model, task_a, ctx, STORE_PROJECT, repeats * 3)}
+    figures = {"store_encoder": segmenter.identity.label()}
+    figures["store_decoder_ms"] = _bare_decoder_ms(model, task_a, ctx, STORE_PROJECT, repeats * 3)
     figures["store_repeat_ms"], _ = median_ms(lambda: click(task_a), repeats * 3)  # held in memory
     figures["store_click_ms"], answer = median_ms(lambda: click(task_a), repeats * 3, before=segmenter.cache.clear)
     same = {"store_click": _regions(answer) == fresh}
@@ -668,7 +809,7 @@ def store_figures(config_name: str, checkpoint: str, device: str, workdir: Path,
     figures["store_bytes_per_embedding"] = store.path(key).stat().st_size
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        other = pool.apply(other_process_figures, (config_name, checkpoint, device, str(workdir), repeats))
+        other = pool.apply(other_process_figures, (config_name, checkpoint, device, str(workdir), repeats, encoder))
     same["restart_first"] = other.pop("restart_regions") == fresh
     same["other_process_click"] = other.pop("other_process_regions") == fresh
     figures.update(other)
@@ -779,30 +920,42 @@ def print_store_table(figures: dict) -> None:
         print(f"  {name:38s} {value:10.2f}")
 
 
+RATIOS = {
+    "stock_repeat_over_repeat": ("stock_repeat_ms", "repeat_ms"),
+    "repeat_over_decoder": ("repeat_ms", "decoder_ms"),
+    "rle_sdk_over_rle": ("rle_sdk_ms", "rle_ms"),
+    "stock_first_over_first": ("stock_first_ms", "first_ms"),
+    "refine_over_decoder": ("refine_ms", "decoder_ms"),
+    "warm_first_over_encoder": ("warm_first_ms", "session_encoder_ms"),
+    "warm_first_over_cold_first": ("warm_first_ms", "cold_first_ms"),
+    "multi_p95_over_alone": ("multi_refine_p95_ms", "multi_alone_refine_p95_ms"),
+    "bitmask_png_over_rle_ms": ("bitmask_png_ms", "bitmask_rle_ms"),
+    "bitmask_url_over_rle_json_bytes": ("bitmask_url_bytes", "bitmask_rle_json_bytes"),
+    "bitmask_large_png_over_rle_ms": ("bitmask_large_png_ms", "bitmask_large_rle_ms"),
+    "bitmask_large_url_over_rle_json_bytes": ("bitmask_large_url_bytes", "bitmask_large_rle_json_bytes"),
+    # the encoder runtime against torch eager (same run, in turns)
+    "eager_encoder_over_encoder": ("eager_encoder_ms", "converted_encoder_ms"),
+    "eager_first_over_first": ("eager_first_ms", "converted_first_ms"),
+    "startup_cold_over_warm": ("startup_cold_ms", "startup_warm_ms"),
+    "worker_eager_rss_over_rss": ("worker_eager_idle_rss_mb", "worker_idle_rss_mb"),
+    "worker_eager_anon_over_anon": ("worker_eager_idle_anon_mb", "worker_idle_anon_mb"),
+}
+
+
 def ratios(figures: dict) -> dict:
-    """The ratios docs/performance.md discusses, from the figures of every scenario."""
-    return {
-        "stock_repeat_over_repeat": figures["stock_repeat_ms"] / figures["repeat_ms"],
-        "repeat_over_decoder": figures["repeat_ms"] / figures["decoder_ms"],
-        "rle_sdk_over_rle": figures["rle_sdk_ms"] / figures["rle_ms"],
-        "first_over_decode_plus_encoder": figures["first_ms"] / (figures["decode_ms"] + figures["encoder_ms"]),
-        "stock_first_over_first": figures["stock_first_ms"] / figures["first_ms"],
-        "refine_over_decoder": figures["refine_ms"] / figures["decoder_ms"],
-        "warm_first_over_encoder": figures["warm_first_ms"] / figures["session_encoder_ms"],
-        "warm_first_over_cold_first": figures["warm_first_ms"] / figures["cold_first_ms"],
-        "multi_p95_over_alone": figures["multi_refine_p95_ms"] / figures["multi_alone_refine_p95_ms"],
-        "bitmask_png_over_rle_ms": figures["bitmask_png_ms"] / figures["bitmask_rle_ms"],
-        "bitmask_url_over_rle_json_bytes": figures["bitmask_url_bytes"] / figures["bitmask_rle_json_bytes"],
-        "bitmask_large_png_over_rle_ms": figures["bitmask_large_png_ms"] / figures["bitmask_large_rle_ms"],
-        "bitmask_large_url_over_rle_json_bytes": figures["bitmask_large_url_bytes"]
-        / figures["bitmask_large_rle_json_bytes"],
-    }
+    """The ratios docs/performance.md discusses, of the scenarios that ran (None for the others)."""
+    found = {}
+    for name, (over, under) in RATIOS.items():
+        found[name] = figures[over] / figures[under] if figures.get(over) and figures.get(under) else None
+    if figures.get("first_ms"):
+        found["first_over_decode_plus_encoder"] = figures["first_ms"] / (figures["decode_ms"] + figures["encoder_ms"])
+    return found
 
 
-def print_table(figures: dict) -> None:
-    """The figures as a table on stdout, then the ratios."""
-    annotators = figures["multi_annotators"]
-    rows = [
+def _rows(figures: dict) -> list[tuple[str, str]]:
+    """(label, key) of the timings print_table shows, in its order."""
+    annotators = figures.get("multi_annotators")
+    return [
         ("stock first click", "stock_first_ms"),
         ("stock repeated click", "stock_repeat_ms"),
         ("SAM2Plus first click", "first_ms"),
@@ -814,13 +967,6 @@ def print_table(figures: dict) -> None:
         ("mask decoder (bare predict)", "decoder_ms"),
         ("label-studio-sdk mask2rle", "rle_sdk_ms"),
         ("SAM2Plus brush RLE", "rle_ms"),
-    ]
-    width, height = figures["image_size"]
-    print(
-        f"SAM2Plus benchmark: {figures['config']} ({figures['checkpoint']}) on {figures['device']}, "
-        f"{width}x{height} JPEG ({figures['image_bytes'] / 1e6:.1f} MB)"
-    )
-    rows += [
         ("session: task open answered", "session_open_ms"),
         ("session: open until warmed up", "session_warm_up_ms"),
         ("session: first click after warm-up", "warm_first_ms"),
@@ -833,30 +979,70 @@ def print_table(figures: dict) -> None:
         ("same clicks alone: p95", "multi_alone_refine_p95_ms"),
         (f"{annotators} annotators: slowest first click", "multi_first_max_ms"),
         ("alone: slowest first click", "multi_alone_first_max_ms"),
+        (f"encoder, {figures['encoder']}", "converted_encoder_ms"),
+        ("encoder, torch eager", "eager_encoder_ms"),
+        (f"first click, {figures['encoder']}", "converted_first_ms"),
+        ("first click, torch eager", "eager_first_ms"),
+        ("worker start, converts (cold cache)", "startup_cold_ms"),
+        ("worker start, converted (warm cache)", "startup_warm_ms"),
+        ("worker start, torch eager", "startup_eager_ms"),
+        ("worker's first encoder run, converted", "worker_encode_ms"),
+        ("worker's first encoder run, torch eager", "worker_eager_encode_ms"),
     ]
-    for label, key in rows:
-        print(f"  {label:38s} {figures[key]:10.1f} ms")
-    print(f"  {'session: encoder runs':38s} {figures['session_encoder_runs']:10d}")
+
+
+MEMORY_ROWS = [
+    ("peak RSS, SAM2Plus request path", "peak_rss_mb"),
+    ("peak RSS, with the stock pipeline", "stock_peak_rss_mb"),
+    ("peak GPU memory, loading the model", "model_gpu_mb"),
+    ("peak GPU memory, SAM2Plus request path", "peak_gpu_mb"),
+    ("peak GPU memory, stock pipeline", "stock_peak_gpu_mb"),
+    ("worker RSS after start, converted", "worker_rss_mb"),
+    ("worker RSS after start, torch eager", "worker_eager_rss_mb"),
+    ("worker RSS idle after a run, converted", "worker_idle_rss_mb"),
+    ("worker RSS idle after a run, eager", "worker_eager_idle_rss_mb"),
+    ("worker own memory (anon) after start, converted", "worker_anon_mb"),
+    ("worker own memory (anon) after start, eager", "worker_eager_anon_mb"),
+    ("worker own memory idle after a run, converted", "worker_idle_anon_mb"),
+    ("worker own memory idle after a run, eager", "worker_eager_idle_anon_mb"),
+    ("worker peak RSS, converted", "worker_peak_rss_mb"),
+    ("worker peak RSS, torch eager", "worker_eager_peak_rss_mb"),
+    ("peak RSS of the converting start", "startup_cold_peak_rss_mb"),
+]
+
+
+def print_table(figures: dict) -> None:
+    """The figures of the scenarios that ran as a table on stdout, then the ratios."""
+    width, height = figures["image_size"]
     print(
-        "  session clicks (object 1 x4, object 2, object 3): "
-        + ", ".join(f"{ms:.0f}" for ms in figures["session_clicks_ms"])
-        + " ms"
+        f"SAM2Plus benchmark: {figures['config']} ({figures['checkpoint']}) on {figures['device']}, "
+        f"encoder {figures['encoder']}, {width}x{height} JPEG ({figures['image_bytes'] / 1e6:.1f} MB)"
     )
-    print(f"  {'peak RSS, SAM2Plus request path':38s} {figures['peak_rss_mb']:10.0f} MB")
-    print(f"  {'peak RSS, with the stock pipeline':38s} {figures['stock_peak_rss_mb']:10.0f} MB")
-    if figures.get("peak_gpu_mb") is not None:
-        print(f"  {'peak GPU memory, loading the model':38s} {figures['model_gpu_mb']:10.0f} MB")
-        print(f"  {'peak GPU memory, SAM2Plus request path':38s} {figures['peak_gpu_mb']:10.0f} MB")
-        print(f"  {'peak GPU memory, stock pipeline':38s} {figures['stock_peak_gpu_mb']:10.0f} MB")
-    print(f"  RLE identical to label-studio-sdk: {figures['rle_identical']} ({figures['rle_mask_px']} mask px)")
-    for name, what in (("bitmask", "click's mask"), ("bitmask_large", "large disc")):
+    for label, key in _rows(figures):
+        if figures.get(key) is not None:
+            print(f"  {label:38s} {figures[key]:10.1f} ms")
+    if "session_encoder_runs" in figures:
+        print(f"  {'session: encoder runs':38s} {figures['session_encoder_runs']:10d}")
         print(
-            f"  Bitmask PNG, {what} ({figures[f'{name}_mask_px']} px): {figures[f'{name}_png_ms']:.1f} ms, "
-            f"{figures[f'{name}_url_bytes']} B data URL; brush RLE {figures[f'{name}_rle_ms']:.1f} ms, "
-            f"{figures[f'{name}_rle_json_bytes']} B JSON"
+            "  session clicks (object 1 x4, object 2, object 3): "
+            + ", ".join(f"{ms:.0f}" for ms in figures["session_clicks_ms"])
+            + " ms"
         )
+    for label, key in MEMORY_ROWS:
+        if figures.get(key) is not None:
+            print(f"  {label:48s} {figures[key]:10.0f} MB")
+    if "rle_identical" in figures:
+        print(f"  RLE identical to label-studio-sdk: {figures['rle_identical']} ({figures['rle_mask_px']} mask px)")
+    for name, what in (("bitmask", "click's mask"), ("bitmask_large", "large disc")):
+        if f"{name}_mask_px" in figures:
+            print(
+                f"  Bitmask PNG, {what} ({figures[f'{name}_mask_px']} px): {figures[f'{name}_png_ms']:.1f} ms, "
+                f"{figures[f'{name}_url_bytes']} B data URL; brush RLE {figures[f'{name}_rle_ms']:.1f} ms, "
+                f"{figures[f'{name}_rle_json_bytes']} B JSON"
+            )
     for name, value in figures["ratios"].items():
-        print(f"  {name:38s} {value:10.2f}")
+        if value is not None:
+            print(f"  {name:38s} {value:10.2f}")
 
 
 def main(argv=None) -> int:
@@ -873,20 +1059,32 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--annotators", type=int, default=ANNOTATORS, help="annotators at once in the multi-annotator scenario"
     )
+    parser.add_argument("--encoder-runtime", default="auto", help="ENCODER_RUNTIME of the model: auto, torch, openvino")
+    parser.add_argument("--encoder-precision", default="auto", help="ENCODER_PRECISION of the model: auto, bf16, f32")
+    parser.add_argument(
+        "--scenarios", choices=("all", "encoder"), default="all", help="encoder: start-up, encoder and first click only"
+    )
     args = parser.parse_args(argv)
     width, _, height = args.size.partition("x")
     scene = Scene(int(width), int(height))
+    encoder = Encoder(args.encoder_runtime, args.encoder_precision, args.scenarios)
     figures = {}
-    if not args.store_only:
-        with tempfile.TemporaryDirectory(prefix="sam2plus-bench-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="sam2plus-bench-") as root:
+        workdir, store_workdir = Path(root, "run"), Path(root, "store")
+        workdir.mkdir()
+        store_workdir.mkdir()
+        if not args.store_only:
             figures = run(
-                args.config, args.checkpoint, args.device, args.repeats, scene, Path(workdir), args.annotators
+                args.config, args.checkpoint, args.device, args.repeats, scene, workdir, args.annotators, encoder
             )
-        print_table(figures)
-    if not args.no_store:
-        with tempfile.TemporaryDirectory(prefix="sam2plus-bench-store-") as workdir:
-            figures.update(store_figures(args.config, args.checkpoint, args.device, Path(workdir), args.repeats))
-        print_store_table(figures)
+            print_table(figures)
+            if (workdir / "encoders").is_dir():  # the store's scenarios load what the run converted
+                (store_workdir / "encoders").symlink_to(workdir / "encoders", target_is_directory=True)
+        if not args.no_store and encoder.scenarios == "all":
+            figures.update(
+                store_figures(args.config, args.checkpoint, args.device, store_workdir, args.repeats, encoder)
+            )
+            print_store_table(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

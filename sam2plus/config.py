@@ -14,6 +14,8 @@ from .urls import parse_host_rule, parse_origin
 
 __all__ = [
     "ARTIFACT_MODES",
+    "ENCODER_PRECISIONS",
+    "ENCODER_RUNTIMES",
     "LOG_LEVELS",
     "UNTRAINED",
     "MAX_JSON_DEPTH",
@@ -25,6 +27,8 @@ __all__ = [
 ]
 
 ARTIFACT_MODES = ("off", "on", "request")
+ENCODER_RUNTIMES = ("auto", "torch", "openvino")  # what runs SAM2's image encoder (sam2plus.encoders)
+ENCODER_PRECISIONS = ("auto", "bf16", "f32")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 UNTRAINED = "untrained"  # MODEL_CHECKPOINT for SAM2's architecture with random weights
 # Python's JSON parser stops at its recursion limit (about 1000 levels); the limit stays well below it.
@@ -148,6 +152,8 @@ class ServerConfig:
     max_json_items: int = 1_000_000
     max_tasks: int = 1000  # tasks in one /predict body (Label Studio's batch predictions send many)
     max_prompt_points: int = MAX_PROMPT_POINTS  # keypoints in one click's context
+    encoder_runtime: str = "auto"  # auto: OpenVINO on a CPU where it passes parity, torch on CUDA
+    encoder_precision: str = "auto"  # auto: bf16 where the CPU (or GPU) has it, f32 otherwise
 
     @property
     def embedding_store_path(self) -> Path:
@@ -156,6 +162,12 @@ class ServerConfig:
 
     def __post_init__(self):
         problems = []
+        if self.encoder_runtime not in ENCODER_RUNTIMES:
+            problems.append(f"ENCODER_RUNTIME={self.encoder_runtime!r} must be one of {', '.join(ENCODER_RUNTIMES)}")
+        if self.encoder_precision not in ENCODER_PRECISIONS:
+            problems.append(
+                f"ENCODER_PRECISION={self.encoder_precision!r} must be one of {', '.join(ENCODER_PRECISIONS)}"
+            )
         if self.artifacts not in ARTIFACT_MODES:
             problems.append(f"ARTIFACTS={self.artifacts!r} must be off, on or request")
         if self.basic_auth_user and not self.basic_auth_pass:
@@ -235,6 +247,8 @@ class ServerConfig:
             max_json_items=env.number("MAX_JSON_ITEMS", d.max_json_items),
             max_tasks=env.number("MAX_TASKS", d.max_tasks),
             max_prompt_points=env.number("MAX_PROMPT_POINTS", d.max_prompt_points),
+            encoder_runtime=env.text("ENCODER_RUNTIME", d.encoder_runtime).lower(),
+            encoder_precision=env.text("ENCODER_PRECISION", d.encoder_precision).lower(),
         )
 
 

@@ -16,8 +16,9 @@ without a decode. Bounded by the store: it stops before an image whose embedding
 (it never evicts what it just made to make room). A progress bar on stderr; at the end, images per second.
 
 Features are keyed on the model's identity (sam2plus/identity.py): run it with the model,
-runtime and precision of the servers that will read the store (a CUDA machine encodes in bf16,
-which CPU servers in f32 do not read; docs/how-it-works.md, The embedding store).
+ENCODER_RUNTIME and ENCODER_PRECISION of the servers that will read the store (a CUDA machine
+encodes with torch in bf16, which CPU servers running OpenVINO or torch f32 do not read;
+docs/how-it-works.md, The embedding store).
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ embedding is cached never waits for another request's encoder run.
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import logging
 import threading
@@ -30,8 +29,10 @@ import numpy as np
 import torch
 
 from . import metrics
-from .config import UNTRAINED, ConfigError, checkpoint_file
+from .config import UNTRAINED, ConfigError, ServerConfig, checkpoint_file
+from .encoders import EncoderStore, choose_encoder, fresh_predictor, load_encoder
 from .identity import ModelIdentity, untrained_weights, weights_digest
+from .logtext import logtext
 from .prompts import PatchPrompt  # what `predict` takes; defined with `Prompt`
 from .startup import checkpoint_problem
 
@@ -216,15 +217,27 @@ def multimask(prompt: PatchPrompt) -> bool:
 
 
 class Segmenter:
-    """The real SAM2 image predictor with an embedding cache and an encoder lock."""
+    """The real SAM2 image predictor with an embedding cache and an encoder lock; its image encoder
+    is SAM2's in torch, or converted for the CPU (`encoder_runtime`, sam2plus.encoders), whose
+    converted copies live in `encoder_dir`."""
 
-    def __init__(self, model_config: str, checkpoint: str | None, device: str, cache_bytes: int):
+    def __init__(
+        self,
+        model_config: str,
+        checkpoint: str | None,
+        device: str,
+        cache_bytes: int,
+        encoder_runtime: str = "torch",
+        encoder_precision: str = "auto",
+        encoder_dir: str | Path | None = None,
+    ):
         from sam2.build_sam import build_sam2
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         self.device = device
         self.model_config = model_config
         self.untrained = checkpoint is None
+        choice = choose_encoder(encoder_runtime, encoder_precision, device)
         started = time.perf_counter()
         try:
             # Untrained weights come from a fixed seed, so that every worker holds the same model,
@@ -242,12 +255,11 @@ class Segmenter:
                 ) from None
             raise
         self.predictor = SAM2ImagePredictor(model)
-        # The encoder runs in bf16 under CUDA's autocast (`_autocast`), in f32 on the CPU.
-        self.identity = ModelIdentity(
-            config=model_config,
-            weights=untrained_weights(UNTRAINED_SEED) if checkpoint is None else weights_digest(checkpoint),
-            precision="bf16" if device.startswith("cuda") else "f32",
-        )
+        weights = untrained_weights(UNTRAINED_SEED) if checkpoint is None else weights_digest(checkpoint)
+        store = EncoderStore(encoder_dir) if encoder_dir is not None else None
+        self.encoder = load_encoder(self.predictor, ModelIdentity(model_config, weights), choice, store)
+        self.identity: ModelIdentity = self.encoder.identity
+        release_free_memory()  # the torch copy of a converted encoder's weights
         self.input_size = int(model.image_size)
         self.cache = EmbeddingCache(cache_bytes)
         self.store = None  # an EmbeddingStore keyed on `identity` (model.py sets it), or None
@@ -263,12 +275,32 @@ class Segmenter:
             time.perf_counter() - started,
             " with UNTRAINED random weights: masks are meaningless" if self.untrained else "",
         )
+        log.info(
+            "image encoder: %s (ENCODER_RUNTIME=%s, ENCODER_PRECISION=%s)",
+            logtext(self.identity.label()),
+            logtext(encoder_runtime),
+            logtext(encoder_precision),
+        )
         if self.untrained:
             log.warning("MODEL_CHECKPOINT=untrained: SAM2 runs with random weights, for tests and benchmarks only")
 
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> Segmenter:
+        """The segmenter a backend process serves with (docs/configuration.md)."""
+        return cls(
+            config.model_config,
+            resolve_checkpoint(config.model_checkpoint, config.checkpoint_dir),
+            resolve_device(config.device),
+            config.embedding_cache_mb << 20,
+            config.encoder_runtime,
+            config.encoder_precision,
+            Path(config.cache_dir) / "encoders",
+        )
+
     @property
     def name(self) -> str:
-        return Path(self.model_config).stem + (f":{UNTRAINED}" if self.untrained else "")
+        """The model in the model version: config, encoder runtime and precision, and untrained weights."""
+        return f"{Path(self.model_config).stem}@{self.identity.label()}" + (f":{UNTRAINED}" if self.untrained else "")
 
     def _autocast(self):
         if self.device.startswith("cuda"):
@@ -359,9 +391,7 @@ class Segmenter:
 
     def _predictor(self):
         """A predictor of this call over the shared model: its own image state, the model's weights."""
-        predictor = copy.copy(self.predictor)
-        predictor.reset_predictor()
-        return predictor
+        return fresh_predictor(self.predictor)
 
     def _features(self, patch: np.ndarray, key: tuple) -> tuple[dict, bool]:
         """The patch's image features from the cache, or from an encoder run under the encoder lock
@@ -376,16 +406,14 @@ class Segmenter:
             if features is not None:
                 return features, False
             release_free_memory()  # so the encoder's working memory does not stack on idle heap
-            predictor = self._predictor()
             started = time.perf_counter()
-            with torch.inference_mode(), self._autocast():
-                predictor.set_image(to_model_input(patch, self.input_size))
+            features = self.encoder(to_model_input(patch, self.input_size))
             self.encoder_runs += 1
             metrics.count_encoder_run(time.perf_counter() - started)
-            self.cache.put(key, predictor._features)
+            self.cache.put(key, features)
             release_free_memory()
-        self._keep(key, predictor._features)
-        return predictor._features, True
+        self._keep(key, features)
+        return features, True
 
     def _stored(self, key: tuple) -> dict | None:
         """The features of `key` from the embedding store, moved to the model's device and cached

@@ -60,24 +60,31 @@ RATIOS = {
 }
 
 
-@pytest.mark.slow
-def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
+def bench(tmp_path, *args: str, timeout: float = 1200) -> tuple[subprocess.CompletedProcess, dict]:
+    """`python -m sam2plus.bench` with `args`, which must succeed: its output and its JSON figures."""
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, "-m", "sam2plus.bench", "--size", "2400x1800", "--repeats", "1", "--annotators", "2"]
-        + ["--json", str(out), "--no-store"],
+        [sys.executable, "-m", "sam2plus.bench", *args, "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=timeout,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(out.read_text())
+    return run, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_benchmark_prints_its_table_and_writes_every_figure(tmp_path):
+    small = ["--size", "2400x1800", "--repeats", "1", "--annotators", "2"]
+    run, figures = bench(tmp_path, *small, "--encoder-runtime", "torch", "--no-store")
     assert KEYS <= figures.keys()
     assert figures["image_px"] == 2400 * 1800 and figures["device"] == "cpu"
     assert figures["rle_identical"] is True
     assert all(figures[key] > 0 for key in KEYS if key.endswith("_ms"))
-    assert RATIOS <= figures["ratios"].keys() and all(value > 0 for value in figures["ratios"].values())
+    assert RATIOS <= figures["ratios"].keys() and all(figures["ratios"][name] > 0 for name in RATIOS)
+    # torch eager serves the model itself: no second encoder to compare it with
+    assert figures["encoder"].startswith("torch-") and figures["ratios"]["eager_first_over_first"] is None
     # Facts, not timings: object 1's refinement clicks and object 2 reuse object 1's window, object 3
     # (far away) needs its own; the session has 6 clicks.
     assert figures["session_encoder_runs"] == 2
@@ -109,18 +116,30 @@ STORE_KEYS = {
 }
 
 
+ENCODER_KEYS = {
+    "startup_cold_ms",
+    "startup_warm_ms",
+    "startup_eager_ms",
+    "startup_cold_peak_rss_mb",
+    "worker_rss_mb",
+    "worker_idle_rss_mb",
+    "worker_peak_rss_mb",
+    "worker_eager_rss_mb",
+    "worker_eager_idle_rss_mb",
+    "worker_eager_peak_rss_mb",
+    "worker_idle_anon_mb",
+    "worker_eager_idle_anon_mb",
+    "worker_encode_ms",
+    "converted_encoder_ms",
+    "eager_encoder_ms",
+    "converted_first_ms",
+    "eager_first_ms",
+}
+
+
 @pytest.mark.slow
 def test_the_store_scenarios_report_their_figures_and_identical_regions(tmp_path):
-    out = tmp_path / "bench.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "sam2plus.bench", "--store-only", "--repeats", "1", "--json", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    figures = json.loads(out.read_text())
+    run, figures = bench(tmp_path, "--store-only", "--repeats", "1", "--encoder-runtime", "torch", timeout=1800)
     assert STORE_KEYS <= figures.keys() and all(figures[key] > 0 for key in STORE_KEYS)
     # Facts, not timings: every answer is a fresh encoder run's; no click of another process, of the
     # prefetched task or of the grid ran the encoder; an embedding is 16 MiB and a small header.
@@ -141,3 +160,16 @@ def test_the_store_scenarios_report_their_figures_and_identical_regions(tmp_path
         "prefetched_frame_first_over_repeat",
     }
     assert "click served from the store" in run.stdout and "SAM2Plus repeated click" not in run.stdout
+
+
+@pytest.mark.slow
+def test_the_encoder_scenarios_measure_the_default_runtime_against_torch_eager(tmp_path):
+    """The default encoder on a CPU (OpenVINO), converted once by the first worker's start, against
+    torch eager in the same run; `--scenarios encoder` leaves the other scenarios out."""
+    run, figures = bench(tmp_path, "--size", "2400x1800", "--repeats", "1", "--scenarios", "encoder")
+    assert figures["encoder"].startswith("openvino-") and figures["device"] == "cpu"
+    assert all(figures[key] > 0 for key in ENCODER_KEYS), {key: figures[key] for key in ENCODER_KEYS}
+    assert "first_ms" not in figures and "stock_first_ms" not in figures, "--scenarios encoder runs these only"
+    # Facts, not timings: the cold start converted and the warm one loaded what it built.
+    assert "converting the image encoder" in run.stderr and "converted image encoder found" in run.stderr
+    assert figures["ratios"]["eager_first_over_first"] > 0 and "first click, torch eager" in run.stdout

@@ -12,6 +12,7 @@ import json
 import logging
 import multiprocessing
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,9 +21,11 @@ import torch
 from sam2plus import embeddingstore
 from sam2plus.boundedfolder import USAGE
 from sam2plus.embeddingstore import EmbeddingStore
+from sam2plus.identity import ModelIdentity
 
 MODEL = "a" * 64  # a model identity's digest
 OTHER_MODEL = "b" * 64
+TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 KEY = ("0123abcd", (1024, 768), (0, 0, 1024, 1024), (0, 0, 0))
 OTHER_KEY = ("0123abcd", (1024, 768), (512, 0, 512, 512), None)
 
@@ -99,6 +102,30 @@ def test_another_models_features_are_never_served(tmp_path):
     assert mine.get(KEY) is None and mine.keys(KEY[0]) == []
     assert mine.put(KEY, features(2)) and same(mine.get(KEY), features(2))
     assert same(EmbeddingStore(tmp_path, 1 << 30, OTHER_MODEL).get(KEY), features(1))
+
+
+def test_features_of_one_encoder_runtime_or_precision_never_serve_another(tmp_path):
+    """One model (config, weights) under each encoder a server may run (ENCODER_RUNTIME,
+    ENCODER_PRECISION): torch f32 on a CPU, OpenVINO bf16 or f32, torch bf16 on CUDA, another
+    OpenVINO release. Each reads back only what it stored itself, from one shared folder."""
+    torch_f32 = ModelIdentity(TINY, "untrained-seed0", "torch-2.14.1", "f32")
+    identities = [
+        torch_f32,
+        replace(torch_f32, runtime="openvino-2026.4.1", precision="bf16"),
+        replace(torch_f32, runtime="openvino-2026.4.1"),
+        replace(torch_f32, precision="bf16"),
+        replace(torch_f32, runtime="openvino-2026.5.0", precision="bf16"),
+    ]
+    assert len({identity.digest() for identity in identities}) == len(identities)
+    stores = [EmbeddingStore(tmp_path, 1 << 30, identity.digest()) for identity in identities]
+    for seed, writer in enumerate(stores):
+        assert writer.put(KEY, features(seed))
+        for later, reader in zip(identities[seed + 1 :], stores[seed + 1 :], strict=True):
+            assert reader.get(KEY) is None, f"{identities[seed].label()} features served to {later.label()}"
+    for seed, reader in enumerate(stores):
+        got = reader.get(KEY)
+        assert got is not None and same(got, features(seed)), f"{identities[seed].label()} read another's"
+    assert len(files(tmp_path)) == len(identities)
 
 
 def test_a_foreign_file_under_my_name_is_refused_logged_once_and_removed(tmp_path, caplog):
@@ -262,9 +289,6 @@ def test_nothing_is_written_outside_the_folder(tmp_path):
 
 
 # ---------------------------------------------------------------- the real SAM2
-
-
-TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
 def _scene() -> np.ndarray:

@@ -50,7 +50,7 @@ from tests.support.capture import capture_backend
 from tests.support.geometry_segmenter import ColorRegionSegmenter
 from tests.support.regions import require_some
 from tests.support.scenes import DiscScene, bitmask_mask, box_iou, brush_mask, iou, polygon_mask, rectangle_box
-from tests.support.servers import REPO, gunicorn_backend, wsgi_server
+from tests.support.servers import REPO, TEST_MODEL, gunicorn_backend, wsgi_server
 
 PROBE = str(Path(sys.executable).with_name("sam2plus-probe"))
 EXAMPLES = REPO / "examples"
@@ -1038,7 +1038,7 @@ def test_cli_against_a_backend_that_shares_no_folder_in_every_return_format(remo
 
 @pytest.mark.slow
 def test_cli_local_runs_the_backend_in_process(tmp_path):
-    env = {"MODEL_CONFIG": "configs/sam2.1/sam2.1_hiera_t.yaml", "MODEL_CHECKPOINT": "untrained", "DEVICE": "cpu"}
+    env = {**TEST_MODEL}
     answer = answer_of(
         probe("--local", "--cache-dir", tmp_path / "cache", "--intermediates=mid", "-o", "out", cwd=tmp_path, env=env)
     )

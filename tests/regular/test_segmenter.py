@@ -286,7 +286,7 @@ def test_a_checkpoint_file_is_loaded(tiny, tmp_path):
     path = tmp_path / "weights.pt"
     torch.save({"model": donor.predictor.model.state_dict()}, path)
     loaded = Segmenter(TINY, str(path), "cpu", 64 << 20)
-    assert not loaded.untrained and loaded.name == "sam2.1_hiera_t"
+    assert not loaded.untrained and loaded.name == f"sam2.1_hiera_t@{loaded.identity.label()}"
     got = loaded.predict(_scene(3), ("c",), BOX).low_res_logits
     assert np.allclose(got, donor.predict(_scene(3), ("c",), BOX).low_res_logits, atol=1e-4)
     assert not np.allclose(got, tiny.predict(_scene(3), ("c",), BOX).low_res_logits, atol=1e-2)
@@ -386,7 +386,8 @@ def test_identity_names_config_weights_runtime_and_precision(tiny, tmp_path):
     and a changed one is another."""
     model = tiny
     assert model.identity.weights == "untrained-seed0"
-    assert (model.identity.runtime, model.identity.precision) == ("torch", "f32")
+    assert (model.identity.runtime, model.identity.precision) == (f"torch-{torch.__version__.split('+')[0]}", "f32")
+    assert model.name == f"sam2.1_hiera_t@{model.identity.label()}:untrained"
     first, second = tmp_path / "a.pt", tmp_path / "b.pt"
     first.write_bytes(b"weights")
     second.write_bytes(b"weights")

@@ -112,6 +112,7 @@ def project(folder: Path, docker_host: str) -> Project:
             "MODEL_STORE": "./store",
             "WORKERS": "1",
             "THREADS": "4",
+            "ENCODER_RUNTIME": "torch",  # no OpenVINO conversion in the deploy tests' containers
         },
     )
     (folder / "store").mkdir(exist_ok=True)

@@ -20,7 +20,14 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]  # the repository's root folder
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-TEST_MODEL = {"MODEL_CONFIG": "configs/sam2.1/sam2.1_hiera_t.yaml", "MODEL_CHECKPOINT": "untrained", "DEVICE": "cpu"}
+# torch's own encoder: the servers of the tests start in seconds, with no OpenVINO conversion
+# (tests/regular/test_encoders.py is about the runtime).
+TEST_MODEL = {
+    "MODEL_CONFIG": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "MODEL_CHECKPOINT": "untrained",
+    "DEVICE": "cpu",
+    "ENCODER_RUNTIME": "torch",
+}
 
 
 def free_port() -> int:
