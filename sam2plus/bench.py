@@ -775,8 +775,8 @@ def store_figures(
     a click served from the store (memory emptied first), a restarted process's first click and
     another process's click (`other_process_figures`), the first click on the next task after
     its prefetch (`prefetched_figures`: a grid project's, a whole-frame project's), a subpatching
-    click on a grid-encoded image; the store's read time and bytes per
-    embedding; and whether each answer's regions are those of a fresh encoder run."""
+    click on a grid-encoded image; the store's read time and bytes per embedding; and whether each
+    answer's regions are those of a fresh encoder run."""
     import multiprocessing
 
     width, height = STORE_SIZE
