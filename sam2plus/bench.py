@@ -781,8 +781,9 @@ def store_figures(
 
     width, height = STORE_SIZE
     names = ("store-a.jpg", "store-c.jpg")
-    next_frames = [f"next-frame-{i}.jpg" for i in range(repeats)]  # the next tasks, one first click each
-    next_grid = [f"next-grid-{i}.jpg" for i in range(repeats)]
+    # the next tasks: one first click each, then as many twins for the decoder's first call
+    next_frames = [f"next-frame-{i}.jpg" for i in range(2 * repeats)]
+    next_grid = [f"next-grid-{i}.jpg" for i in range(2 * repeats)]
     write_images(
         [(workdir / name, width, height, 7 + i) for i, name in enumerate(names)]
         + [(workdir / "grid.jpg", *GRID_SIZE, 9)]
@@ -820,7 +821,9 @@ def store_figures(
         ("prefetched_frame", "stock", next_frames, ctx, 20),
     ):
         tasks = [[{"id": first_id + i, "data": {"image": name}}] for i, name in enumerate(names)]
-        found, same[f"{scenario}_first"] = prefetched_figures(model, project, tasks, click_ctx, repeats)
+        found, same[f"{scenario}_first"] = prefetched_figures(
+            model, project, tasks[:repeats], tasks[repeats:], click_ctx, repeats
+        )
         figures |= {f"{scenario}_{name}": value for name, value in found.items()}
 
     grid_task = [{"id": 3, "data": {"image": "grid.jpg"}}]
@@ -841,11 +844,13 @@ def store_figures(
     return figures
 
 
-def prefetched_figures(model, project: str, tasks: list, ctx: dict, repeats: int) -> tuple[dict, bool]:
+def prefetched_figures(model, project: str, tasks: list, twins: list, ctx: dict, repeats: int) -> tuple[dict, bool]:
     """The next tasks of `project`, each prefetched as a task opening before it asks, then clicked
     once: the median of those first clicks (one sample a task) and their encoder runs, of the bare
-    decoder timed right after each, and of the same click again on the last task; and whether
-    every first click's regions equal those of the click after its window was encoded afresh."""
+    decoder timed right after each, and of the same click again on the last task; the median of
+    the bare decoder's first call on each of `twins` after its prefetch (the same state: the
+    encoder's memory just handed back, caches cold); and whether every first click's regions equal
+    those of the click after its window was encoded afresh."""
     params, segmenter = model.settings.load(project), model.pipeline.segmenter
     firsts, decoders, answers, runs = [], [], [], 0
     for task in tasks:
@@ -856,9 +861,18 @@ def prefetched_figures(model, project: str, tasks: list, ctx: dict, repeats: int
         firsts.append((time.perf_counter() - started) * 1000)
         runs += segmenter.encoder_runs - before
         decoders.append(_bare_decoder_ms(model, task, ctx, project, 3))  # right after: the same load
+    decoder_firsts = []
+    for task in twins:
+        model.warmup.submit(task, LABEL_CONFIG, params, project, kind="prefetch")
+        model.warmup.wait(3600)
+        patch, key, prompt = _click_parts(model, task, ctx, project)
+        started = time.perf_counter()
+        segmenter.predict(patch, key, prompt)
+        decoder_firsts.append((time.perf_counter() - started) * 1000)
     last = tasks[-1]
     figures = {"first_ms": statistics.median(firsts), "first_encoder_runs": runs}
     figures["decoder_ms"] = statistics.median(decoders)
+    figures["decoder_first_ms"] = statistics.median(decoder_firsts)
     figures["repeat_ms"], _ = median_ms(lambda: model.predict(last, ctx, project, LABEL_CONFIG), repeats * 3)
     same = True
     for task, regions in zip(tasks, answers, strict=True):
@@ -878,6 +892,10 @@ def store_ratios(figures: dict) -> dict:
         "prefetched_first_over_decoder": figures["prefetched_first_ms"] / figures["prefetched_decoder_ms"],
         "prefetched_frame_first_over_decoder": figures["prefetched_frame_first_ms"]
         / figures["prefetched_frame_decoder_ms"],
+        # the same, over the decoder's own first call after a prefetch (what the click adds to it)
+        "prefetched_first_over_decoder_first": figures["prefetched_first_ms"] / figures["prefetched_decoder_first_ms"],
+        "prefetched_frame_first_over_decoder_first": figures["prefetched_frame_first_ms"]
+        / figures["prefetched_frame_decoder_first_ms"],
         "grid_click_over_decoder": figures["grid_click_ms"] / figures["grid_decoder_ms"],
         # what the store or the prefetch leaves of a click's cost beyond the same click held in memory
         "store_click_over_repeat": figures["store_click_ms"] / figures["store_repeat_ms"],
@@ -897,9 +915,11 @@ def print_store_table(figures: dict) -> None:
         ("another process: click from the store", "other_process_click_ms"),
         ("restarted process: first click", "restart_first_ms"),
         ("next task (grid): bare decoder", "prefetched_decoder_ms"),
-        ("next task (grid): first click, prefetched", "prefetched_first_ms"),
+        ("next task (grid): decoder's first call", "prefetched_decoder_first_ms"),
+        ("next task (grid): first click", "prefetched_first_ms"),
         ("next task (grid): the same click again", "prefetched_repeat_ms"),
         ("next task (whole frame): bare decoder", "prefetched_frame_decoder_ms"),
+        ("next task (whole frame): decoder's first", "prefetched_frame_decoder_first_ms"),
         ("next task (whole frame): first click", "prefetched_frame_first_ms"),
         ("next task (whole frame): click again", "prefetched_frame_repeat_ms"),
         ("grid image: bare decoder", "grid_decoder_ms"),
@@ -911,13 +931,13 @@ def print_store_table(figures: dict) -> None:
         " project 2048x2048; the next tasks of a whole-frame project 3000x2000)"
     )
     for label, key in rows:
-        print(f"  {label:38s} {figures[key]:10.1f} ms")
-    print(f"  {'bytes per embedding':38s} {figures['store_bytes_per_embedding']:10d}")
-    print(f"  {'grid windows':38s} {figures['grid_windows']:10d}")
-    print(f"  {'encoder runs of the grid clicks':38s} {figures['grid_click_encoder_runs']:10d}")
+        print(f"  {label:42s} {figures[key]:10.1f} ms")
+    print(f"  {'bytes per embedding':42s} {figures['store_bytes_per_embedding']:10d}")
+    print(f"  {'grid windows':42s} {figures['grid_windows']:10d}")
+    print(f"  {'encoder runs of the grid clicks':42s} {figures['grid_click_encoder_runs']:10d}")
     print(f"  regions identical to a fresh encoder run: {figures['store_regions_identical']}")
     for name, value in figures["store_ratios"].items():
-        print(f"  {name:38s} {value:10.2f}")
+        print(f"  {name:42s} {value:10.2f}")
 
 
 RATIOS = {

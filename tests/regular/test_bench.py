@@ -111,6 +111,8 @@ STORE_KEYS = {
     "prefetched_frame_decoder_ms",
     "prefetched_frame_first_ms",
     "prefetched_frame_repeat_ms",
+    "prefetched_decoder_first_ms",
+    "prefetched_frame_decoder_first_ms",
     "grid_decoder_ms",
     "grid_click_ms",
 }
@@ -154,6 +156,8 @@ def test_the_store_scenarios_report_their_figures_and_identical_regions(tmp_path
         "restart_first_over_decoder",
         "prefetched_first_over_decoder",
         "prefetched_frame_first_over_decoder",
+        "prefetched_first_over_decoder_first",
+        "prefetched_frame_first_over_decoder_first",
         "grid_click_over_decoder",
         "store_click_over_repeat",
         "prefetched_first_over_repeat",
