@@ -796,8 +796,8 @@ def store_figures(
     task_a = [{"id": 1, "data": {"image": "store-a.jpg"}}]
     ctx = _store_context()
 
-    def click(task, project=STORE_PROJECT, c=ctx):
-        return model.predict(task, c, project, LABEL_CONFIG)
+    def click(task):
+        return model.predict(task, ctx, STORE_PROJECT, LABEL_CONFIG)
 
     fresh = _regions(click(task_a))  # an encoder run, stored
     figures = {"store_encoder": segmenter.identity.label()}
@@ -826,22 +826,30 @@ def store_figures(
         )
         figures |= {f"{scenario}_{name}": value for name, value in found.items()}
 
-    grid_task = [{"id": 3, "data": {"image": "grid.jpg"}}]
-    model.predict(grid_task, None, "grid", LABEL_CONFIG)  # the task opens: the grid is encoded
-    model.warmup.wait(3600)
-    runs = segmenter.encoder_runs
-    figures["grid_click_ms"], answer = median_ms(lambda: click(grid_task, "grid", grid_ctx), repeats * 3)
-    figures["grid_click_encoder_runs"] = segmenter.encoder_runs - runs
-    figures["grid_windows"] = len(store.keys(_click_parts(model, grid_task, grid_ctx, "grid")[1][0]))
-    figures["grid_decoder_ms"] = _bare_decoder_ms(model, grid_task, grid_ctx, "grid", repeats * 3)
-    _, grid_key, _ = _click_parts(model, grid_task, grid_ctx, "grid")
-    grid_regions = _regions(answer)
-    _forget_image(model, grid_key)
-    model.pipeline.warm(grid_task[0], LABEL_CONFIG, model.settings.load("grid"))  # the window encoded afresh
-    same["grid_click"] = _regions(click(grid_task, "grid", grid_ctx)) == grid_regions
+    found, same["grid_click"] = grid_figures(model, grid_ctx, repeats)
+    figures |= found
     figures["store_regions_identical"] = same
     figures["store_ratios"] = store_ratios(figures)
     return figures
+
+
+def grid_figures(model, ctx: dict, repeats: int) -> tuple[dict, bool]:
+    """A click on grid.jpg after its task opened in the grid project (the grid encoded at warm-up):
+    its time, encoder runs and bare decoder, the windows stored; and whether its regions equal
+    those of the click after its window was encoded afresh."""
+    segmenter, task = model.pipeline.segmenter, [{"id": 3, "data": {"image": "grid.jpg"}}]
+    model.predict(task, None, "grid", LABEL_CONFIG)  # the task opens: the grid is encoded
+    model.warmup.wait(3600)
+    runs = segmenter.encoder_runs
+    figures = {}
+    figures["grid_click_ms"], answer = median_ms(lambda: model.predict(task, ctx, "grid", LABEL_CONFIG), repeats * 3)
+    figures["grid_click_encoder_runs"] = segmenter.encoder_runs - runs
+    _, key, _ = _click_parts(model, task, ctx, "grid")
+    figures["grid_windows"] = len(segmenter.store.keys(key[0]))
+    figures["grid_decoder_ms"] = _bare_decoder_ms(model, task, ctx, "grid", repeats * 3)
+    _forget_image(model, key)
+    model.pipeline.warm(task[0], LABEL_CONFIG, model.settings.load("grid"))  # the window encoded afresh
+    return figures, _regions(model.predict(task, ctx, "grid", LABEL_CONFIG)) == _regions(answer)
 
 
 def prefetched_figures(model, project: str, tasks: list, twins: list, ctx: dict, repeats: int) -> tuple[dict, bool]:
