@@ -514,7 +514,8 @@ def worker_start(config_name: str, checkpoint: str, device: str, workdir: str, r
     dropped; prints one JSON line: times in ms, RSS in MiB after the start, idle after the run,
     and the peak. RSS counts the mapped files too (libraries, the converted encoder's weights
     file), which the page cache shares between workers; `anon` is the worker's own memory."""
-    from .segmenter import Segmenter, release_free_memory
+    from .heap import release_free_memory
+    from .segmenter import Segmenter
 
     logging.basicConfig(level=logging.INFO, format="worker_start: %(name)s: %(message)s")  # on stderr
     config = bench_config(config_name, checkpoint, device, Path(workdir), Encoder(runtime, precision))
@@ -781,9 +782,11 @@ def store_figures(
 
     width, height = STORE_SIZE
     names = ("store-a.jpg", "store-c.jpg")
-    # the next tasks: one first click each, then as many twins for the decoder's first call
-    next_frames = [f"next-frame-{i}.jpg" for i in range(2 * repeats)]
-    next_grid = [f"next-grid-{i}.jpg" for i in range(2 * repeats)]
+    # the next tasks: one first click each (as many as the other figures' clicks), then as many
+    # twins for the decoder's first call
+    tasks = 3 * repeats
+    next_frames = [f"next-frame-{i}.jpg" for i in range(2 * tasks)]
+    next_grid = [f"next-grid-{i}.jpg" for i in range(2 * tasks)]
     write_images(
         [(workdir / name, width, height, 7 + i) for i, name in enumerate(names)]
         + [(workdir / "grid.jpg", *GRID_SIZE, 9)]
@@ -817,12 +820,12 @@ def store_figures(
 
     grid_ctx = context(keypoint_region(700, 1250, *GRID_SIZE, from_name="point", labels=["object"]))
     for scenario, project, names, click_ctx, first_id in (
-        ("prefetched", "grid", next_grid, grid_ctx, 10),
-        ("prefetched_frame", "stock", next_frames, ctx, 20),
+        ("prefetched", "grid", next_grid, grid_ctx, 100),
+        ("prefetched_frame", "stock", next_frames, ctx, 200),
     ):
-        tasks = [[{"id": first_id + i, "data": {"image": name}}] for i, name in enumerate(names)]
+        opened = [[{"id": first_id + i, "data": {"image": name}}] for i, name in enumerate(names)]
         found, same[f"{scenario}_first"] = prefetched_figures(
-            model, project, tasks[:repeats], tasks[repeats:], click_ctx, repeats
+            model, project, opened[:tasks], opened[tasks:], click_ctx, repeats
         )
         figures |= {f"{scenario}_{name}": value for name, value in found.items()}
 

@@ -17,7 +17,6 @@ embedding is cached never waits for another request's encoder run.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import threading
 import time
@@ -31,6 +30,7 @@ import torch
 from . import metrics
 from .config import UNTRAINED, ConfigError, ServerConfig, checkpoint_file
 from .encoders import EncoderStore, choose_encoder, fresh_predictor, load_encoder
+from .heap import HeapTrim, release_free_memory
 from .identity import ModelIdentity, untrained_weights, weights_digest
 from .logtext import logtext
 from .prompts import PatchPrompt  # what `predict` takes; defined with `Prompt`
@@ -41,7 +41,6 @@ __all__ = [
     "LOW_RES",
     "SegmentOutput",
     "PatchPrompt",
-    "release_free_memory",
     "resolve_checkpoint",
     "resolve_device",
     "INPUT_BAND_BYTES",
@@ -62,23 +61,6 @@ class SegmentOutput:
     low_res_logits: np.ndarray  # float32 (256, 256): SAM2's mask logits over the whole patch
     score: float  # SAM2's predicted IoU of the chosen mask
     encoded: bool  # True when this call ran the image encoder (a cache miss)
-
-
-def _malloc_trim():
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_free_memory() -> None:
-    """Hand the heap memory freed by the encoder's activations back to the system (glibc keeps
-    it otherwise, which adds a few hundred MB to every worker's resident memory on CPU)."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def resolve_checkpoint(checkpoint: str, checkpoint_dir: str) -> str | None:
@@ -265,6 +247,7 @@ class Segmenter:
         self.store = None  # an EmbeddingStore keyed on `identity` (model.py sets it), or None
         self.encoder_runs = 0
         self._encoder = threading.Lock()
+        self.heap = HeapTrim()  # when the encoder's freed memory goes back to the system
         if device.startswith("cuda") and torch.cuda.get_device_properties(0).major >= 8:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -356,6 +339,7 @@ class Segmenter:
                 normalize_coords=False,
             )
         metrics.observe_stage("decoder", time.perf_counter() - started)
+        self.heap.touch()
         best = int(np.argmax(scores))
         return SegmentOutput(np.asarray(low_res[best], dtype=np.float32), float(scores[best]), encoded)
 
@@ -383,6 +367,7 @@ class Segmenter:
                 normalize_coords=False,
             )
         metrics.observe_stage("decoder", time.perf_counter() - started)
+        self.heap.touch()
         count = len(fractions)
         return (
             np.asarray(low_res, np.float32).reshape(count, 3, LOW_RES, LOW_RES),
@@ -405,13 +390,12 @@ class Segmenter:
             features = self.cache.get(key, count=False)
             if features is not None:
                 return features, False
-            release_free_memory()  # so the encoder's working memory does not stack on idle heap
-            started = time.perf_counter()
-            features = self.encoder(to_model_input(patch, self.input_size))
-            self.encoder_runs += 1
-            metrics.count_encoder_run(time.perf_counter() - started)
-            self.cache.put(key, features)
-            release_free_memory()
+            with self.heap.encoding():  # its freed memory handed back when the worker is idle
+                started = time.perf_counter()
+                features = self.encoder(to_model_input(patch, self.input_size))
+                self.encoder_runs += 1
+                metrics.count_encoder_run(time.perf_counter() - started)
+                self.cache.put(key, features)
         self._keep(key, features)
         return features, True
 
