@@ -90,9 +90,15 @@ class HeapTrim:
         self._changed.notify_all()
 
     def _trim_now(self) -> None:
-        self._trim()
-        self.trims += 1
+        """Trim (the condition's lock held on entry and on return, released while trimming, so
+        that a click's `touch` does not wait for it)."""
         self._pending = False
+        self.trims += 1
+        self._changed.release()
+        try:
+            self._trim()
+        finally:
+            self._changed.acquire()
 
     def _wait_for_idle(self) -> None:
         pid = os.getpid()
@@ -105,10 +111,4 @@ class HeapTrim:
                 if left > 0:
                     self._changed.wait(left)
                     continue
-                self._pending = False
-                self.trims += 1
-                self._changed.release()  # a click's touch does not wait for the trim
-                try:
-                    self._trim()
-                finally:
-                    self._changed.acquire()
+                self._trim_now()
